@@ -1,0 +1,15 @@
+"""The base of errors about the user's input (data, config, weights, checkpoints).
+
+The ``mmfuse`` command prints these as one message, without a traceback (``MMFUSE_DEBUG=1`` shows
+it); every message names the record, key or file and the fix.
+"""
+
+__all__ = ["ConfigError", "MmfuseError"]
+
+
+class MmfuseError(Exception):
+    """An error in what the user gave mmfuse, reported by the CLI without a traceback."""
+
+
+class ConfigError(MmfuseError, ValueError):
+    """An option value that cannot work (unknown preset, impossible combination, …)."""

@@ -1,0 +1,68 @@
+"""Shared fixtures. Tests never touch the network: the hub is switched off before anything imports it."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "experiments" / "quickstart" / "config.yaml"
+
+#: example sequences per modality, of different lengths (padding is exercised)
+SEQUENCES = {
+    "dna": ["ACGT" * 40 + "NACG", "TTGACA" * 16],
+    "rna": ["AUGGCCAUUGUAAUGGGCCGCUGAAAGGGUGCCCGAUAG", "ACGUNAC"],
+    "protein": ["MKTAYIAKQRQISFVKSHFSRQ", "MVLSPADKTN"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def small_table():
+    """The sample data set with few genes (fast), as a DataFrame."""
+    from mmfuse.data.sample import make_sample_table
+
+    return make_sample_table(num_genes=24, seed=1)
+
+
+def _run_mmfuse(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
+    import subprocess
+
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mmfuse", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def run_mmfuse():
+    """``run_mmfuse(*args, cwd=None, env=None)`` runs ``python -m mmfuse ARGS`` in a fresh process."""
+    return _run_mmfuse
+
+
+@pytest.fixture(scope="session")
+def quickstart() -> Path:
+    return QUICKSTART
+
+
+@pytest.fixture(scope="session")
+def sequences() -> dict[str, list[str]]:
+    return SEQUENCES

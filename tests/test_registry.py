@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+
+import pytest
+
+from mmfuse import registry as registry_module
+from mmfuse.registry import (
+    BACKBONES,
+    DuplicateComponentError,
+    PluginLoadError,
+    Registry,
+    UnknownComponentError,
+    suggest,
+)
+
+
+class Alpha:
+    pass
+
+
+class Beta:
+    pass
+
+
+def _entry_point(name, value, loader, dist=("fake-plugin", "1.2")):
+    return SimpleNamespace(
+        name=name, value=value, load=loader, dist=SimpleNamespace(metadata={"Name": dist[0]}, version=dist[1])
+    )
+
+
+def test_register_get_and_names():
+    reg = Registry("widget", group="mmfuse.test-none")
+    reg.register()(Alpha)
+    reg.register("B")(Beta)
+    assert reg.get("Alpha") is Alpha and reg.get("B") is Beta
+    assert reg.names() == ["Alpha", "B"]
+    reg.register()(Alpha)  # the same object again is harmless
+    assert reg.names() == ["Alpha", "B"]
+
+
+def test_duplicate_name_fails_naming_both():
+    reg = Registry("widget", group="mmfuse.test-none")
+    reg.add("Alpha", Alpha)
+    with pytest.raises(DuplicateComponentError, match=r"'Alpha' is already registered by .*Alpha.*Beta"):
+        reg.add("Alpha", Beta)
+
+
+def test_unknown_name_lists_known_and_closest():
+    with pytest.raises(UnknownComponentError) as info:
+        BACKBONES.get("ESM3")
+    message = str(info.value)
+    assert message.startswith("Unknown backbone 'ESM3'. Known backbones: ESM2, Enformer, NucleotideTransformer")
+    assert message.endswith("Did you mean 'ESM2'?")
+    assert "Did you mean 'Enformer'?" in BACKBONES.unknown_message("enformer")
+
+
+def test_suggest_searches_all_registries():
+    assert "Known adapters" in suggest("ConcatFusoin") and "'ConcatFusion'" in suggest("ConcatFusoin")
+    assert "'MLPHead'" in suggest("MlpHead")
+    assert suggest("ESM2") is None
+
+
+def test_plugins_load_lazily_and_failures_name_the_distribution(monkeypatch):
+    calls = []
+
+    def good():
+        calls.append("good")
+        return Beta
+
+    def bad():
+        raise ModuleNotFoundError("No module named 'missing_dep'")
+
+    points = [_entry_point("Beta", "plug.mod:Beta", good), _entry_point("Broken", "plug.broken:Thing", bad)]
+    monkeypatch.setattr(registry_module.metadata, "entry_points", lambda group: points)
+    reg = Registry("widget")
+    assert calls == []  # nothing imported before the first lookup
+    with pytest.warns(UserWarning, match=r"'Broken' \(plug.broken:Thing\) from fake-plugin 1.2 failed to import"):
+        assert reg.get("Beta") is Beta
+    assert [e.source for e in reg.entries()] == ["fake-plugin 1.2"]
+    with pytest.raises(PluginLoadError, match=r"fake-plugin 1.2, which failed to import: ModuleNotFoundError"):
+        reg.get("Broken")
+    assert reg.failures() == ["Broken = plug.broken:Thing (fake-plugin 1.2): ModuleNotFoundError: No module named "
+                              "'missing_dep'"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # loaded once: no second warning
+        assert reg.names() == ["Beta"]
+
+
+def test_builtins_are_registered_with_their_source():
+    import mmfuse.backbones  # noqa: F401
+
+    sources = {e.name: e.source for e in BACKBONES.entries()}
+    assert sources["ESM2"] == "mmfuse (built-in)"
