@@ -1,0 +1,19 @@
+"""Sequence encoders ("backbones"): the interface, the built-in architectures and their presets."""
+
+from mmfuse.backbones.base import Backbone, BackboneOutput
+from mmfuse.backbones.enformer import ENFORMER_PRESETS, Enformer
+from mmfuse.backbones.esm import ESM2, ESM2_PRESETS
+from mmfuse.backbones.nucleotide_transformer import NT_PRESETS, NucleotideTransformer
+from mmfuse.backbones.presets import Preset
+
+__all__ = [
+    "ENFORMER_PRESETS",
+    "ESM2",
+    "ESM2_PRESETS",
+    "NT_PRESETS",
+    "Backbone",
+    "BackboneOutput",
+    "Enformer",
+    "NucleotideTransformer",
+    "Preset",
+]

@@ -1,0 +1,231 @@
+"""Enformer DNA encoder (Avsec et al., Nature Methods 2021) through ``enformer-pytorch``.
+
+Loading does not go through ``Enformer.from_pretrained``: enformer-pytorch 0.8.11 subclasses
+``transformers.PreTrainedModel`` in a way transformers 5 cannot save or load (its trunk holds every
+layer twice, under ``stem.*`` and ``_trunk.*``). Instead the checkpoint's ``config.json`` builds the
+model and its state dict (safetensors, or a ``.bin`` read with ``weights_only=True``) is loaded
+tensor by tensor, accepting either name of each shared tensor. :func:`save_enformer` writes the same
+layout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmfuse.backbones.base import Backbone, BackboneOutput
+from mmfuse.backbones.presets import Preset, fetch_file, get_preset
+from mmfuse.checkpoints import CheckpointMismatchError, describe_mismatch
+from mmfuse.errors import ConfigError
+from mmfuse.registry import BACKBONES
+from mmfuse.tokenizers import CharTokenizer
+
+__all__ = ["ENFORMER_PRESETS", "Enformer", "load_enformer", "save_enformer"]
+
+_PAPER = "Avsec et al. 2021, Nature Methods 18:1196, https://doi.org/10.1038/s41592-021-01252-x"
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: bins of the official model's transformer (196,608 bp / 128 bp): the only length its
+#: TensorFlow-exact positional features (``use_tf_gamma``) are defined for
+_TF_GAMMA_BINS = 1536
+
+ENFORMER_PRESETS = {
+    p.name: p
+    for p in (
+        Preset(
+            "tiny", None,
+            dict(dim=48, depth=1, heads=2, attn_dim_key=16, num_downsamples=5, dim_divisible_by=8,
+                 output_heads=dict(human=8), target_length=-1, dropout_rate=0.1),
+            embed_dim=96, modality="dna", license="MIT", paper=_PAPER,
+        ),
+        Preset(
+            "enformer_official_rough", "EleutherAI/enformer-official-rough",
+            dict(dim=1536, depth=11, heads=8, output_heads=dict(human=5313, mouse=1643), target_length=896,
+                 use_tf_gamma=True),
+            embed_dim=3072, modality="dna", license="Apache-2.0", paper=_PAPER,
+        ),
+    )
+}  # fmt: skip
+
+
+def _load_state_dict(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_aliased_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor], what: str) -> None:
+    """Loads ``state_dict`` into ``module`` where one tensor may be reachable under several names.
+
+    Each tensor of the module must be given under at least one of its names; shapes must match.
+
+    Raises:
+        CheckpointMismatchError: missing, unexpected or mis-shaped tensors, listed by name.
+    """
+    own = module.state_dict(keep_vars=True)
+    names_of: dict[int, list[str]] = {}
+    for name, tensor in own.items():
+        names_of.setdefault(id(tensor), []).append(name)
+    complete: dict[str, Tensor] = {}
+    missing, wrong_shape = [], []
+    for names in names_of.values():
+        given = next((n for n in names if n in state_dict), None)
+        if given is None:
+            missing.append(names[0])
+            continue
+        if tuple(state_dict[given].shape) != tuple(own[given].shape):
+            wrong_shape.append(f"{given}: saved {tuple(state_dict[given].shape)} vs model {tuple(own[given].shape)}")
+            continue
+        complete.update({n: state_dict[given] for n in names})
+    problem = describe_mismatch(missing, sorted(set(state_dict) - set(own)), wrong_shape)
+    if problem:
+        raise CheckpointMismatchError(f"{what} does not match the model built from its config: {problem}.")
+    module.load_state_dict(complete, strict=True)
+
+
+def load_enformer(source: str, revision: str | None = None) -> nn.Module:
+    """An ``enformer_pytorch.Enformer`` with weights from a hub id or a local directory."""
+    from enformer_pytorch import Enformer as _Enformer
+    from enformer_pytorch.config_enformer import EnformerConfig
+
+    config_path = fetch_file(source, ("config.json",), revision)
+    weights_path = fetch_file(source, _WEIGHT_FILES, revision)
+    config = EnformerConfig(**json.loads(config_path.read_text()))
+    model = _Enformer(config)
+    load_aliased_state_dict(model, _load_state_dict(weights_path), f"Enformer checkpoint {weights_path}")
+    return model
+
+
+def save_enformer(model: nn.Module, directory: str | Path) -> Path:
+    """Writes an ``enformer_pytorch.Enformer`` as ``config.json`` + ``model.safetensors``."""
+    from safetensors.torch import save_model
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.to_json_file(str(directory / "config.json"))
+    save_model(model, str(directory / "model.safetensors"))  # keeps one name per shared tensor
+    return directory
+
+
+@BACKBONES.register()
+class Enformer(Backbone):
+    """Enformer trunk: one embedding (width ``2 * dim``) per bin of ``2 ** num_downsamples`` bp.
+
+    Input is DNA over ``ACGTN`` (``N`` is an all-zero one-hot), tokenized to indices, or a one-hot
+    tensor ``(B, L, 4)`` given as ``{"one_hot": ...}``. Sequences shorter than the longest of the batch
+    are padded with uniform (0.25) one-hot columns, as enformer-pytorch does; bins holding only
+    padding are masked. Enformer's attention sees those bins, so give equal-length windows (the usual
+    TSS-centred design) when exact embeddings matter.
+
+    Args:
+        preset: a name from ``ENFORMER_PRESETS`` (``tiny``, ``enformer_official_rough``).
+        source: load weights from this hub id or local directory (``config.json`` + weights).
+        pretrained: load weights; ``False`` builds the architecture with random weights.
+        modality: the modality name this encoder reads.
+        freeze: keep the weights fixed and BatchNorm statistics frozen (eval mode).
+        crop_bins: keep only this many central bins (Enformer's ``target_length``; 896 for the
+            official model on 196,608 bp). ``None`` keeps every bin.
+        use_tf_gamma: TensorFlow-exact positional features of the official port; they exist only for
+            196,608 bp inputs. ``None`` takes the preset's value.
+        max_length: longest accepted sequence in bp (``None``: unlimited).
+
+    Examples:
+        >>> backbone = Enformer("tiny")
+        >>> out = backbone(backbone.tokenizer(["ACGT" * 64]))  # 256 bp, 32 bp bins
+        >>> tuple(out.embeddings.shape)
+        (1, 8, 96)
+    """
+
+    padding_invariant = False
+
+    def __init__(
+        self,
+        preset: str = "enformer_official_rough",
+        source: str | None = None,
+        pretrained: bool = True,
+        modality: str = "dna",
+        freeze: bool = False,
+        crop_bins: int | None = None,
+        use_tf_gamma: bool | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        super().__init__(modality, freeze)
+        from enformer_pytorch import Enformer as _Enformer
+        from enformer_pytorch.config_enformer import EnformerConfig
+        from enformer_pytorch.modeling_enformer import Attention
+
+        record = get_preset(ENFORMER_PRESETS, preset, "Enformer")
+        self.preset = record
+        src = source or record.source
+        revision = record.revision if source is None else None
+        if pretrained and src is not None:
+            model = load_enformer(src, revision)
+        elif source is not None:  # the architecture of a given checkpoint, without its weights
+            config_path = fetch_file(source, ("config.json",))
+            model = _Enformer(EnformerConfig(**json.loads(config_path.read_text())))
+        else:
+            model = _Enformer(EnformerConfig(**record.config))
+        model.set_target_length(-1)  # cropping is done here, on embeddings and mask alike
+        model._heads = nn.ModuleDict()  # the tracks heads are unused; unused parameters break DDP
+        tf_gamma = record.config.get("use_tf_gamma", False) if use_tf_gamma is None else use_tf_gamma
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.use_tf_gamma = tf_gamma
+        self.use_tf_gamma = tf_gamma
+        self.model = model
+        self.crop_bins = crop_bins
+        self.bin_size = 2 ** model.config.num_downsamples
+        self.tokenizer = CharTokenizer("Enformer", "ACGTN", [0, 1, 2, 3, 4], pad_id=-1, max_tokens=max_length)
+        self._finish_init()
+
+    @property
+    def embed_dim(self) -> int:
+        return 2 * int(self.model.config.dim)
+
+    def encode(self, batch: Mapping[str, Tensor]) -> BackboneOutput:
+        from enformer_pytorch.data import seq_indices_to_one_hot
+
+        if "one_hot" in batch:
+            one_hot = batch["one_hot"].float()
+            base_mask = batch.get("attention_mask")
+            if base_mask is None:
+                base_mask = torch.ones(one_hot.shape[:2], dtype=torch.bool, device=one_hot.device)
+        else:
+            one_hot = seq_indices_to_one_hot(batch["input_ids"])
+            base_mask = batch["attention_mask"]
+        length = one_hot.shape[1]
+        n_bins = -(-length // self.bin_size)
+        if self.use_tf_gamma and n_bins != _TF_GAMMA_BINS:
+            raise ConfigError(
+                f"Enformer with use_tf_gamma=True (the official port's exact positional features) needs "
+                f"{_TF_GAMMA_BINS * self.bin_size:,} bp inputs; this batch is {length:,} bp. Give "
+                f"windows of that length or set use_tf_gamma: false."
+            )
+        embeddings = self.model(one_hot, return_only_embeddings=True)
+        mask = base_mask.float()[:, None, :]
+        for _ in range(self.model.config.num_downsamples):  # a bin is real if any base in it is
+            mask = F.max_pool1d(mask, 2, ceil_mode=True)
+        mask = mask[:, 0, :].bool()
+        if self.crop_bins is not None:
+            embeddings, mask = self._crop(embeddings), self._crop(mask)
+        return BackboneOutput(embeddings, mask)
+
+    def _crop(self, x: Tensor) -> Tensor:
+        n = x.shape[1]
+        if self.crop_bins > n:
+            raise ConfigError(
+                f"Enformer crop_bins={self.crop_bins} is more than the {n} bins of this batch "
+                f"({n * self.bin_size:,} bp); lower crop_bins or give longer windows."
+            )
+        start = (n - self.crop_bins) // 2
+        return x[:, start : start + self.crop_bins]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", bin_size={self.bin_size}, crop_bins={self.crop_bins}"
+

@@ -1,0 +1,107 @@
+"""Pretrained checkpoints described as data, and the one place that finds their files.
+
+Each architecture (one backbone class) has named presets: a hub id or none (random init), the
+architecture's sizes, maximum input length, license and paper. Selecting a preset needs no dimension
+typed by hand. ``source`` may override where the weights come from: a hub id or a local directory
+(the way to work offline).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from mmfuse.errors import ConfigError, MmfuseError
+
+__all__ = ["Preset", "WeightsNotFoundError", "fetch_file", "get_preset", "is_local"]
+
+
+class WeightsNotFoundError(MmfuseError, OSError):
+    """Pretrained weights that could not be found or downloaded."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One checkpoint of an architecture.
+
+    Attributes:
+        name: the name written in YAML (``preset: esm2_t30_150M_UR50D``).
+        source: hub id of the weights, or ``None`` for a randomly initialised architecture.
+        config: the architecture's hyper-parameters, used to build it without weights.
+        embed_dim: width of the embeddings the backbone returns.
+        max_tokens: longest input, in tokens (``None``: no fixed limit).
+        modality: what the model reads.
+        license: license of the weights.
+        paper: where the model is described.
+        revision: hub revision (commit, branch or tag) to pin, if known.
+    """
+
+    name: str
+    source: str | None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    embed_dim: int = 0
+    max_tokens: int | None = None
+    modality: str = ""
+    license: str = ""
+    paper: str = ""
+    revision: str | None = None
+
+
+def get_preset(presets: Mapping[str, Preset], name: str, architecture: str) -> Preset:
+    """The preset ``name`` of ``architecture``; unknown names list the known ones."""
+    if name in presets:
+        return presets[name]
+    known = sorted(presets)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"Unknown {architecture} preset {name!r}. Known presets: {', '.join(known)}.{hint} "
+        f"To load other weights, keep a preset of the same architecture and set `source` to a hub id "
+        f"or a local directory."
+    )
+
+
+def is_local(source: str) -> bool:
+    """Whether ``source`` names an existing local directory (otherwise it is read as a hub id)."""
+    return Path(source).expanduser().is_dir()
+
+
+def fetch_file(source: str, candidates: Sequence[str], revision: str | None = None) -> Path:
+    """Path of the first of ``candidates`` found in a local directory or hub repository ``source``.
+
+    Raises:
+        WeightsNotFoundError: none of the files exists there, or the hub cannot be reached.
+    """
+    if is_local(source):
+        directory = Path(source).expanduser()
+        for name in candidates:
+            if (directory / name).is_file():
+                return directory / name
+        raise WeightsNotFoundError(
+            f"{directory} holds none of {', '.join(candidates)}; point `source` at the directory of a "
+            f"saved checkpoint."
+        )
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    errors = []
+    for name in candidates:
+        try:
+            return Path(hf_hub_download(source, name, revision=revision))
+        except EntryNotFoundError as exc:
+            errors.append(f"{name}: {exc.__class__.__name__}")
+        except Exception as exc:  # offline, unknown repo, gated model, ...
+            raise weights_error(source, exc) from exc
+    raise WeightsNotFoundError(f"hub repository {source!r} has none of {', '.join(candidates)} ({'; '.join(errors)})")
+
+
+def weights_error(source: str, exc: BaseException) -> WeightsNotFoundError:
+    """An error explaining how to load ``source`` offline."""
+    return WeightsNotFoundError(
+        f"could not load weights from {source!r}: {type(exc).__name__}: {exc}\n"
+        f"If {source!r} is meant as a local directory, it does not exist. If it is a hub id and this "
+        f"machine is offline, download it where the hub is reachable "
+        f"(`hf download {source} --local-dir DIR`), copy DIR here and set `source: DIR`."
+    )
