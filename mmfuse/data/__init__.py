@@ -1,0 +1,8 @@
+"""Data modules, batching and the bundled sample data set (no model code here)."""
+
+from mmfuse.data.collate import MultiModalCollate
+from mmfuse.data.errors import DataError
+from mmfuse.data.isoform import IsoformExpression, read_table
+from mmfuse.data.tissues import GTEX_TISSUES
+
+__all__ = ["GTEX_TISSUES", "DataError", "IsoformExpression", "MultiModalCollate", "read_table"]

@@ -1,0 +1,49 @@
+"""Batching of raw records: tokenization by each backbone's tokenizer, in DataLoader workers."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from mmfuse.data.errors import DataError
+from mmfuse.tokenizers import InvalidSequenceError, Tokenizer
+
+__all__ = ["MultiModalCollate", "Record"]
+
+#: one data set item: ``{"id": str, "sequences": {modality: str}, "target": float32 array (T,)}``
+#: (``target`` is absent when the table has no targets, e.g. for prediction)
+Record = Mapping[str, Any]
+
+
+class MultiModalCollate:
+    """Turns records into a batch, tokenizing each modality with its backbone's tokenizer.
+
+    Batch layout::
+
+        {"ids": [str] * B,
+         "inputs": {modality: tokenizer output, e.g. {"input_ids": (B, L), "attention_mask": (B, L)}},
+         "target": (B, T) float32}          # when the records carry targets
+
+    Args:
+        tokenizers: one tokenizer per modality to encode; other modalities of the records are ignored.
+    """
+
+    def __init__(self, tokenizers: Mapping[str, Tokenizer]) -> None:
+        self.tokenizers = dict(tokenizers)
+
+    def __call__(self, records: Sequence[Record]) -> dict[str, Any]:
+        ids = [r["id"] for r in records]
+        inputs = {}
+        for modality, tokenizer in self.tokenizers.items():
+            sequences = [r["sequences"][modality] for r in records]
+            try:
+                inputs[modality] = tokenizer(sequences)
+            except InvalidSequenceError as exc:
+                where = f"record {ids[exc.index]!r}" if exc.index is not None else "a record of this batch"
+                raise DataError(f"{where}, {modality} sequence: {exc.reason}") from None
+        batch: dict[str, Any] = {"ids": ids, "inputs": inputs}
+        if records and "target" in records[0]:
+            batch["target"] = torch.from_numpy(np.stack([r["target"] for r in records]))
+        return batch

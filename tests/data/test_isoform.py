@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmfuse.backbones import ESM2, Enformer, NucleotideTransformer
+from mmfuse.data import GTEX_TISSUES, DataError, IsoformExpression, MultiModalCollate
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    return {"dna": Enformer("tiny").tokenizer, "rna": NucleotideTransformer("tiny").tokenizer,
+            "protein": ESM2("tiny").tokenizer}  # fmt: skip
+
+
+def _write(table: pd.DataFrame, path) -> str:
+    table.to_csv(path, index=False)
+    return str(path)
+
+
+def test_split_by_gene_keeps_isoforms_together_and_is_stable():
+    dm = IsoformExpression(path="sample", sample_genes=60)
+    dm.setup("fit")
+    genes = {}
+    for split in ("train", "val", "test"):
+        for rid in dm.split_ids(split):
+            genes.setdefault(rid.split(".")[0], set()).add(split)
+    assert all(len(s) == 1 for s in genes.values()), "a gene is in two splits"
+    assert {s for v in genes.values() for s in v} == {"train", "val", "test"}
+    again = IsoformExpression(path="sample", sample_genes=60)
+    again.setup("fit")
+    assert again.split_ids("test") == dm.split_ids("test")
+
+
+def test_split_column_is_used(small_table, tmp_path):
+    table = small_table.copy()
+    table["split"] = ["test" if i % 3 == 0 else "Train" for i in range(len(table))]
+    table.loc[1, "split"] = "validation"
+    dm = IsoformExpression(path=_write(table, tmp_path / "t.csv"))
+    dm.setup("fit")
+    assert dm.split_ids("val") == [table.transcript_id[1]]
+    assert len(dm.split_ids("test")) == sum(i % 3 == 0 for i in range(len(table)))
+    table.loc[2, "split"] = "holdout"
+    with pytest.raises(DataError, match="column 'split' of .* holds 'holdout'; use train, val or test"):
+        IsoformExpression(path=_write(table, tmp_path / "u.csv")).setup("fit")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".csv.gz"])
+def test_reads_csv_tsv_parquet(small_table, tmp_path, suffix):
+    path = tmp_path / f"table{suffix}"
+    if suffix == ".parquet":
+        small_table.to_parquet(path)
+    else:
+        small_table.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    dm = IsoformExpression(path=str(path))
+    dm.setup("fit")
+    assert sum(len(dm.split_ids(s)) for s in ("train", "val", "test")) == len(small_table)
+    np.testing.assert_allclose(dm.target_stats()[0].shape, (30,))
+
+
+def test_missing_column_lists_the_columns(small_table, tmp_path):
+    path = _write(small_table.drop(columns=["Liver", "Protein"]), tmp_path / "t.csv")
+    with pytest.raises(DataError, match=r"lacks column\(s\) 'Protein', 'Liver'.*Its columns are: transcript_id"):
+        IsoformExpression(path=path).setup("fit")
+
+
+def test_nan_target_names_the_record_or_is_dropped_and_counted(small_table, tmp_path, caplog):
+    table = small_table.copy()
+    table.loc[3, "Liver"] = np.nan
+    path = _write(table, tmp_path / "t.csv")
+    with pytest.raises(DataError, match=rf"1 record\(s\) .* NaN .*'{table.transcript_id[3]}' \(Liver: nan\).*nan_targets: drop"):
+        IsoformExpression(path=path).setup("fit")
+    dm = IsoformExpression(path=path, nan_targets="drop")
+    dm.setup("fit")
+    kept = [rid for s in ("train", "val", "test") for rid in dm.split_ids(s)]
+    assert len(kept) == len(table) - 1 and table.transcript_id[3] not in kept
+
+
+def test_duplicate_ids_are_refused(small_table, tmp_path):
+    table = pd.concat([small_table, small_table.iloc[:2]])
+    with pytest.raises(DataError, match="2 ids occur more than once in column 'transcript_id'"):
+        IsoformExpression(path=_write(table, tmp_path / "t.csv")).setup("fit")
+
+
+def test_bad_sequences_are_reported_with_record_ids_before_training(small_table, tmp_path, tokenizers):
+    table = small_table.copy()
+    table.loc[5, "Protein"] = table.Protein[5][:10] + "J" + table.Protein[5][11:]
+    table.loc[7, "Protein"] = ""
+    dm = IsoformExpression(path=_write(table, tmp_path / "t.csv"))
+    with pytest.raises(DataError) as info:
+        dm.attach_tokenizers(tokenizers)
+    message = str(info.value)
+    assert "2 protein sequence(s) (column 'Protein'" in message
+    assert f"record '{table.transcript_id[5]}': letter 'J' at position 10" in message
+    assert f"record '{table.transcript_id[7]}': the sequence is empty" in message
+
+
+def test_modalities_must_have_columns(tokenizers):
+    dm = IsoformExpression(path="sample", sample_genes=10, modalities={"rna": "RNA"})
+    with pytest.raises(DataError, match=r"reads modalities \['dna', 'protein', 'rna'\].*add \['dna', 'protein'\]"):
+        dm.attach_tokenizers(tokenizers)
+
+
+def test_loaders_need_tokenizers_then_give_batches(tokenizers):
+    dm = IsoformExpression(path="sample", sample_genes=60, batch_size=4)
+    dm.setup("fit")
+    with pytest.raises(RuntimeError, match="attach_tokenizers"):
+        dm.train_dataloader()
+    dm.attach_tokenizers(tokenizers)
+    batch = next(iter(dm.val_dataloader()))
+    assert len(batch["ids"]) == 4 and batch["target"].shape == (4, 30) and batch["target"].dtype == torch.float32
+    assert set(batch["inputs"]) == {"dna", "rna", "protein"}
+    assert batch["inputs"]["dna"]["input_ids"].shape == (4, 1024)
+    assert dm.target_names == list(GTEX_TISSUES)
+
+
+def test_collate_names_the_record_of_a_bad_sequence(tokenizers):
+    collate = MultiModalCollate({"protein": tokenizers["protein"]})
+    records = [{"id": "ok", "sequences": {"protein": "MKV"}}, {"id": "ENST01.2", "sequences": {"protein": "MK#"}}]
+    with pytest.raises(DataError, match=r"record 'ENST01.2', protein sequence: letter '#' at position 2"):
+        collate(records)
+    batch = collate(records[:1])
+    assert "target" not in batch and batch["ids"] == ["ok"]
+
+
+def test_target_stats_come_from_the_training_split():
+    dm = IsoformExpression(path="sample", sample_genes=30)
+    dm.setup("fit")
+    mean, std = dm.target_stats()
+    train = dm._splits["train"].targets
+    np.testing.assert_allclose(mean, train.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, train.std(0), rtol=1e-6)
