@@ -23,9 +23,10 @@ from __future__ import annotations
 import difflib
 import importlib
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 __all__ = [
     "ADAPTERS",
@@ -175,9 +176,7 @@ class Registry:
     def failures(self) -> list[str]:
         """One line per plugin that failed to import."""
         self.load_plugins()
-        return [
-            f"{f.name} = {f.value} ({f.source}): {f.error}" for f in self._failed.values()
-        ]
+        return [f"{f.name} = {f.value} ({f.source}): {f.error}" for f in self._failed.values()]
 
     def unknown_message(self, name: str) -> str:
         """The error message for an unknown ``name``."""
@@ -209,9 +208,7 @@ class Registry:
                 obj = entry_point.load()
             except Exception as exc:  # a broken plugin must not break the CLI
                 error = f"{type(exc).__name__}: {exc}"
-                self._failed[entry_point.name] = _FailedPlugin(
-                    entry_point.name, entry_point.value, source, error
-                )
+                self._failed[entry_point.name] = _FailedPlugin(entry_point.name, entry_point.value, source, error)
                 warnings.warn(
                     f"mmfuse: the {self.kind} plugin {entry_point.name!r} ({entry_point.value}) from "
                     f"{source} failed to import and is skipped: {error}",

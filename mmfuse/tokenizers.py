@@ -16,8 +16,9 @@ The vocabularies are written here (no network): ESM2's 33 tokens, Nucleotide Tra
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -97,9 +98,8 @@ def check_vocab_file(path: Path, expected: Sequence[str], model: str) -> None:
         return
     tokens = path.read_text().split()
     if tuple(tokens) != tuple(expected):
-        diff = next(
-            (i for i, (a, b) in enumerate(zip(tokens, expected)) if a != b), min(len(tokens), len(expected))
-        )
+        pairs = enumerate(zip(tokens, expected, strict=False))
+        diff = next((i for i, (a, b) in pairs if a != b), min(len(tokens), len(expected)))
         raise ConfigError(
             f"{path} does not hold the {model} vocabulary mmfuse tokenizes with (first difference at "
             f"token {diff}; {len(tokens)} tokens vs {len(expected)}). This checkpoint needs its own "
@@ -203,7 +203,7 @@ class CharTokenizer:
         self.prefix = [bos_id] if bos_id is not None else []
         self.suffix = [eos_id] if eos_id is not None else []
         self.strip_trailing = strip_trailing
-        mapping = dict(zip(alphabet, ids))
+        mapping = dict(zip(alphabet, ids, strict=True))
         for alias, target in (aliases or {}).items():
             mapping[alias] = mapping[target]
         self._table = _lookup_table(mapping, _INVALID)

@@ -7,8 +7,8 @@ per-token embeddings plus a mask. Freezing is handled here once for every backbo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -83,7 +83,7 @@ class Backbone(nn.Module, ABC):
         self.frozen = True
         super().train(False)
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         # A frozen backbone stays in eval mode so dropout and BatchNorm statistics do not move.
         return super().train(mode and not self.frozen)
 

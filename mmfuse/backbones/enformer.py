@@ -11,8 +11,8 @@ layout.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -180,7 +180,7 @@ class Enformer(Backbone):
         self.use_tf_gamma = tf_gamma
         self.model = model
         self.crop_bins = crop_bins
-        self.bin_size = 2 ** model.config.num_downsamples
+        self.bin_size = 2**model.config.num_downsamples
         self.tokenizer = CharTokenizer("Enformer", "ACGTN", [0, 1, 2, 3, 4], pad_id=-1, max_tokens=max_length)
         self._finish_init()
 
@@ -228,4 +228,3 @@ class Enformer(Backbone):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", bin_size={self.bin_size}, crop_bins={self.crop_bins}"
-

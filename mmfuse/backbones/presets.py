@@ -9,9 +9,10 @@ typed by hand. ``source`` may override where the weights come from: a hub id or 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from mmfuse.errors import ConfigError, MmfuseError
 
@@ -80,8 +81,7 @@ def fetch_file(source: str, candidates: Sequence[str], revision: str | None = No
             if (directory / name).is_file():
                 return directory / name
         raise WeightsNotFoundError(
-            f"{directory} holds none of {', '.join(candidates)}; point `source` at the directory of a "
-            f"saved checkpoint."
+            f"{directory} holds none of {', '.join(candidates)}; point `source` at the directory of a saved checkpoint."
         )
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError

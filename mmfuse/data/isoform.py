@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -259,7 +260,7 @@ class IsoformExpression(L.LightningDataModule):
         problems = []
         count = 0
         for records in self._splits.values():
-            for rid, sequence in zip(records.ids, records.sequences[modality]):
+            for rid, sequence in zip(records.ids, records.sequences[modality], strict=True):
                 try:
                     tokenizer.validate(sequence)
                 except InvalidSequenceError as exc:

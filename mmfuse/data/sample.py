@@ -29,8 +29,8 @@ the noiseless part, so tests can tell how much a model can learn.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,7 +64,14 @@ ARE_EFFECT = 0.5
 PROTEIN_MOTIF = "CWHWCHWC"
 PROTEIN_EFFECT = 2.0
 SECRETORY_TISSUES: tuple[str, ...] = (
-    "Pancreas", "Salivary Gland", "Stomach", "Thyroid", "Prostate", "Colon", "Cervix Uteri", "Vagina"
+    "Pancreas",
+    "Salivary Gland",
+    "Stomach",
+    "Thyroid",
+    "Prostate",
+    "Colon",
+    "Cervix Uteri",
+    "Vagina",
 )
 GENE_SD, ISOFORM_SD, NOISE_SD = 0.5, 0.3, 0.35
 
@@ -159,9 +166,16 @@ def _gene(rng: np.random.Generator, g: int) -> list[_Transcript]:
         protein = part_a + part_b + (cassette if include else "") + part_c
         transcripts.append(
             _Transcript(
-                gene=g, isoform=i, program=program, are_count=are_long if long_utr else 0,
-                has_motif=has_motif and include, dna=dna, rna=rna, protein=protein,
-                cds_start=len(utr5), cds_end=len(utr5) + len(cds),
+                gene=g,
+                isoform=i,
+                program=program,
+                are_count=are_long if long_utr else 0,
+                has_motif=has_motif and include,
+                dna=dna,
+                rna=rna,
+                protein=protein,
+                cds_start=len(utr5),
+                cds_end=len(utr5) + len(cds),
             )  # fmt: skip
         )
     return transcripts

@@ -23,7 +23,9 @@ def _save_checkpoint(directory, model_class=EsmForMaskedLM):
 
 def test_local_checkpoint_gives_the_embeddings_of_transformers(tmp_path):
     source = _save_checkpoint(tmp_path)
-    ours = ESM2(preset="tiny", source=str(source)).eval()
+    ours = ESM2(preset="tiny", source=str(source))
+    assert all(m.training for m in ours.modules()), "from_pretrained() returns eval mode; fit needs train mode"
+    ours.eval()
     reference = EsmModel.from_pretrained(source, add_pooling_layer=False).eval()
     tokens = EsmTokenizer(str(source / "vocab.txt"))(PROTEINS, padding=True, return_tensors="pt")
     expected = reference(**tokens).last_hidden_state

@@ -70,7 +70,8 @@ def test_nan_target_names_the_record_or_is_dropped_and_counted(small_table, tmp_
     table = small_table.copy()
     table.loc[3, "Liver"] = np.nan
     path = _write(table, tmp_path / "t.csv")
-    with pytest.raises(DataError, match=rf"1 record\(s\) .* NaN .*'{table.transcript_id[3]}' \(Liver: nan\).*nan_targets: drop"):
+    expected = rf"1 record\(s\) .* NaN .*'{table.transcript_id[3]}' \(Liver: nan\).*nan_targets: drop"
+    with pytest.raises(DataError, match=expected):
         IsoformExpression(path=path).setup("fit")
     dm = IsoformExpression(path=path, nan_targets="drop")
     dm.setup("fit")

@@ -1,0 +1,26 @@
+# Set-up and everyday commands. `make quickstart` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build by default; for a GPU, e.g. `make TORCH="torch --index-url https://download.pytorch.org/whl/cu128"`
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install quickstart test lint
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+quickstart: install
+	$(BIN)/mmfuse fit --config experiments/quickstart/config.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check mmfuse tests

@@ -1,0 +1,214 @@
+"""The ``mmfuse`` command: LightningCLI (fit, validate, test, predict) over registered components.
+
+Built-in components and plugins are imported before parsing, so a YAML file may name a component by
+its class name (``class_path: ESM2``) or by its full import path. Two more commands:
+``mmfuse components`` lists what is registered and where it comes from, and ``mmfuse sample-data``
+writes the bundled sample data set to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from mmfuse.errors import MmfuseError
+from mmfuse.registry import REGISTRIES, PluginLoadError, UnknownComponentError, suggest
+
+__all__ = ["MmfuseCLI", "main"]
+
+_DESCRIPTION = (
+    "mmfuse: fuse pretrained biological sequence models. Subcommands: fit, validate, test, predict "
+    "(Lightning), and `mmfuse components` (what is registered), `mmfuse sample-data --out FILE`."
+)
+# jsonargparse's wording for a class name it cannot resolve
+_UNRESOLVED = re.compile(r"(?:Expected a dot import path string:|Import path) ['\"]?([A-Za-z_][\w.]*)")
+_USER_ERRORS = (MmfuseError, UnknownComponentError, PluginLoadError)
+_CKPT_ALIASES = {"last", "best", "hpc", "registry"}
+
+
+def load_components() -> None:
+    """Imports the built-in components and every plugin entry point (failures are only reported)."""
+    import mmfuse.adapters  # noqa: F401
+    import mmfuse.backbones  # noqa: F401
+    import mmfuse.data  # noqa: F401
+    import mmfuse.tasks  # noqa: F401
+
+    for registry in REGISTRIES.values():
+        registry.load_plugins()
+
+
+def _component_hints(message: str) -> list[str]:
+    hints = []
+    for name in dict.fromkeys(_UNRESOLVED.findall(message)):
+        short = name.rsplit(".", 1)[-1]
+        if "." in name or short[:1].islower():
+            continue
+        hint = suggest(short)
+        if hint:
+            hints.append(hint)
+    return hints
+
+
+class _Parser(LightningArgumentParser):
+    """Adds, to jsonargparse's message for an unresolvable class name, the registry's known names."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        hints = _component_hints(message)
+        if hints:  # nested parsers may have added them mid-message already: keep one copy, at the end
+            lines = [line for line in message.rstrip().splitlines() if line.strip() not in hints]
+            message = "\n".join(lines + hints)
+        super().error(message, ex)
+
+
+def _check_checkpoint(path: str) -> None:
+    """Fails early, and clearly, on a checkpoint that is missing or that mmfuse cannot read safely."""
+    if path in _CKPT_ALIASES or path.startswith("registry:"):
+        return
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise MmfuseError(f"checkpoint {path!r} does not exist; pass the .ckpt file written by `mmfuse fit`")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise MmfuseError(
+                f"checkpoint {path!r} holds Python objects that only unpickling could restore; mmfuse reads "
+                f"checkpoints with torch.load(weights_only=True) and will not run that code. Use a checkpoint "
+                f"written by `mmfuse fit`."
+            ) from None
+        raise MmfuseError(
+            f"cannot read checkpoint {path!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). It may be "
+            f"truncated (a crash while writing it); use an earlier checkpoint."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise MmfuseError(f"{path!r} is not a Lightning checkpoint (it has no state_dict)")
+
+
+class MmfuseCLI(LightningCLI):
+    """LightningCLI with mmfuse's components, argument links and prediction writer.
+
+    ``data.target_names`` is linked to the task's ``target_names``; ``--predictions.output`` sets
+    where ``predict`` writes (default ``predictions.csv`` in the run's log directory).
+    """
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
+        from mmfuse.tasks import MultiModalTask
+
+        load_components()  # before parsing: YAML may name any registered class by its short name
+        super().__init__(
+            MultiModalTask,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_class=_Parser,
+            parser_kwargs={"description": _DESCRIPTION},
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=list(args) if args is not None else None,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        from mmfuse.tasks import PredictionWriter
+
+        parser.link_arguments("data.target_names", "model.init_args.target_names", apply_on="instantiate")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path:
+            _check_checkpoint(str(ckpt_path))
+        super()._parse_ckpt_path()
+
+    def after_fit(self) -> None:
+        callback = self.trainer.checkpoint_callback
+        if callback is None or not self.trainer.is_global_zero:
+            return
+        best = getattr(callback, "best_model_path", "")
+        last = getattr(callback, "last_model_path", "")
+        lines = [f"Best checkpoint: {best}"] if best else []
+        if last and last != best:
+            lines.append(f"Last checkpoint: {last}")
+        if lines:
+            print("\n".join(lines))
+            print(f"Test it with: mmfuse test --config <your config> --ckpt_path {best or last}")
+
+
+def _components(argv: Sequence[str]) -> int:
+    argparse.ArgumentParser(prog="mmfuse components", description="List registered components.").parse_args(argv)
+    load_components()
+    for kind, registry in REGISTRIES.items():
+        print(f"{kind}:")
+        for entry in registry.entries():
+            doc = (entry.obj.__doc__ or "").strip().splitlines()
+            print(f"  {entry.name:<24} {entry.source:<22} {doc[0] if doc else ''}")
+        for failure in registry.failures():
+            print(f"  (failed) {failure}")
+    return 0
+
+
+def _sample_data(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mmfuse sample-data", description="Write the bundled sample data set.")
+    parser.add_argument("--out", required=True, help="output file: .csv, .tsv or .parquet")
+    parser.add_argument("--genes", type=int, default=240, help="number of genes (default 240)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    options = parser.parse_args(argv)
+    from mmfuse.data.sample import make_sample_table
+    from mmfuse.io import atomic_path
+
+    table = make_sample_table(options.genes, options.seed)
+    out = Path(options.out)
+    with atomic_path(out) as tmp:
+        if out.suffix == ".parquet":
+            table.to_parquet(tmp, index=False)
+        else:
+            table.to_csv(tmp, index=False, sep="\t" if out.suffix == ".tsv" else ",")
+    print(f"Wrote {len(table)} transcripts of {table['gene_id'].nunique()} genes to {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Entry point of the ``mmfuse`` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["components"]:
+        return _components(args[1:])
+    if args[:1] == ["sample-data"]:
+        return _sample_data(args[1:])
+    # deprecations inside Lightning's own CLI code and on recent torch: nothing a user can act on
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    try:
+        MmfuseCLI(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+    except Exception as exc:
+        user_error = _user_error(exc)
+        if user_error is None or os.environ.get("MMFUSE_DEBUG"):
+            raise
+        print(f"mmfuse: error: {user_error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return 0
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The error about the user's input behind ``exc`` (jsonargparse and workers wrap them), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, _USER_ERRORS):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The multi-modal task skeleton: backbones keyed by modality → fusion adapter → head."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from mmfuse.adapters import ConcatFusion, FusionAdapter
+from mmfuse.backbones import Backbone
+from mmfuse.checkpoints import CheckpointMismatchError, state_dict_mismatch
+from mmfuse.errors import ConfigError
+from mmfuse.tasks.heads import Head, MLPHead
+from mmfuse.tokenizers import Tokenizer
+
+__all__ = ["AdapterFactory", "HeadFactory", "MultiModalTask", "OptimizerFactory", "SchedulerFactory"]
+
+#: builds the adapter once backbone widths are known: ``input_dims -> adapter``
+AdapterFactory = Callable[[dict[str, int]], FusionAdapter]
+#: builds the head once the fused width and the number of targets are known: ``(in_dim, out_dim) -> head``
+HeadFactory = Callable[[int, int], Head]
+OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+class MultiModalTask(L.LightningModule):
+    """Base LightningModule of mmfuse tasks.
+
+    Args:
+        backbones: one encoder per modality, keyed by the modality names of the data
+            (``{dna: Enformer, rna: NucleotideTransformer, protein: ESM2}``).
+        adapter: fusion adapter, built with the backbones' widths (default: ``ConcatFusion``).
+        head: prediction head, built with the fused width and the number of targets (default: ``MLPHead``).
+        target_names: names of the outputs; linked from the data module by the CLI.
+        optimizer: optimizer over the trainable parameters (default: AdamW, lr 1e-3).
+        lr_scheduler: optional learning-rate scheduler, stepped every epoch.
+    """
+
+    def __init__(
+        self,
+        backbones: dict[str, Backbone],
+        adapter: AdapterFactory | None = None,
+        head: HeadFactory | None = None,
+        target_names: list[str] | None = None,
+        optimizer: OptimizerFactory = torch.optim.AdamW,
+        lr_scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self._save_plain_hyperparameters()
+        if not backbones:
+            raise ConfigError("a task needs at least one backbone (`backbones: {modality: ...}`)")
+        if not target_names:
+            raise ConfigError(
+                "target_names is empty: the CLI links it from the data module; from Python pass "
+                "target_names=datamodule.target_names"
+            )
+        self.target_names = list(target_names)
+        self.backbones = nn.ModuleDict(backbones)
+        dims = {m: b.embed_dim for m, b in backbones.items()}
+        self.adapter = (adapter or ConcatFusion)(dims)
+        self.head = (head or MLPHead)(self.adapter.output_dim, len(self.target_names))
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+
+    def _save_plain_hyperparameters(self) -> None:
+        """Saves constructor arguments that are plain data; objects never go into checkpoints.
+
+        Under the CLI every argument is plain (its config); from Python, modules and classes are
+        left out, so ``torch.load(weights_only=True)`` can always read the checkpoint.
+        """
+        import inspect
+
+        self.save_hyperparameters(frame=inspect.currentframe().f_back)  # type: ignore[union-attr]
+        for key in [k for k, v in self.hparams.items() if not _is_plain(v)]:
+            del self._hparams[key]
+            self._hparams_initial.pop(key, None)
+
+    # data ---------------------------------------------------------------------------------------
+    def tokenizers(self) -> dict[str, Tokenizer]:
+        """The tokenizer of each backbone, keyed by modality."""
+        return {m: b.tokenizer for m, b in self.backbones.items()}
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "attach_tokenizers"):
+            datamodule.attach_tokenizers(self.tokenizers())
+
+    # model --------------------------------------------------------------------------------------
+    def forward(self, inputs: Mapping[str, Mapping[str, Tensor]]) -> Tensor:
+        """Predictions ``(B, n_targets)`` from tokenized inputs ``{modality: tokenizer output}``."""
+        features = {}
+        for modality, backbone in self.backbones.items():
+            out = backbone(inputs[modality])
+            features[modality] = (out.embeddings, out.mask)
+        return self.head(self.adapter(features))
+
+    # optimisation ---------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+
+    # checkpoints ----------------------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checks the checkpoint's weights against this model before Lightning loads them."""
+        problem = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
+        if problem:
+            raise CheckpointMismatchError(
+                f"the checkpoint does not fit the model built from this config: {problem}. Use the config "
+                f"the checkpoint was trained with (saved beside it as config.yaml)."
+            )

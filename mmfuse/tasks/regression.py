@@ -1,0 +1,142 @@
+"""Multi-output regression, e.g. isoform expression in 30 tissues (IsoFormer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
+
+from mmfuse.backbones import Backbone
+from mmfuse.io import atomic_path
+from mmfuse.tasks.base import AdapterFactory, HeadFactory, MultiModalTask, OptimizerFactory, SchedulerFactory
+from mmfuse.tasks.metrics import RegressionMetrics, format_table
+
+__all__ = ["RegressionTask"]
+
+_LOSSES = {"mse": F.mse_loss, "huber": F.huber_loss, "l1": F.l1_loss}
+
+
+class RegressionTask(MultiModalTask):
+    """Regression of one or more continuous targets from fused modalities.
+
+    Targets are standardised per target with the mean and standard deviation of the training split
+    (given by the data module when fitting, then saved in the checkpoint as buffers): the loss is
+    computed on standardised values, so no target dominates and the head need not learn offsets;
+    predictions and metrics are in the original units.
+
+    Logs ``{stage}/loss`` (standardised units) and, per validation/test epoch, the mean over targets of MSE, R²,
+    Pearson and Spearman (``val/spearman`` …). ``mmfuse validate`` and ``mmfuse test`` also print a
+    table per target and write it to ``metrics_<stage>.csv`` in the run's log directory.
+    Predictions are ``{"ids": [...], "preds": (B, n_targets)}``.
+
+    Args:
+        backbones: one encoder per modality, keyed by the modality names of the data.
+        adapter: fusion adapter, built with the backbones' widths (default: ``ConcatFusion``).
+        head: prediction head, built with the fused width and the number of targets (default: ``MLPHead``).
+        target_names: names of the targets; linked from the data module by the CLI.
+        loss: ``mse`` (IsoFormer), ``huber`` or ``l1``.
+        standardize_targets: standardise targets with training-split statistics (see above).
+        optimizer: optimizer over the trainable parameters (default: AdamW, lr 1e-3).
+        lr_scheduler: optional learning-rate scheduler, stepped every epoch.
+    """
+
+    def __init__(
+        self,
+        backbones: dict[str, Backbone],
+        adapter: AdapterFactory | None = None,
+        head: HeadFactory | None = None,
+        target_names: list[str] | None = None,
+        loss: Literal["mse", "huber", "l1"] = "mse",
+        standardize_targets: bool = True,
+        optimizer: OptimizerFactory = torch.optim.AdamW,
+        lr_scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__(backbones, adapter, head, target_names, optimizer, lr_scheduler)
+        self.loss_fn = _LOSSES[loss]
+        self.standardize_targets = standardize_targets
+        n = len(self.target_names)
+        self.register_buffer("target_mean", torch.zeros(n))
+        self.register_buffer("target_std", torch.ones(n))
+        self.val_metrics = RegressionMetrics(len(self.target_names))
+        self.test_metrics = RegressionMetrics(len(self.target_names))
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and self.standardize_targets and hasattr(datamodule, "target_stats"):
+            # when resuming, the checkpoint's buffers (loaded after setup) take precedence
+            mean, std = datamodule.target_stats()
+            self.target_mean.copy_(torch.as_tensor(mean, dtype=self.target_mean.dtype))
+            self.target_std.copy_(torch.as_tensor(std, dtype=self.target_std.dtype).clamp(min=1e-6))
+
+    def forward(self, inputs: Any) -> Tensor:
+        """Predictions ``(B, n_targets)`` in the targets' original units."""
+        return super().forward(inputs) * self.target_std + self.target_mean
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        standardized = super().forward(batch["inputs"])
+        target = batch["target"].to(standardized.dtype)
+        loss = self.loss_fn(standardized, (target - self.target_mean) / self.target_std)
+        preds = standardized * self.target_std + self.target_mean
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, batch_size=len(batch["ids"]), on_step=on_step, on_epoch=True,
+                 prog_bar=True, sync_dist=not on_step)  # fmt: skip
+        if stage == "val":
+            self.val_metrics.update(preds.detach(), target)
+        elif stage == "test":
+            self.test_metrics.update(preds.detach(), target)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return {"ids": batch["ids"], "preds": self(batch["inputs"]).float().cpu()}
+
+    # epoch ends -----------------------------------------------------------------------------------
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_metrics(self.val_metrics, "val")
+        if self.trainer.sanity_checking:
+            return
+        if self.trainer.state.fn == "validate":
+            self._report(values, "val")
+        else:
+            means = {k: torch.nanmean(v).item() for k, v in values.items()}
+            train_loss = self.trainer.callback_metrics.get("train/loss_epoch")
+            train = f"train/loss {train_loss.item():.4f}  " if train_loss is not None else ""
+            self.print(
+                f"epoch {self.current_epoch}: {train}val/loss {self.trainer.callback_metrics['val/loss'].item():.4f}  "
+                + "  ".join(f"val/{k} {v:.4f}" for k, v in means.items())
+            )
+
+    def on_test_epoch_end(self) -> None:
+        self._report(self._log_metrics(self.test_metrics, "test"), "test")
+
+    def _log_metrics(self, metrics: RegressionMetrics, stage: str) -> dict[str, Tensor]:
+        values = metrics.compute()  # synchronised across processes by torchmetrics
+        metrics.reset()
+        for name, per_target in values.items():
+            self.log(f"{stage}/{name}", torch.nanmean(per_target), prog_bar=name == "spearman")
+        return values
+
+    @rank_zero_only
+    def _report(self, values: dict[str, Tensor], stage: str) -> None:
+        title = {"val": "Validation", "test": "Test"}[stage] + " metrics per target"
+        print("\n" + format_table(self.target_names, values, title=title))
+        directory = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        table = pd.DataFrame({k: v.cpu().numpy() for k, v in values.items()}, index=self.target_names)
+        table.index.name = "target"
+        with atomic_path(directory / f"metrics_{stage}.csv") as tmp:
+            table.to_csv(tmp)
+        print(f"Per-target metrics written to {directory / f'metrics_{stage}.csv'}")

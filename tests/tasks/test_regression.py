@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+
+from mmfuse.adapters import ConcatFusion
+from mmfuse.backbones import ESM2, NucleotideTransformer
+from mmfuse.checkpoints import CheckpointMismatchError
+from mmfuse.data import IsoformExpression
+from mmfuse.errors import ConfigError
+from mmfuse.tasks import MLPHead, RegressionTask
+
+
+def _task(hidden_dim: int = 16, **kwargs) -> RegressionTask:
+    return RegressionTask(
+        {"rna": NucleotideTransformer("tiny"), "protein": ESM2("tiny")},
+        adapter=partial(ConcatFusion, hidden_dim=hidden_dim),
+        head=partial(MLPHead, hidden_dims=[16]),
+        target_names=[f"t{i}" for i in range(30)],
+        optimizer=partial(torch.optim.AdamW, lr=3e-3),
+        **kwargs,
+    )
+
+
+def _datamodule() -> IsoformExpression:
+    return IsoformExpression(path="sample", sample_genes=24, modalities={"rna": "RNA", "protein": "Protein"},
+                             batch_size=8, sample_seed=1, val_fraction=0.25, test_fraction=0.25)  # fmt: skip
+
+
+def _trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False, accelerator="cpu",
+                    enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def test_widths_come_from_the_backbones():
+    task = _task(hidden_dim=12)
+    assert task.adapter.input_dims == {"rna": 32, "protein": 32}
+    assert task.head.in_dim == 24 and task.head.out_dim == 30
+
+
+def test_python_api_checkpoint_holds_only_plain_hyperparameters(tmp_path):
+    task, dm = _task(), _datamodule()
+    trainer = _trainer(tmp_path, enable_checkpointing=False)
+    trainer.fit(task, dm)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)  # no object to unpickle
+    assert set(checkpoint["hyper_parameters"]) == {"target_names", "loss", "standardize_targets", "lr_scheduler"}
+    assert checkpoint["datamodule_hyper_parameters"]["path"] == "sample"
+
+
+def test_targets_are_standardised_with_training_statistics(tmp_path):
+    task, dm = _task(), _datamodule()
+    _trainer(tmp_path, max_steps=1).fit(task, dm)
+    mean, std = dm.target_stats()
+    torch.testing.assert_close(task.target_mean, torch.as_tensor(mean))
+    torch.testing.assert_close(task.target_std, torch.as_tensor(std))
+    batch = next(iter(dm.val_dataloader()))
+    task.eval()
+    raw = super(RegressionTask, task).forward(batch["inputs"])
+    torch.testing.assert_close(task(batch["inputs"]), raw * task.target_std + task.target_mean)
+
+
+def test_training_reduces_the_loss_on_a_fixed_batch():
+    task, dm = _task(), _datamodule()
+    dm.attach_tokenizers(task.tokenizers())
+    batch = next(iter(dm.train_dataloader()))
+    optimizer = task.configure_optimizers()
+    losses = []
+    target = (batch["target"] - batch["target"].mean(0)) / batch["target"].std(0)
+    for _ in range(30):
+        loss = torch.nn.functional.mse_loss(super(RegressionTask, task).forward(batch["inputs"]), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_loading_a_checkpoint_of_another_architecture_names_the_difference(tmp_path):
+    task, dm = _task(hidden_dim=16), _datamodule()
+    trainer = _trainer(tmp_path, enable_checkpointing=False)
+    trainer.fit(task, dm)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    other = _task(hidden_dim=8)
+    expected = r"mis-shaped \(e.g. adapter.projections.protein.1.bias: saved \(16,\) vs model \(8,\).*config.yaml"
+    with pytest.raises(CheckpointMismatchError, match=expected):
+        _trainer(tmp_path).test(other, dm, ckpt_path=tmp_path / "model.ckpt")
+
+
+def test_target_names_are_required():
+    with pytest.raises(ConfigError, match="target_names is empty.*target_names=datamodule.target_names"):
+        RegressionTask({"protein": ESM2("tiny")})

@@ -1,0 +1,129 @@
+"""fit → test → predict through the ``mmfuse`` command, each in a fresh process, on the quickstart config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mmfuse.cli import MmfuseCLI
+from mmfuse.data import GTEX_TISSUES
+
+# small and quick: fewer genes, two short epochs
+FAST = ["--data.init_args.sample_genes=60", "--trainer.max_epochs=2", "--trainer.limit_train_batches=4",
+        "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, quickstart):
+    """Runs `mmfuse fit` once; returns (workdir, checkpoint path, fit output)."""
+    import subprocess
+    import sys
+
+    from mmfuse.cli import main  # noqa: F401  (the module must import)
+
+    workdir = tmp_path_factory.mktemp("run")
+    result = subprocess.run([sys.executable, "-m", "mmfuse", "fit", "--config", str(quickstart), *FAST],
+                            cwd=workdir, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = next(line for line in result.stdout.splitlines() if line.startswith("Best checkpoint: "))
+    checkpoint = workdir / best.removeprefix("Best checkpoint: ")
+    assert checkpoint.is_file()
+    return workdir, checkpoint, result
+
+
+def test_fit_shows_progress_and_epoch_metrics(trained):
+    _, _, result = trained
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 2 and "val/spearman" in epochs[0] and "train/loss" in epochs[1]
+    assert "Test it with: mmfuse test --config" in result.stdout
+
+
+def test_checkpoint_is_plain_data(trained):
+    _, checkpoint, _ = trained
+    content = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    hparams = content["hyper_parameters"]
+    assert hparams["_class_path"] == "mmfuse.tasks.RegressionTask"
+    assert hparams["target_names"] == list(GTEX_TISSUES)
+    assert "target_mean" in content["state_dict"] and "optimizer_states" in content
+
+
+def test_test_prints_the_table_per_tissue(trained, quickstart, run_mmfuse):
+    workdir, checkpoint, _ = trained
+    result = run_mmfuse("test", "--config", str(quickstart), "--ckpt_path", str(checkpoint), *FAST[:1], cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("target "))
+    assert lines[header].split()[1:] == ["MSE", "R²", "Pearson", "Spearman"]
+    rows = [line for line in lines[header + 2 : header + 32]]
+    assert [r[: len(t)] for r, t in zip(rows, GTEX_TISSUES, strict=True)] == list(GTEX_TISSUES)
+    assert any(line.startswith("mean ") for line in lines[header + 32 :])
+    written = next(line for line in lines if line.startswith("Per-target metrics written to "))
+    table = pd.read_csv(workdir / written.removeprefix("Per-target metrics written to "), index_col="target")
+    assert list(table.index) == list(GTEX_TISSUES) and list(table.columns) == ["mse", "r2", "pearson", "spearman"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_predictions_from_a_fresh_process_equal_the_model_in_memory(
+    trained, quickstart, run_mmfuse, suffix, monkeypatch
+):
+    workdir, checkpoint, _ = trained
+    output = workdir / f"preds{suffix}"
+    result = run_mmfuse("predict", "--config", str(quickstart), "--ckpt_path", str(checkpoint),
+                        f"--predictions.output={output}", *FAST[:1], cwd=workdir)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = pd.read_parquet(output) if suffix == ".parquet" else pd.read_csv(output)
+    assert list(written.columns) == ["transcript_id", *GTEX_TISSUES]
+
+    monkeypatch.setattr("sys.argv", ["mmfuse"])
+    cli = MmfuseCLI(["--config", str(quickstart), *FAST[:1]], run=False)
+    model, dm = cli.model, cli.datamodule
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
+    model.load_state_dict(state)
+    model.eval()
+    dm.setup("predict")
+    dm.attach_tokenizers(model.tokenizers())
+    ids, preds = [], []
+    with torch.no_grad():
+        for batch in dm.predict_dataloader():
+            ids += batch["ids"]
+            preds.append(model(batch["inputs"]))
+    assert written["transcript_id"].tolist() == ids and len(ids) == written.shape[0]
+    np.testing.assert_allclose(written[list(GTEX_TISSUES)].to_numpy(), torch.cat(preds).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_truncated_checkpoint_is_refused_clearly(trained, quickstart, run_mmfuse, tmp_path):
+    _, checkpoint, _ = trained
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(checkpoint.read_bytes()[:5000])
+    result = run_mmfuse("test", "--config", str(quickstart), "--ckpt_path", str(broken))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot read checkpoint '{broken}'" in result.stderr and "truncated" in result.stderr
+
+
+def test_checkpoint_with_pickled_objects_is_refused(quickstart, run_mmfuse, tmp_path):
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"thing": Path("x")}}, evil)
+    result = run_mmfuse("test", "--config", str(quickstart), "--ckpt_path", str(evil))
+    assert result.returncode == 1 and "weights_only=True" in result.stderr
+
+
+def test_missing_checkpoint(quickstart, run_mmfuse, tmp_path):
+    result = run_mmfuse("test", "--config", str(quickstart), "--ckpt_path", str(tmp_path / "nope.ckpt"))
+    assert result.returncode == 1 and "does not exist" in result.stderr
+
+
+def test_checkpoint_of_another_model_is_refused(trained, quickstart, run_mmfuse, tmp_path):
+    _, checkpoint, _ = trained
+    content = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    content.pop("hyper_parameters")  # e.g. written from Python: the config decides the model
+    stripped = tmp_path / "stripped.ckpt"
+    torch.save(content, stripped)
+    result = run_mmfuse("test", "--config", str(quickstart), "--ckpt_path", str(stripped), *FAST[:1],
+                        "--model.init_args.adapter.init_args.hidden_dim=32")  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "the checkpoint does not fit the model built from this config" in result.stderr
+    assert "adapter.projections" in result.stderr
