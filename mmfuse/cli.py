@@ -124,6 +124,12 @@ class MmfuseCLI(LightningCLI):
         parser.link_arguments("data.target_names", "model.init_args.target_names", apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand != "fit":
+            # test/predict restore callback state from the checkpoint; a ModelCheckpoint in a new run
+            # directory then warns that it will not resume its bookkeeping, which is irrelevant here
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
+
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -141,8 +147,10 @@ class MmfuseCLI(LightningCLI):
         if last and last != best:
             lines.append(f"Last checkpoint: {last}")
         if lines:
+            configs = self.config[self.subcommand].get("config") or []
+            config = " ".join(f"--config {getattr(c, 'relative', c)}" for c in configs) or "--config <your config>"
             print("\n".join(lines))
-            print(f"Test it with: mmfuse test --config <your config> --ckpt_path {best or last}")
+            print(f"Test it with: mmfuse test {config} --ckpt_path {best or last}")
 
 
 def _components(argv: Sequence[str]) -> int:

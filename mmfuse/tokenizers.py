@@ -161,7 +161,25 @@ def _pad(rows: list[np.ndarray], pad_id: int) -> dict[str, Tensor]:
 # tokenizers
 
 
-class CharTokenizer:
+class _Encoder:
+    """Shared batching: subclasses give ``name``, ``pad_id`` and ``encode(sequence, index)``."""
+
+    name: str
+    pad_id: int
+
+    def encode(self, sequence: str, index: int | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def validate(self, sequence: str) -> None:
+        """Raises :class:`InvalidSequenceError` if ``sequence`` cannot be encoded."""
+        self.encode(sequence)
+
+    def __call__(self, sequences: Sequence[str]) -> dict[str, Tensor]:
+        """Encodes and pads ``sequences`` to ``{"input_ids": (B, L), "attention_mask": (B, L)}``."""
+        return _pad([self.encode(s, i) for i, s in enumerate(sequences)], self.pad_id)
+
+
+class CharTokenizer(_Encoder):
     """One token per letter, with optional special tokens around each sequence.
 
     Args:
@@ -226,17 +244,11 @@ class CharTokenizer:
             return codes
         return np.concatenate([self.prefix, codes, self.suffix]).astype(np.int64)
 
-    def validate(self, sequence: str) -> None:
-        self.encode(sequence)
-
-    def __call__(self, sequences: Sequence[str]) -> dict[str, Tensor]:
-        return _pad([self.encode(s, i) for i, s in enumerate(sequences)], self.pad_id)
-
     def __repr__(self) -> str:
         return f"CharTokenizer({self.name!r}, alphabet={self.alphabet!r}, max_tokens={self.max_tokens})"
 
 
-class KmerTokenizer:
+class KmerTokenizer(_Encoder):
     """Non-overlapping k-mers as Nucleotide Transformer tokenizes DNA.
 
     Each run of A/C/G/T is cut greedily into k-mers from its start; a leftover shorter than ``k`` and
@@ -296,12 +308,6 @@ class KmerTokenizer:
                 index,
             )
         return ids
-
-    def validate(self, sequence: str) -> None:
-        self.encode(sequence)
-
-    def __call__(self, sequences: Sequence[str]) -> dict[str, Tensor]:
-        return _pad([self.encode(s, i) for i, s in enumerate(sequences)], self.pad_id)
 
     def __repr__(self) -> str:
         return f"KmerTokenizer({self.name!r}, k={self.k}, max_tokens={self.max_tokens})"

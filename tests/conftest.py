@@ -41,7 +41,9 @@ def small_table():
 
 def _run_mmfuse(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
     import subprocess
+    import tempfile
 
+    cwd = cwd or Path(tempfile.mkdtemp(prefix="mmfuse-run-"))  # never write runs/ into the repository
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "mmfuse", *args],

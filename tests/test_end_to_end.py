@@ -35,11 +35,11 @@ def trained(tmp_path_factory, quickstart):
     return workdir, checkpoint, result
 
 
-def test_fit_shows_progress_and_epoch_metrics(trained):
+def test_fit_shows_progress_and_epoch_metrics(trained, quickstart):
     _, _, result = trained
     epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == 2 and "val/spearman" in epochs[0] and "train/loss" in epochs[1]
-    assert "Test it with: mmfuse test --config" in result.stdout
+    assert f"Test it with: mmfuse test --config {quickstart} --ckpt_path" in result.stdout
 
 
 def test_checkpoint_is_plain_data(trained):

@@ -84,16 +84,17 @@ def fetch_file(source: str, candidates: Sequence[str], revision: str | None = No
             f"{directory} holds none of {', '.join(candidates)}; point `source` at the directory of a saved checkpoint."
         )
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     errors = []
     for name in candidates:
         try:
             return Path(hf_hub_download(source, name, revision=revision))
-        except EntryNotFoundError as exc:
-            errors.append(f"{name}: {exc.__class__.__name__}")
-        except Exception as exc:  # offline, unknown repo, gated model, ...
-            raise weights_error(source, exc) from exc
+        except Exception as exc:
+            if isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
+                errors.append(f"{name}: {exc.__class__.__name__}")  # not in the repository: try the next name
+                continue
+            raise weights_error(source, exc) from exc  # offline, unknown repository, gated model, ...
     raise WeightsNotFoundError(f"hub repository {source!r} has none of {', '.join(candidates)} ({'; '.join(errors)})")
 
 

@@ -84,6 +84,21 @@ def test_tf_gamma_needs_the_full_window():
         backbone(backbone.tokenizer(["ACGT" * 64]))
 
 
+def test_unreachable_weights_explain_how_to_work_offline():
+    from mmfuse.backbones.presets import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError, match=r"hf download EleutherAI/enformer-official-rough --local-dir DIR"):
+        Enformer("enformer_official_rough")  # the hub is off in tests and nothing is cached
+
+
+def test_local_directory_without_weights(tmp_path):
+    from mmfuse.backbones.presets import WeightsNotFoundError
+
+    _reference().config.to_json_file(str(tmp_path / "config.json"))
+    with pytest.raises(WeightsNotFoundError, match=r"holds none of model.safetensors, pytorch_model.bin"):
+        Enformer("tiny", source=str(tmp_path))
+
+
 def test_official_preset_describes_the_published_model():
     preset = ENFORMER_PRESETS["enformer_official_rough"]
     assert preset.source == "EleutherAI/enformer-official-rough" and preset.embed_dim == 3072

@@ -133,3 +133,26 @@ def test_target_stats_come_from_the_training_split():
     train = dm._splits["train"].targets
     np.testing.assert_allclose(mean, train.mean(0), rtol=1e-6)
     np.testing.assert_allclose(std, train.std(0), rtol=1e-6)
+
+
+def test_tokenization_runs_in_dataloader_workers(tokenizers):
+    import os
+    import pickle
+
+    dm = IsoformExpression(path="sample", sample_genes=60, batch_size=4, num_workers=2)
+    dm.attach_tokenizers(tokenizers)
+    pickle.loads(pickle.dumps(dm._collate))  # spawn-started workers receive it pickled
+    seen = []
+
+    class Spy(type(tokenizers["protein"])):
+        def __call__(self, sequences):
+            seen.append(os.getpid())
+            return super().__call__(sequences)
+
+    spy = Spy.__new__(Spy)
+    spy.__dict__.update(tokenizers["protein"].__dict__)
+    dm._collate.tokenizers["protein"] = spy
+    batches = list(dm.val_dataloader())
+    assert sum(len(b["ids"]) for b in batches) == len(dm.split_ids("val"))
+    assert batches[0]["inputs"]["protein"]["input_ids"].dtype == torch.int64
+    assert seen == [], "tokenized in the main process (the spy records only in the process that runs it)"
