@@ -46,7 +46,8 @@ class MultiModalTask(L.LightningModule):
         head: prediction head, built with the fused width and the number of targets (default: ``MLPHead``).
         target_names: names of the outputs; linked from the data module by the CLI.
         optimizer: optimizer over the trainable parameters (default: AdamW, lr 1e-3).
-        lr_scheduler: optional learning-rate scheduler, stepped every epoch.
+        lr_scheduler: optional learning-rate scheduler, stepped every epoch
+            (``ReduceLROnPlateau`` watches ``val/loss``).
     """
 
     def __init__(
@@ -113,7 +114,11 @@ class MultiModalTask(L.LightningModule):
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+        scheduler = self.scheduler_factory(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
     # checkpoints ----------------------------------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -42,7 +42,8 @@ class RegressionTask(MultiModalTask):
         loss: ``mse`` (IsoFormer), ``huber`` or ``l1``.
         standardize_targets: standardise targets with training-split statistics (see above).
         optimizer: optimizer over the trainable parameters (default: AdamW, lr 1e-3).
-        lr_scheduler: optional learning-rate scheduler, stepped every epoch.
+        lr_scheduler: optional learning-rate scheduler, stepped every epoch
+            (``ReduceLROnPlateau`` watches ``val/loss``).
     """
 
     def __init__(

@@ -94,3 +94,17 @@ def test_loading_a_checkpoint_of_another_architecture_names_the_difference(tmp_p
 def test_target_names_are_required():
     with pytest.raises(ConfigError, match="target_names is empty.*target_names=datamodule.target_names"):
         RegressionTask({"protein": ESM2("tiny")})
+
+
+def test_optimizer_sees_only_trainable_parameters_and_schedulers_are_configured():
+    task = RegressionTask(
+        {"protein": ESM2("tiny", freeze=True)},
+        target_names=["a", "b"],
+        optimizer=partial(torch.optim.SGD, lr=0.1),
+        lr_scheduler=partial(torch.optim.lr_scheduler.ReduceLROnPlateau, patience=2),
+    )
+    config = task.configure_optimizers()
+    optimized = {id(p) for group in config["optimizer"].param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in task.parameters() if p.requires_grad}
+    assert not optimized & {id(p) for p in task.backbones.parameters()}
+    assert config["lr_scheduler"]["monitor"] == "val/loss"
