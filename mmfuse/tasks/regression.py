@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from mmfuse.backbones import Backbone
 from mmfuse.io import atomic_path
@@ -65,6 +66,8 @@ class RegressionTask(MultiModalTask):
         self.register_buffer("target_std", torch.ones(n))
         self.val_metrics = RegressionMetrics(len(self.target_names))
         self.test_metrics = RegressionMetrics(len(self.target_names))
+        self.train_loss = MeanMetric()  # for the one-line epoch summary
+        self._val_summary = ""
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -87,7 +90,9 @@ class RegressionTask(MultiModalTask):
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, batch_size=len(batch["ids"]), on_step=on_step, on_epoch=True,
                  prog_bar=True, sync_dist=not on_step)  # fmt: skip
-        if stage == "val":
+        if stage == "train":
+            self.train_loss.update(loss.detach(), weight=len(batch["ids"]))
+        elif stage == "val":
             self.val_metrics.update(preds.detach(), target)
         elif stage == "test":
             self.test_metrics.update(preds.detach(), target)
@@ -113,13 +118,17 @@ class RegressionTask(MultiModalTask):
         if self.trainer.state.fn == "validate":
             self._report(values, "val")
         else:
-            means = {k: torch.nanmean(v).item() for k, v in values.items()}
-            train_loss = self.trainer.callback_metrics.get("train/loss_epoch")
-            train = f"train/loss {train_loss.item():.4f}  " if train_loss is not None else ""
-            self.print(
-                f"epoch {self.current_epoch}: {train}val/loss {self.trainer.callback_metrics['val/loss'].item():.4f}  "
-                + "  ".join(f"val/{k} {v:.4f}" for k, v in means.items())
+            val_loss = self.trainer.callback_metrics["val/loss"].item()
+            self._val_summary = f"  val/loss {val_loss:.4f}  " + "  ".join(
+                f"val/{k} {torch.nanmean(v).item():.4f}" for k, v in values.items()
             )
+
+    def on_train_epoch_end(self) -> None:
+        # runs after the epoch's validation: one line per epoch, also where progress bars are off
+        train_loss = self.train_loss.compute().item()
+        self.train_loss.reset()
+        self.print(f"epoch {self.current_epoch}: train/loss {train_loss:.4f}{self._val_summary}")
+        self._val_summary = ""
 
     def on_test_epoch_end(self) -> None:
         self._report(self._log_metrics(self.test_metrics, "test"), "test")
