@@ -1,13 +1,21 @@
-"""The fusion-adapter interface: per-modality token embeddings in, one representation out."""
+"""The fusion-adapter interface: per-modality token embeddings in, one representation out.
+
+Missing modalities are expressed through the masks alone: a sample whose mask row is all ``False``
+for a modality lacks that modality (a non-coding transcript has no protein). Every adapter must then
+ignore that modality for that sample completely: its output may not depend on what stands in the
+absent slot. :meth:`FusionAdapter.forward` zeroes every masked position before the adapter's
+:meth:`~FusionAdapter.fuse` sees it, so even NaN in a padded or absent slot cannot leak through.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["Features", "FusionAdapter"]
+__all__ = ["Features", "FusionAdapter", "drop_modalities", "presence"]
 
 #: ``{modality: (embeddings (B, L_m, D_m), mask (B, L_m))}``
 Features = Mapping[str, tuple[Tensor, Tensor]]
@@ -24,6 +32,9 @@ class FusionAdapter(nn.Module, ABC):
           class_path: ConcatFusion
           init_args: {hidden_dim: 256}
 
+    Subclasses implement :meth:`fuse` and :attr:`output_dim`; :meth:`forward` checks the input
+    against ``input_dims`` and zeroes masked positions first.
+
     Args:
         input_dims: embedding width of each modality, keyed like the backbones.
     """
@@ -32,7 +43,11 @@ class FusionAdapter(nn.Module, ABC):
         super().__init__()
         if not input_dims:
             raise ValueError("a fusion adapter needs at least one modality")
+        bad = [m for m in input_dims if not m or "." in m]
+        if bad:
+            raise ValueError(f"modality names must be non-empty and without '.': {bad}")
         self.input_dims = dict(input_dims)
+        self.modalities = sorted(self.input_dims)
 
     @property
     @abstractmethod
@@ -40,5 +55,68 @@ class FusionAdapter(nn.Module, ABC):
         """Width of the fused representation."""
 
     @abstractmethod
+    def fuse(self, features: Features) -> Tensor:
+        """Fuses checked features (masked positions zeroed) into ``(B, output_dim)``."""
+
     def forward(self, features: Features) -> Tensor:
-        """Fuses ``{modality: (embeddings (B, L_m, D_m), mask (B, L_m))}`` into ``(B, output_dim)``."""
+        """Fuses ``{modality: (embeddings (B, L_m, D_m), mask (B, L_m))}`` into ``(B, output_dim)``.
+
+        Raises:
+            KeyError: a modality the adapter was built for is missing from ``features``.
+            ValueError: a width, mask shape or batch size that does not fit.
+        """
+        missing = [m for m in self.modalities if m not in features]
+        if missing:
+            raise KeyError(f"{type(self).__name__} was built for {self.modalities} but got no features for {missing}")
+        clean: dict[str, tuple[Tensor, Tensor]] = {}
+        batch = None
+        for m in self.modalities:
+            x, mask = features[m]
+            if x.ndim != 3 or x.shape[-1] != self.input_dims[m]:
+                raise ValueError(
+                    f"{m} embeddings have shape {tuple(x.shape)}; {type(self).__name__} expects "
+                    f"(batch, length, {self.input_dims[m]})"
+                )
+            if mask.shape != x.shape[:2]:
+                raise ValueError(f"{m} mask has shape {tuple(mask.shape)}, its embeddings {tuple(x.shape)}")
+            if batch is not None and x.shape[0] != batch:
+                raise ValueError(f"batch sizes differ between modalities: {m} has {x.shape[0]}, others {batch}")
+            batch = x.shape[0]
+            mask = mask.bool()
+            clean[m] = (x.masked_fill(~mask.unsqueeze(-1), 0.0), mask)
+        return self.fuse(clean)
+
+
+def presence(features: Features) -> dict[str, Tensor]:
+    """``{modality: (B,) bool}``: which samples have at least one unmasked token of each modality."""
+    return {m: mask.any(dim=1) for m, (_, mask) in features.items()}
+
+
+def drop_modalities(features: Features, p: float, generator: torch.Generator | None = None) -> dict[str, tuple]:
+    """Modality dropout: hides each present modality of each sample with probability ``p``.
+
+    A sample always keeps at least one of the modalities it has (one chosen at random among them),
+    so no sample is left without input. Hidden modalities get an all-``False`` mask row, which every
+    adapter treats as absent.
+
+    Examples:
+        >>> import torch
+        >>> f = {"dna": (torch.ones(4, 2, 3), torch.ones(4, 2, dtype=torch.bool)),
+        ...      "rna": (torch.ones(4, 5, 3), torch.ones(4, 5, dtype=torch.bool))}
+        >>> kept = drop_modalities(f, p=1.0)
+        >>> (kept["dna"][1].any(1).int() + kept["rna"][1].any(1).int()).tolist()  # one modality each
+        [1, 1, 1, 1]
+    """
+    if p <= 0.0 or not features:
+        return dict(features)
+    names = list(features)
+    present = torch.stack([features[m][1].any(dim=1) for m in names], dim=1)  # (B, M)
+    device = present.device
+    drop = (torch.rand(present.shape, generator=generator).to(device) < p) & present
+    emptied = ~(present & ~drop).any(dim=1) & present.any(dim=1)
+    if emptied.any():
+        # keep one randomly chosen present modality of each sample that would lose them all
+        scores = torch.rand(present.shape, generator=generator).to(device).masked_fill(~present, -1.0)
+        keep = torch.nn.functional.one_hot(scores.argmax(dim=1), len(names)).bool()
+        drop &= ~(keep & emptied.unsqueeze(1))
+    return {m: (features[m][0], features[m][1] & ~drop[:, i].unsqueeze(1)) for i, m in enumerate(names)}
