@@ -90,7 +90,7 @@ def test_predictions_from_a_fresh_process_equal_the_model_in_memory(
     with torch.no_grad():
         for batch in dm.predict_dataloader():
             ids += batch["ids"]
-            preds.append(model(batch["inputs"]))
+            preds.append(model(batch["inputs"], batch["present"]))
     assert written["transcript_id"].tolist() == ids and len(ids) == written.shape[0]
     np.testing.assert_allclose(written[list(GTEX_TISSUES)].to_numpy(), torch.cat(preds).numpy(), rtol=1e-5, atol=1e-5)
 

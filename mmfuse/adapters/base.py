@@ -43,9 +43,9 @@ class FusionAdapter(nn.Module, ABC):
         super().__init__()
         if not input_dims:
             raise ValueError("a fusion adapter needs at least one modality")
-        bad = [m for m in input_dims if not m or "." in m]
+        bad = [m for m in input_dims if not m or "." in m or "__" in m]
         if bad:
-            raise ValueError(f"modality names must be non-empty and without '.': {bad}")
+            raise ValueError(f"modality names must be non-empty, without '.' or '__': {bad}")
         self.input_dims = dict(input_dims)
         self.modalities = sorted(self.input_dims)
 

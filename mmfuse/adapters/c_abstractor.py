@@ -15,7 +15,7 @@ __all__ = ["CAbstractor"]
 
 
 class _ResBlock(nn.Module):
-    """``x + Conv(GELU(Conv(LN(x))))`` over the length, masked positions held at zero before each conv,
+    """``x + Conv(Dropout(LN(GELU(Conv(LN(x))))))`` over the length, masked positions held at zero before each conv,
     so a token's output depends only on unmasked neighbours (zero padding at sequence ends)."""
 
     def __init__(self, dim: int, kernel_size: int, dropout: float) -> None:
@@ -62,7 +62,7 @@ class CAbstractor(FusionAdapter):
     """Honeybee's C-Abstractor in 1-D, per modality, then fused by concatenation.
 
     For each modality: ``x'_m = W_m x_m``; ``depth`` residual convolution blocks
-    (``x + Conv(GELU(Conv(LN(x))))``, kernel ``kernel_size`` along the sequence); adaptive average
+    (``x + Conv(LN(GELU(Conv(LN(x)))))``, kernel ``kernel_size`` along the sequence); adaptive average
     pooling of the unmasked tokens to ``num_queries`` tokens (each sample's bins follow its own
     length, so padding never enters); ``depth`` more residual blocks; an MLP read-out
     (``Linear → GELU → Linear``); pooling of the ``num_queries`` tokens. The modalities' vectors are

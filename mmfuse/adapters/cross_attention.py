@@ -42,13 +42,14 @@ class _Layer(nn.Module):
         )
         # pre-norm: one norm per (query, key) for the query and one per key modality; post-norm: after each sum
         self.q_norms = nn.ModuleDict({f"{q}__{k}": _norm(dims[q], norm) for q, k in self.pairs})
-        self.kv_norms = nn.ModuleDict({k: _norm(dims[k], norm if norm == "pre" else "none") for k in sorted(dims)})
+        keys = sorted({k for _, k in self.pairs})  # only modalities attended to (no unused parameters)
+        self.kv_norms = nn.ModuleDict({k: _norm(dims[k], norm if norm == "pre" else "none") for k in keys})
         self.ff = nn.ModuleDict({q: FeedForward(dims[q], ff_mult, dropout) for q in queries}) if feed_forward else None
         self.ff_norms = nn.ModuleDict({q: _norm(dims[q], norm) for q in queries}) if feed_forward else None
         self.queries = list(queries)
 
     def forward(self, states: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
-        context = {k: self.kv_norms[k](x) for k, x in states.items()}
+        context = {k: norm(states[k]) for k, norm in self.kv_norms.items()}
         new = dict(states)  # every query reads the layer's input states of the other modalities
         for q, k in self.pairs:
             key = f"{q}__{k}"

@@ -100,6 +100,9 @@ class InteractionFusion(FusionAdapter):
         if pairs is None:
             pairs = list(itertools.combinations(self.modalities, 2))
         self.pairs = [(str(a), str(b)) for a, b in pairs]
+        repeated = sorted({p for p in self.pairs if self.pairs.count(p) > 1})
+        if repeated:
+            raise ValueError(f"pairs repeat {[list(p) for p in repeated]}; list each pair once")
         for a, b in self.pairs:
             if a not in self.input_dims or b not in self.input_dims or a == b:
                 raise ValueError(f"pair {[a, b]} must name two different modalities of {self.modalities}")

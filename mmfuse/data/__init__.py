@@ -2,7 +2,8 @@
 
 from mmfuse.data.collate import MultiModalCollate
 from mmfuse.data.errors import DataError
-from mmfuse.data.isoform import IsoformExpression, read_table
+from mmfuse.data.isoform import IsoformExpression
+from mmfuse.data.table import TableDataModule, read_table
 from mmfuse.data.tissues import GTEX_TISSUES
 
-__all__ = ["GTEX_TISSUES", "DataError", "IsoformExpression", "MultiModalCollate", "read_table"]
+__all__ = ["GTEX_TISSUES", "DataError", "IsoformExpression", "MultiModalCollate", "TableDataModule", "read_table"]

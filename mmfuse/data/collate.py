@@ -13,8 +13,9 @@ from mmfuse.tokenizers import InvalidSequenceError, Tokenizer
 
 __all__ = ["MultiModalCollate", "Record"]
 
-#: one data set item: ``{"id": str, "sequences": {modality: str}, "target": float32 array (T,)}``
-#: (``target`` is absent when the table has no targets, e.g. for prediction)
+#: one data set item: ``{"id": str, "sequences": {modality: str | None}, "target": array}``
+#: (a ``None`` sequence: the record lacks that modality; ``target`` is absent when the table has no
+#: labels, e.g. for prediction)
 Record = Mapping[str, Any]
 
 
@@ -25,7 +26,12 @@ class MultiModalCollate:
 
         {"ids": [str] * B,
          "inputs": {modality: tokenizer output, e.g. {"input_ids": (B, L), "attention_mask": (B, L)}},
-         "target": (B, T) float32}          # when the records carry targets
+         "present": {modality: (B,) bool},  # False: the record lacks that modality
+         "target": (B, T) float32 or (B,) int64}   # when the records carry labels
+
+    A record without a modality gets a stand-in in its slot (the batch's shortest present sequence,
+    so nothing is padded further) and ``present`` False, which the task turns into an all-masked row
+    that adapters ignore. A modality no record of the batch has is left out of ``inputs``.
 
     Args:
         tokenizers: one tokenizer per modality to encode; other modalities of the records are ignored.
@@ -36,15 +42,22 @@ class MultiModalCollate:
 
     def __call__(self, records: Sequence[Record]) -> dict[str, Any]:
         ids = [r["id"] for r in records]
-        inputs = {}
+        inputs, present = {}, {}
         for modality, tokenizer in self.tokenizers.items():
             sequences = [r["sequences"][modality] for r in records]
+            have = [s is not None for s in sequences]
+            present[modality] = torch.tensor(have, dtype=torch.bool)
+            if not any(have):
+                continue
+            if not all(have):
+                stand_in = min((s for s in sequences if s is not None), key=len)
+                sequences = [s if s is not None else stand_in for s in sequences]
             try:
                 inputs[modality] = tokenizer(sequences)
             except InvalidSequenceError as exc:
                 where = f"record {ids[exc.index]!r}" if exc.index is not None else "a record of this batch"
                 raise DataError(f"{where}, {modality} sequence: {exc.reason}") from None
-        batch: dict[str, Any] = {"ids": ids, "inputs": inputs}
+        batch: dict[str, Any] = {"ids": ids, "inputs": inputs, "present": present}
         if records and "target" in records[0]:
             batch["target"] = torch.from_numpy(np.stack([r["target"] for r in records]))
         return batch

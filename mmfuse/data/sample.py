@@ -200,22 +200,32 @@ def planted_signal(program: Sequence[int], are_count: Sequence[int], has_motif: 
     return dna + rna + protein
 
 
-def make_sample_table(num_genes: int = 240, seed: int = 0) -> pd.DataFrame:
+def make_sample_table(num_genes: int = 240, seed: int = 0, noncoding_fraction: float = 0.1) -> pd.DataFrame:
     """Generates the sample data set.
 
     Args:
         num_genes: number of genes (each with 2-4 isoforms).
         seed: random seed; the same seed gives the same table on every platform.
+        noncoding_fraction: share of transcripts annotated non-coding (``biotype``
+            ``processed_transcript``): they have no protein (an empty ``Protein``), so no protein
+            signal, and exercise missing-modality handling.
 
     Returns:
         One row per transcript: ``transcript_id``, ``gene_id``, ``DNA`` (1,024 bp centred on the
-        TSS), ``RNA``, ``Protein``, ``cds_start``/``cds_end`` (0-based, in ``RNA``, stop codon
-        included), the ground truth (``program``, ``are_count``, ``has_motif``) and the 30 tissue
-        columns of :data:`~mmfuse.data.tissues.GTEX_TISSUES` (log(1 + TPM)).
+        TSS), ``RNA``, ``Protein``, ``biotype``, ``cds_start``/``cds_end`` (0-based, in ``RNA``,
+        stop codon included; the open reading frame of non-coding transcripts is kept), the ground
+        truth (``program``, ``are_count``, ``has_motif``), the 30 tissue columns of
+        :data:`~mmfuse.data.tissues.GTEX_TISSUES` (log(1 + TPM)) and ``expression_level``
+        (``low``/``medium``/``high``: tertiles of the mean over tissues, for classification).
     """
     rng = np.random.default_rng(seed)
     transcripts = [t for g in range(num_genes) for t in _gene(rng, g)]
     n = len(transcripts)
+    # drawn from their own stream, so the rest of the table does not depend on the fraction
+    noncoding = np.random.default_rng([seed, 1]).random(n) < noncoding_fraction
+    for t, nc in zip(transcripts, noncoding, strict=True):
+        if nc:
+            t.protein, t.has_motif = "", False
     signal = planted_signal(
         [t.program for t in transcripts], [t.are_count for t in transcripts], [t.has_motif for t in transcripts]
     )
@@ -234,6 +244,7 @@ def make_sample_table(num_genes: int = 240, seed: int = 0) -> pd.DataFrame:
             "DNA": [t.dna for t in transcripts],
             "RNA": [t.rna for t in transcripts],
             "Protein": [t.protein for t in transcripts],
+            "biotype": np.where(noncoding, "processed_transcript", "protein_coding"),
             "cds_start": [t.cds_start for t in transcripts],
             "cds_end": [t.cds_end for t in transcripts],
             "program": [t.program for t in transcripts],
@@ -241,4 +252,8 @@ def make_sample_table(num_genes: int = 240, seed: int = 0) -> pd.DataFrame:
             "has_motif": [t.has_motif for t in transcripts],
         }
     )
-    return pd.concat([table, pd.DataFrame(targets, columns=list(GTEX_TISSUES))], axis=1)
+    mean = targets.mean(axis=1)
+    level = np.digitize(mean, np.quantile(mean, [1 / 3, 2 / 3]))
+    table = pd.concat([table, pd.DataFrame(targets, columns=list(GTEX_TISSUES))], axis=1)
+    table["expression_level"] = np.array(["low", "medium", "high"])[level]
+    return table

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from mmfuse.adapters import ConcatFusion, FusionAdapter
+from mmfuse.adapters import ConcatFusion, FusionAdapter, drop_modalities
 from mmfuse.backbones import Backbone
 from mmfuse.checkpoints import CheckpointMismatchError, state_dict_mismatch
 from mmfuse.errors import ConfigError
@@ -48,6 +48,8 @@ class MultiModalTask(L.LightningModule):
         optimizer: optimizer over the trainable parameters (default: AdamW, lr 1e-3).
         lr_scheduler: optional learning-rate scheduler, stepped every epoch
             (``ReduceLROnPlateau`` watches ``val/loss``).
+        modality_dropout: during training, hide each present modality of each sample with this
+            probability (always keeping one), so the model learns to predict from any subset.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class MultiModalTask(L.LightningModule):
         target_names: list[str] | None = None,
         optimizer: OptimizerFactory = torch.optim.AdamW,
         lr_scheduler: SchedulerFactory | None = None,
+        modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self._save_plain_hyperparameters()
@@ -75,6 +78,9 @@ class MultiModalTask(L.LightningModule):
         self.head = (head or MLPHead)(self.adapter.output_dim, len(self.target_names))
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ConfigError(f"modality_dropout must be in [0, 1), not {modality_dropout}")
+        self.modality_dropout = modality_dropout
 
     def _save_plain_hyperparameters(self) -> None:
         """Saves constructor arguments that are plain data; objects never go into checkpoints.
@@ -100,13 +106,38 @@ class MultiModalTask(L.LightningModule):
             datamodule.attach_tokenizers(self.tokenizers())
 
     # model --------------------------------------------------------------------------------------
-    def forward(self, inputs: Mapping[str, Mapping[str, Tensor]]) -> Tensor:
-        """Predictions ``(B, n_targets)`` from tokenized inputs ``{modality: tokenizer output}``."""
+    def forward(
+        self, inputs: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor] | None = None
+    ) -> Tensor:
+        """Head outputs ``(B, n_outputs)`` from tokenized inputs ``{modality: tokenizer output}``.
+
+        Args:
+            inputs: one tokenizer output per modality; a modality that no sample of the batch has
+                may be left out.
+            present: ``{modality: (B,) bool}``, False where a sample lacks the modality (its slot
+                holds a stand-in); default: every modality in ``inputs`` is present.
+        """
+        return self.head(self.fuse(inputs, present))
+
+    def fuse(self, inputs: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The adapter's fused representation ``(B, output_dim)``; see :meth:`forward`."""
+        if not any(m in inputs for m in self.backbones):
+            raise ValueError(f"the batch holds none of the modalities {sorted(self.backbones)}")
+        batch = next(len(next(iter(inputs[m].values()))) for m in self.backbones if m in inputs)
         features = {}
         for modality, backbone in self.backbones.items():
+            if modality not in inputs:  # no sample of this batch has it: nothing to encode
+                empty = torch.zeros(batch, 1, backbone.embed_dim, device=self.device, dtype=self.dtype)
+                features[modality] = (empty, torch.zeros(batch, 1, dtype=torch.bool, device=self.device))
+                continue
             out = backbone(inputs[modality])
-            features[modality] = (out.embeddings, out.mask)
-        return self.head(self.adapter(features))
+            mask = out.mask
+            if present is not None and modality in present:
+                mask = mask & present[modality].to(mask.device).unsqueeze(1)
+            features[modality] = (out.embeddings, mask)
+        if self.training and self.modality_dropout > 0:
+            features = drop_modalities(features, self.modality_dropout)
+        return self.adapter(features)
 
     # optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

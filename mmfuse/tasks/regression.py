@@ -45,6 +45,8 @@ class RegressionTask(MultiModalTask):
         optimizer: optimizer over the trainable parameters (default: AdamW, lr 1e-3).
         lr_scheduler: optional learning-rate scheduler, stepped every epoch
             (``ReduceLROnPlateau`` watches ``val/loss``).
+        modality_dropout: during training, hide each present modality of each sample with this
+            probability (always keeping one).
     """
 
     def __init__(
@@ -57,8 +59,9 @@ class RegressionTask(MultiModalTask):
         standardize_targets: bool = True,
         optimizer: OptimizerFactory = torch.optim.AdamW,
         lr_scheduler: SchedulerFactory | None = None,
+        modality_dropout: float = 0.0,
     ) -> None:
-        super().__init__(backbones, adapter, head, target_names, optimizer, lr_scheduler)
+        super().__init__(backbones, adapter, head, target_names, optimizer, lr_scheduler, modality_dropout)
         self.loss_fn = _LOSSES[loss]
         self.standardize_targets = standardize_targets
         n = len(self.target_names)
@@ -78,12 +81,12 @@ class RegressionTask(MultiModalTask):
             self.target_mean.copy_(torch.as_tensor(mean, dtype=self.target_mean.dtype))
             self.target_std.copy_(torch.as_tensor(std, dtype=self.target_std.dtype).clamp(min=1e-6))
 
-    def forward(self, inputs: Any) -> Tensor:
+    def forward(self, inputs: Any, present: Any = None) -> Tensor:
         """Predictions ``(B, n_targets)`` in the targets' original units."""
-        return super().forward(inputs) * self.target_std + self.target_mean
+        return super().forward(inputs, present) * self.target_std + self.target_mean
 
     def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        standardized = super().forward(batch["inputs"])
+        standardized = super().forward(batch["inputs"], batch.get("present"))
         target = batch["target"].to(standardized.dtype)
         loss = self.loss_fn(standardized, (target - self.target_mean) / self.target_std)
         preds = standardized * self.target_std + self.target_mean
@@ -108,7 +111,7 @@ class RegressionTask(MultiModalTask):
         self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return {"ids": batch["ids"], "preds": self(batch["inputs"]).float().cpu()}
+        return {"ids": batch["ids"], "preds": self(batch["inputs"], batch.get("present")).float().cpu()}
 
     # epoch ends -----------------------------------------------------------------------------------
     def on_validation_epoch_end(self) -> None:

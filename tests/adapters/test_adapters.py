@@ -28,6 +28,7 @@ VARIANTS = {
         lambda ms: {"num_heads": 2, "head_dim": 4, "num_layers": 2},
         lambda ms: {"num_heads": 2, "head_dim": 4, "queries": [ms[0]], "norm": "post", "pooling": "attention"},
         lambda ms: {"num_heads": 2, "head_dim": 4, "norm": "none", "feed_forward": False, "pooling": "cls"},
+        lambda ms: {"num_heads": 2, "head_dim": 4, "queries": [ms[-1]]},  # pre-norm, keys-only modalities
     ],
     "PerceiverResampler": [
         lambda ms: {"dim": 16, "num_latents": 3, "num_heads": 2, "head_dim": 4},
@@ -91,6 +92,9 @@ def test_shapes_and_gradients(name, variant, modalities):
     for m, (x, mask) in features.items():
         assert x.grad is not None and x.grad[mask].abs().sum() > 0, f"no gradient reaches {m}"
         assert x.grad[~mask].abs().sum() == 0, f"padding of {m} influences the output"
+    # an unused parameter breaks DistributedDataParallel (unless find_unused_parameters is set)
+    unused = [n for n, p in adapter.named_parameters() if p.grad is None]
+    assert not unused, f"parameters without gradient: {unused}"
 
 
 @pytest.mark.parametrize(("name", "variant", "modalities"), CASES)

@@ -74,5 +74,7 @@ def test_cross_attention_queries_choose_the_output():
 def test_interaction_pairs_are_checked():
     with pytest.raises(ValueError, match=r"pair \['dna', 'dna'\] must name two different modalities"):
         InteractionFusion({"dna": 4, "protein": 3}, pairs=[("dna", "dna")])
+    with pytest.raises(ValueError, match=r"pairs repeat \[\['dna', 'protein'\]\]; list each pair once"):
+        InteractionFusion({"dna": 4, "protein": 3}, pairs=[("dna", "protein"), ("dna", "protein")])
     with pytest.raises(ValueError, match="nothing to output"):
         InteractionFusion({"dna": 4}, include_modalities=False)

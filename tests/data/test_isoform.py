@@ -87,15 +87,35 @@ def test_duplicate_ids_are_refused(small_table, tmp_path):
 
 def test_bad_sequences_are_reported_with_record_ids_before_training(small_table, tmp_path, tokenizers):
     table = small_table.copy()
-    table.loc[5, "Protein"] = table.Protein[5][:10] + "J" + table.Protein[5][11:]
-    table.loc[7, "Protein"] = ""
+    coding = table.index[table.biotype == "protein_coding"]
+    i, j = coding[0], coding[1]
+    table.loc[i, "Protein"] = table.Protein[i][:10] + "J" + table.Protein[i][11:]
+    table.loc[j, "Protein"] = table.Protein[j][:4] + "ä" + table.Protein[j][5:]
     dm = IsoformExpression(path=_write(table, tmp_path / "t.csv"))
     with pytest.raises(DataError) as info:
         dm.attach_tokenizers(tokenizers)
     message = str(info.value)
     assert "2 protein sequence(s) (column 'Protein'" in message
-    assert f"record '{table.transcript_id[5]}': letter 'J' at position 10" in message
-    assert f"record '{table.transcript_id[7]}': the sequence is empty" in message
+    assert f"record '{table.transcript_id[i]}': letter 'J' at position 10" in message
+    assert f"record '{table.transcript_id[j]}': letter 'ä' at position 4" in message
+
+
+def test_empty_sequences_are_absent_modalities_or_an_error(small_table, tmp_path, tokenizers):
+    table = small_table.copy()
+    noncoding = table.transcript_id[table.biotype != "protein_coding"].tolist()
+    table.loc[3, "RNA"] = "  "  # blank counts as missing
+    path = _write(table, tmp_path / "t.csv")
+    dm = IsoformExpression(path=path)
+    dm.attach_tokenizers(tokenizers)  # empty sequences are not handed to tokenizers
+    assert dm.absent_counts == {"dna": 0, "rna": 1, "protein": len(noncoding)}
+    with pytest.raises(DataError) as info:
+        IsoformExpression(path=path, missing_modalities="error").setup("fit")
+    message = str(info.value)
+    assert f"{len(noncoding)} lack protein" in message and repr(noncoding[0]) in message
+    assert "set missing_modalities: mask" in message
+    table.loc[3, ["DNA", "Protein"]] = ""
+    with pytest.raises(DataError, match=rf"1 record\(s\) .* have no sequence .*'{table.transcript_id[3]}'"):
+        IsoformExpression(path=_write(table, tmp_path / "u.csv")).setup("fit")
 
 
 def test_modalities_must_have_columns(tokenizers):
@@ -130,7 +150,7 @@ def test_target_stats_come_from_the_training_split():
     dm = IsoformExpression(path="sample", sample_genes=30)
     dm.setup("fit")
     mean, std = dm.target_stats()
-    train = dm._splits["train"].targets
+    train = dm.split_labels("train")
     np.testing.assert_allclose(mean, train.mean(0), rtol=1e-6)
     np.testing.assert_allclose(std, train.std(0), rtol=1e-6)
 

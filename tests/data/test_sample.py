@@ -26,7 +26,7 @@ def test_same_seed_same_table_other_seed_other_table():
 
 def test_form_follows_the_isoformer_data_set(small_table):
     t = small_table
-    assert list(t.columns[-30:]) == list(GTEX_TISSUES)
+    assert list(t.columns[-31:-1]) == list(GTEX_TISSUES)
     assert t.transcript_id.is_unique
     assert t.groupby("gene_id").size().between(2, 4).all(), "2-4 isoforms per gene"
     assert (t.DNA.str.len() == 1024).all() and t.DNA.str.fullmatch("[ACGT]+").all()
@@ -37,7 +37,10 @@ def test_form_follows_the_isoformer_data_set(small_table):
 
 
 def test_proteins_are_translated_from_the_cds(small_table):
-    for row in small_table.itertuples():
+    coding = small_table[small_table.biotype == "protein_coding"]
+    assert 0 < len(coding) < len(small_table), "some transcripts are non-coding"
+    assert (small_table.Protein[small_table.biotype != "protein_coding"] == "").all()
+    for row in coding.itertuples():
         cds = row.RNA[row.cds_start : row.cds_end]
         assert cds.startswith("ATG") and len(cds) % 3 == 0
         assert str(Seq(cds).translate()) == row.Protein + "*"  # Biopython, standard code
@@ -79,3 +82,21 @@ def test_each_modality_explains_part_of_the_targets():
     assert 0.65 < full < 0.8
     assert min(dna, rna, protein) > 0.08 and full > max(dna, rna, protein) + 0.15
     assert re.fullmatch("[ACDEFGHIKLMNPQRSTVWY]+", PROTEIN_MOTIF)
+
+
+def test_noncoding_transcripts_have_no_protein_and_no_protein_signal():
+    t = make_sample_table(120, seed=0)
+    noncoding = t.biotype == "processed_transcript"
+    assert 0.05 < noncoding.mean() < 0.15
+    assert (t.Protein[noncoding] == "").all() and not t.has_motif[noncoding].any()
+    # the fraction is drawn from its own stream: the coding transcripts do not change with it
+    coding_only = make_sample_table(120, seed=0, noncoding_fraction=0.0)
+    assert (coding_only.RNA == t.RNA).all() and (coding_only.Protein[~noncoding] == t.Protein[~noncoding]).all()
+
+
+def test_expression_levels_are_tertiles_of_mean_expression(small_table):
+    mean = small_table[list(GTEX_TISSUES)].mean(axis=1)
+    counts = small_table.expression_level.value_counts()
+    assert set(counts.index) == {"low", "medium", "high"} and counts.max() - counts.min() <= 2
+    by_level = mean.groupby(small_table.expression_level)
+    assert by_level.max()["low"] <= by_level.min()["medium"] and by_level.max()["medium"] <= by_level.min()["high"]

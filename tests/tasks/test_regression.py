@@ -48,7 +48,13 @@ def test_python_api_checkpoint_holds_only_plain_hyperparameters(tmp_path):
     trainer.fit(task, dm)
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)  # no object to unpickle
-    assert set(checkpoint["hyper_parameters"]) == {"target_names", "loss", "standardize_targets", "lr_scheduler"}
+    assert set(checkpoint["hyper_parameters"]) == {
+        "target_names",
+        "loss",
+        "standardize_targets",
+        "lr_scheduler",
+        "modality_dropout",
+    }
     assert checkpoint["datamodule_hyper_parameters"]["path"] == "sample"
 
 
@@ -108,3 +114,33 @@ def test_optimizer_sees_only_trainable_parameters_and_schedulers_are_configured(
     assert optimized == {id(p) for p in task.parameters() if p.requires_grad}
     assert not optimized & {id(p) for p in task.backbones.parameters()}
     assert config["lr_scheduler"]["monitor"] == "val/loss"
+
+
+def test_absent_modality_does_not_depend_on_its_stand_in():
+    task = _task().eval()
+    tok = task.tokenizers()
+    rna = tok["rna"](["ACGTACGTAAGG", "TTGACCA"])
+    present = {"rna": torch.tensor([True, True]), "protein": torch.tensor([True, False])}
+    outputs = [task(
+        {"rna": rna, "protein": tok["protein"](["MKTAYIAKQR", stand_in])}, present
+    ) for stand_in in ("MV", "WWWWWWWWWWWWWWWWWWW")]  # fmt: skip
+    torch.testing.assert_close(outputs[0], outputs[1])
+    # a batch where no sample has protein: the protein backbone is skipped
+    alone = task({"rna": rna}, {"rna": present["rna"], "protein": torch.tensor([False, False])})
+    torch.testing.assert_close(alone[1], outputs[0][1])
+    assert not torch.allclose(alone[0], outputs[0][0])
+
+
+def test_modality_dropout_hides_modalities_in_training_only():
+    task = _task(modality_dropout=0.99)
+    tok = task.tokenizers()
+    inputs = {"rna": tok["rna"](["ACGTACGTAAGG"] * 64), "protein": tok["protein"](["MKTAYIAKQR"] * 64)}
+    task.train()
+    torch.manual_seed(0)
+    out = task.fuse(inputs)  # ConcatFusion: [rna part, protein part], zeros where hidden
+    hidden = {m: (part.abs().sum(1) == 0) for m, part in zip(("protein", "rna"), out.split(16, dim=1), strict=True)}
+    assert (hidden["rna"] ^ hidden["protein"]).all(), "exactly one of the two is hidden, never both"
+    task.eval()
+    assert (task.fuse(inputs).abs().sum(1) > 0).all()
+    with pytest.raises(ConfigError, match=r"modality_dropout must be in \[0, 1\)"):
+        _task(modality_dropout=1.0)

@@ -1,0 +1,338 @@
+"""The shared part of table-based data modules: reading, splitting, missing modalities, loaders.
+
+A table has one record per row: an id, one sequence column per modality, and labels (targets or a
+class). Subclasses say which columns are labels and how to turn them into arrays
+(:meth:`TableDataModule._labels`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from mmfuse.data.collate import MultiModalCollate
+from mmfuse.data.errors import DataError
+from mmfuse.errors import ConfigError
+from mmfuse.tokenizers import InvalidSequenceError, Tokenizer
+
+__all__ = ["TableDataModule", "read_table"]
+
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                  "dev": "val", "test": "test"}  # fmt: skip
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Reads a CSV, TSV or Parquet table, choosing the format by the file's suffixes."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"table {str(path)!r} does not exist; check the data module's `path`")
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz", ".bz2", ".zst", ".xz")]
+    kind = suffixes[-1] if suffixes else ""
+    if kind in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if kind in (".tsv", ".tab", ".txt"):
+        return pd.read_csv(path, sep="\t")
+    if kind == ".csv":
+        return pd.read_csv(path)
+    raise DataError(f"cannot tell the format of {str(path)!r}: name it .csv, .tsv or .parquet (optionally .gz)")
+
+
+def _gene_split(key: str, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """A split for ``key`` that depends only on the key and the seed (not on row order)."""
+    digest = hashlib.md5(f"{seed}:{key}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def _sequences(column: pd.Series) -> list[str | None]:
+    """Strings of a sequence column; missing values (NaN, None, empty or blank) become ``None``."""
+    return [s if isinstance(s, str) and s.strip() else None for s in column.tolist()]
+
+
+class _Records(Dataset):
+    def __init__(self, ids: list[str], sequences: dict[str, list[str | None]], labels: np.ndarray | None) -> None:
+        self.ids, self.sequences, self.labels = ids, sequences, labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"id": self.ids[i], "sequences": {m: s[i] for m, s in self.sequences.items()}}
+        if self.labels is not None:
+            item["target"] = self.labels[i]
+        return item
+
+
+class TableDataModule(L.LightningDataModule):
+    """Base of data modules that read one record per table row (see :class:`IsoformExpression`).
+
+    Args:
+        path: the table file (CSV/TSV/Parquet, optionally compressed), or ``sample`` for the
+            bundled synthetic data set.
+        modalities: ``{modality: column}``; modalities must cover the task's backbones.
+        id_column: unique record id, written next to predictions.
+        gene_column: gene of each record, used for the split; ``null`` splits by record.
+        split_column: column holding train/val/test; used when present in the table.
+        val_fraction: share of genes in the validation split (when splitting by gene).
+        test_fraction: share of genes in the test split (when splitting by gene).
+        split_seed: seed of the split by gene.
+        missing_modalities: what to do with a record whose sequence of some modality is missing
+            (empty or NaN, e.g. no protein for a non-coding transcript): ``mask`` keeps it with that
+            modality marked absent (counted and logged; adapters ignore absent modalities), ``error``
+            refuses the table. A record with no sequence at all is always an error.
+        predict_split: records to predict: ``all`` or one split.
+        batch_size: training batch size.
+        eval_batch_size: batch size of validation/test/predict (default: ``batch_size``).
+        num_workers: DataLoader worker processes (tokenization runs there).
+        sample_genes: genes in the sample data set (with ``path: sample``).
+        sample_seed: seed of the sample data set.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        modalities: dict[str, str],
+        id_column: str = "transcript_id",
+        gene_column: str | None = "gene_id",
+        split_column: str = "split",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        missing_modalities: Literal["mask", "error"] = "mask",
+        predict_split: Literal["all", "train", "val", "test"] = "all",
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        sample_genes: int = 240,
+        sample_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+            raise ConfigError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
+        if not modalities:
+            raise ConfigError("`modalities` is empty: map each modality to its column, e.g. {dna: DNA}")
+        self.path = path
+        self.modalities = dict(modalities)
+        self.id_column = id_column
+        self.gene_column = gene_column
+        self.split_column = split_column
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.missing_modalities = missing_modalities
+        self.predict_split = predict_split
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.sample_genes, self.sample_seed = sample_genes, sample_seed
+        self._splits: dict[str, _Records] | None = None
+        self._collate: MultiModalCollate | None = None
+        self._validated: set[str] = set()
+        self.absent_counts: dict[str, int] = {}
+
+    # subclass hooks -------------------------------------------------------------------------------
+    def _label_columns(self) -> list[str]:
+        """Columns holding the labels (required for fit/validate/test, optional for predict)."""
+        raise NotImplementedError
+
+    def _labels(self, table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """Checks the labels, drops records by the subclass's policy, returns ``(table, labels)``."""
+        raise NotImplementedError
+
+    # reading --------------------------------------------------------------------------------------
+    def _read(self) -> pd.DataFrame:
+        if self.path == "sample":
+            from mmfuse.data.sample import make_sample_table
+
+            return make_sample_table(self.sample_genes, self.sample_seed)
+        return read_table(self.path)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Reads and checks the table, and splits it (once)."""
+        if self._splits is not None:
+            return
+        table = self._read()
+        self._check_columns(table, needs_labels=stage != "predict")
+        table = table.reset_index(drop=True)
+        ids = table[self.id_column].astype(str)
+        duplicated = ids[ids.duplicated()].unique()
+        if len(duplicated):
+            raise DataError(
+                f"{len(duplicated)} ids occur more than once in column {self.id_column!r} of {self.path} "
+                f"(e.g. {', '.join(map(repr, duplicated[:3]))}); ids must be unique."
+            )
+        labels = None
+        if all(c in table.columns for c in self._label_columns()):
+            table, labels = self._labels(table)
+            ids = table[self.id_column].astype(str)
+        splits = self._assign_splits(table)
+        sequences = {m: _sequences(table[c]) for m, c in self.modalities.items()}
+        self._check_missing(ids.tolist(), sequences)
+        self._splits = {}
+        for name in SPLITS:
+            rows = np.flatnonzero(splits == name)
+            self._splits[name] = _Records(
+                [ids[i] for i in rows],
+                {m: [s[i] for i in rows] for m, s in sequences.items()},
+                labels[rows] if labels is not None else None,
+            )
+        counts = ", ".join(f"{k} {len(v)}" for k, v in self._splits.items())
+        rank_zero_info(f"{type(self).__name__}: {len(table)} records from {self.path} ({counts})")
+
+    def _check_columns(self, table: pd.DataFrame, needs_labels: bool) -> None:
+        required = [self.id_column, *self.modalities.values()]
+        if needs_labels:
+            required += self._label_columns()
+        missing = [c for c in required if c not in table.columns]
+        if missing:
+            raise DataError(
+                f"{self.path} lacks column(s) {', '.join(map(repr, missing[:5]))}"
+                f"{' …' if len(missing) > 5 else ''}. Its columns are: {', '.join(map(str, table.columns[:40]))}. "
+                f"Map yours with the data module's id_column / modalities / label options."
+            )
+
+    def _check_missing(self, ids: list[str], sequences: dict[str, list[str | None]]) -> None:
+        absent = {m: [i for i, s in enumerate(seqs) if s is None] for m, seqs in sequences.items()}
+        self.absent_counts = {m: len(rows) for m, rows in absent.items()}
+        if not any(self.absent_counts.values()):
+            return
+        nothing = [ids[i] for i in range(len(ids)) if all(sequences[m][i] is None for m in sequences)]
+        if nothing:
+            raise DataError(
+                f"{len(nothing)} record(s) of {self.path} have no sequence in any of the columns "
+                f"{list(self.modalities.values())}, e.g. {', '.join(map(repr, nothing[:3]))}; remove them."
+            )
+        summary = ", ".join(f"{n} lack {m}" for m, n in self.absent_counts.items() if n)
+        if self.missing_modalities == "error":
+            examples = "; ".join(
+                f"{m}: {', '.join(repr(ids[i]) for i in rows[:3])}" for m, rows in absent.items() if rows
+            )
+            raise DataError(
+                f"records of {self.path} have empty sequences ({summary}; e.g. {examples}). Fill them, or "
+                f"set missing_modalities: mask to train with those modalities marked absent."
+            )
+        rank_zero_info(f"{type(self).__name__}: {summary} (kept, marked absent: missing_modalities is 'mask')")
+
+    def _assign_splits(self, table: pd.DataFrame) -> np.ndarray:
+        if self.split_column in table.columns:
+            raw = table[self.split_column].astype(str).str.strip().str.lower()
+            unknown = sorted(set(raw) - set(_SPLIT_ALIASES))
+            if unknown:
+                raise DataError(
+                    f"column {self.split_column!r} of {self.path} holds {', '.join(map(repr, unknown[:5]))}; "
+                    f"use train, val or test."
+                )
+            return raw.map(_SPLIT_ALIASES).to_numpy()
+        if self.gene_column is not None and self.gene_column not in table.columns:
+            raise DataError(
+                f"{self.path} has neither a {self.split_column!r} column nor the gene column "
+                f"{self.gene_column!r} to split by; add one, or set gene_column: null to split by record."
+            )
+        keys = table[self.gene_column if self.gene_column is not None else self.id_column].astype(str)
+        cache = {k: _gene_split(k, self.split_seed, self.val_fraction, self.test_fraction) for k in keys.unique()}
+        return keys.map(cache).to_numpy()
+
+    # tokenizers -----------------------------------------------------------------------------------
+    def attach_tokenizers(self, tokenizers: Mapping[str, Tokenizer]) -> None:
+        """Uses ``tokenizers`` (one per modality) in the collate function, after checking every sequence.
+
+        Raises:
+            DataError: a modality without a column, or a sequence some tokenizer rejects (the first
+                few are listed with their record ids).
+        """
+        unknown = sorted(set(tokenizers) - set(self.modalities))
+        if unknown:
+            raise DataError(
+                f"the model reads modalities {sorted(tokenizers)} but the data module maps only "
+                f"{sorted(self.modalities)} to columns; add {unknown} to the data module's `modalities`."
+            )
+        self.setup()
+        for modality, tokenizer in tokenizers.items():
+            key = f"{modality}:{tokenizer!r}"
+            if key not in self._validated:
+                self._validate(modality, tokenizer)
+                self._validated.add(key)
+        self._collate = MultiModalCollate(tokenizers)
+
+    def _validate(self, modality: str, tokenizer: Tokenizer) -> None:
+        assert self._splits is not None
+        problems = []
+        count = 0
+        for records in self._splits.values():
+            for rid, sequence in zip(records.ids, records.sequences[modality], strict=True):
+                if sequence is None:  # absent, handled by _check_missing
+                    continue
+                try:
+                    tokenizer.validate(sequence)
+                except InvalidSequenceError as exc:
+                    count += 1
+                    if len(problems) < 3:
+                        problems.append(f"  record {rid!r}: {exc.reason}")
+        if count:
+            column = self.modalities[modality]
+            raise DataError(
+                f"{count} {modality} sequence(s) (column {column!r} of {self.path}) cannot be read by "
+                f"{tokenizer.name}:\n" + "\n".join(problems)
+            )
+
+    # loaders --------------------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self._collate is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no tokenizers: a task attaches its backbones' tokenizers in its "
+                f"setup(); outside a Trainer call `datamodule.attach_tokenizers(task.tokenizers())` first."
+            )
+        assert self._splits is not None
+        dataset: Dataset
+        if split == "all":
+            dataset = ConcatDataset([self._splits[s] for s in SPLITS])
+        else:
+            dataset = self._splits[split]
+        if len(dataset) == 0:
+            raise DataError(
+                f"the {split!r} split of {self.path} is empty; fill the {self.split_column!r} column or "
+                f"raise val_fraction/test_fraction."
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self._collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_split, shuffle=False)
+
+    def split_ids(self, split: str) -> Sequence[str]:
+        """Record ids of one split (after :meth:`setup`)."""
+        self.setup()
+        assert self._splits is not None
+        return list(self._splits[split].ids)
+
+    def split_labels(self, split: str) -> np.ndarray | None:
+        """Labels of one split, in record order (``None`` for a table without labels)."""
+        self.setup()
+        assert self._splits is not None
+        return self._splits[split].labels
