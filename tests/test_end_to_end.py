@@ -1,4 +1,4 @@
-"""fit → test → predict through the ``mmfuse`` command, each in a fresh process, on the quickstart config."""
+"""fit → test → predict through the ``mmfuse`` command, each in a fresh process, on the quickstart configs."""
 
 from __future__ import annotations
 
@@ -127,3 +127,31 @@ def test_checkpoint_of_another_model_is_refused(trained, quickstart, run_mmfuse,
     assert result.returncode == 1, result.stderr[-2000:]
     assert "the checkpoint does not fit the model built from this config" in result.stderr
     assert "adapter.projections" in result.stderr
+
+
+def test_classification_fit_then_predict_writes_class_probabilities(run_mmfuse, quickstart, tmp_path):
+    config = quickstart.with_name("classification.yaml")
+    fast = ["--data.init_args.sample_genes=40", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]
+    result = run_mmfuse("fit", "--config", str(config), *fast, "--trainer.max_epochs=2",
+                        "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 2 and all(f"val/{k} " in epochs[1] for k in ("loss", "accuracy", "auroc", "f1"))
+    best = next(line for line in result.stdout.splitlines() if line.startswith("Best checkpoint: "))
+    checkpoint = tmp_path / best.removeprefix("Best checkpoint: ")
+    hparams = torch.load(checkpoint, weights_only=True, map_location="cpu")["hyper_parameters"]
+    assert hparams["_class_path"] == "mmfuse.tasks.ClassificationTask"
+    assert hparams["target_names"] == ["low", "medium", "high"]
+
+    output = tmp_path / "preds.csv"
+    result = run_mmfuse("predict", "--config", str(config), "--ckpt_path", str(checkpoint),
+                        f"--predictions.output={output}", *fast, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = pd.read_csv(output)
+    assert list(written.columns) == ["transcript_id", "low", "medium", "high", "predicted"]
+    from mmfuse.data.sample import make_sample_table
+
+    assert sorted(written["transcript_id"]) == sorted(make_sample_table(40)["transcript_id"])
+    probs = written[["low", "medium", "high"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    assert (written["predicted"] == np.array(["low", "medium", "high"])[probs.argmax(1)]).all()

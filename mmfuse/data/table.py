@@ -30,8 +30,14 @@ _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": 
                   "dev": "val", "test": "test"}  # fmt: skip
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Reads a CSV, TSV or Parquet table, choosing the format by the file's suffixes."""
+def read_table(path: str | Path, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Reads a CSV, TSV or Parquet table, choosing the format by the file's suffixes.
+
+    Args:
+        path: the file.
+        dtype: ``{column: type}`` for CSV/TSV columns not to be inferred, e.g. ``{"label": str}`` keeps
+            ``007`` as written (Parquet columns keep their stored types).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"table {str(path)!r} does not exist; check the data module's `path`")
@@ -40,9 +46,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if kind in (".parquet", ".pq"):
         return pd.read_parquet(path)
     if kind in (".tsv", ".tab", ".txt"):
-        return pd.read_csv(path, sep="\t")
+        return pd.read_csv(path, sep="\t", dtype=dtype)
     if kind == ".csv":
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype=dtype)
     raise DataError(f"cannot tell the format of {str(path)!r}: name it .csv, .tsv or .parquet (optionally .gz)")
 
 
@@ -173,7 +179,8 @@ class TableDataModule(L.LightningDataModule):
                 f"(e.g. {', '.join(map(repr, duplicated[:3]))}); ids must be unique."
             )
         labels = None
-        if all(c in table.columns for c in self._label_columns()):
+        # prediction needs no labels: every record is predicted, whatever its label holds
+        if stage != "predict" and all(c in table.columns for c in self._label_columns()):
             table, labels = self._labels(table)
             ids = table[self.id_column].astype(str)
         splits = self._assign_splits(table)

@@ -1,15 +1,19 @@
 """LightningModules that train fused backbones, their heads, metrics and prediction writers."""
 
 from mmfuse.tasks.base import MultiModalTask
+from mmfuse.tasks.classification import ClassificationTask
 from mmfuse.tasks.heads import Head, LinearHead, MLPHead
-from mmfuse.tasks.metrics import RegressionMetrics, format_table
+from mmfuse.tasks.metrics import ClassificationMetrics, MetricTable, RegressionMetrics, format_table
 from mmfuse.tasks.regression import RegressionTask
 from mmfuse.tasks.writer import PredictionWriter
 
 __all__ = [
+    "ClassificationMetrics",
+    "ClassificationTask",
     "Head",
     "LinearHead",
     "MLPHead",
+    "MetricTable",
     "MultiModalTask",
     "PredictionWriter",
     "RegressionMetrics",

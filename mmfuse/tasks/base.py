@@ -1,19 +1,29 @@
-"""The multi-modal task skeleton: backbones keyed by modality → fusion adapter → head."""
+"""The multi-modal task skeleton: backbones keyed by modality → fusion adapter → head.
+
+It also holds what every task shares: the loss logging, the one-line summary per epoch and the
+per-target (per-class) report of ``mmfuse validate``/``mmfuse test``. A task implements
+:meth:`MultiModalTask._step` (loss and metric updates) and :meth:`MultiModalTask._epoch_metrics`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from mmfuse.adapters import ConcatFusion, FusionAdapter, drop_modalities
 from mmfuse.backbones import Backbone
 from mmfuse.checkpoints import CheckpointMismatchError, state_dict_mismatch
 from mmfuse.errors import ConfigError
+from mmfuse.io import atomic_path
 from mmfuse.tasks.heads import Head, MLPHead
+from mmfuse.tasks.metrics import MetricTable
 from mmfuse.tokenizers import Tokenizer
 
 __all__ = ["AdapterFactory", "HeadFactory", "MultiModalTask", "OptimizerFactory", "SchedulerFactory"]
@@ -24,6 +34,8 @@ AdapterFactory = Callable[[dict[str, int]], FusionAdapter]
 HeadFactory = Callable[[int, int], Head]
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+_STAGE_TITLES = {"val": "Validation", "test": "Test"}
 
 
 def _is_plain(value: Any) -> bool:
@@ -43,14 +55,18 @@ class MultiModalTask(L.LightningModule):
         backbones: one encoder per modality, keyed by the modality names of the data
             (``{dna: Enformer, rna: NucleotideTransformer, protein: ESM2}``).
         adapter: fusion adapter, built with the backbones' widths (default: ``ConcatFusion``).
-        head: prediction head, built with the fused width and the number of targets (default: ``MLPHead``).
-        target_names: names of the outputs; linked from the data module by the CLI.
+        head: prediction head, built with the fused width and the number of outputs
+            (:meth:`_num_outputs`; default: ``MLPHead``).
+        target_names: names of the targets (or classes); linked from the data module by the CLI.
         optimizer: optimizer over the trainable parameters (default: AdamW, lr 1e-3).
         lr_scheduler: optional learning-rate scheduler, stepped every epoch
             (``ReduceLROnPlateau`` watches ``val/loss``).
         modality_dropout: during training, hide each present modality of each sample with this
             probability (always keeping one), so the model learns to predict from any subset.
     """
+
+    #: the epoch metric shown in the progress bar (besides the loss)
+    _progress_metric: str = ""
 
     def __init__(
         self,
@@ -75,12 +91,18 @@ class MultiModalTask(L.LightningModule):
         self.backbones = nn.ModuleDict(backbones)
         dims = {m: b.embed_dim for m, b in backbones.items()}
         self.adapter = (adapter or ConcatFusion)(dims)
-        self.head = (head or MLPHead)(self.adapter.output_dim, len(self.target_names))
+        self.head = (head or MLPHead)(self.adapter.output_dim, self._num_outputs())
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), not {modality_dropout}")
         self.modality_dropout = modality_dropout
+        self.train_loss = MeanMetric()  # for the one-line epoch summary
+        self._val_summary = ""
+
+    def _num_outputs(self) -> int:
+        """Width of the head's output: one per target (a classifier of two classes needs one)."""
+        return len(self.target_names)
 
     def _save_plain_hyperparameters(self) -> None:
         """Saves constructor arguments that are plain data; objects never go into checkpoints.
@@ -110,6 +132,9 @@ class MultiModalTask(L.LightningModule):
         self, inputs: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor] | None = None
     ) -> Tensor:
         """Head outputs ``(B, n_outputs)`` from tokenized inputs ``{modality: tokenizer output}``.
+
+        Tasks override it to return predictions (original units, class probabilities); their
+        training steps call this one.
 
         Args:
             inputs: one tokenizer output per modality; a modality that no sample of the batch has
@@ -151,10 +176,81 @@ class MultiModalTask(L.LightningModule):
             config["monitor"] = "val/loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
 
+    # steps ----------------------------------------------------------------------------------------
+    def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        """The loss of a batch; updates the metrics of ``stage`` (``train``, ``val``, ``test``)."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _log_loss(self, loss: Tensor, stage: str, batch_size: int) -> None:
+        """Logs ``{stage}/loss`` (per step in training, per epoch elsewhere) and keeps the epoch's mean."""
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, batch_size=batch_size, on_step=on_step, on_epoch=True,
+                 prog_bar=True, sync_dist=not on_step)  # fmt: skip
+        if on_step:
+            self.train_loss.update(loss.detach(), weight=batch_size)
+
+    # epoch ends -----------------------------------------------------------------------------------
+    def _epoch_metrics(self, stage: str) -> tuple[dict[str, Tensor], MetricTable | None]:
+        """Computes (over all processes) and resets the metrics of ``stage``.
+
+        Returns:
+            ``{name: scalar}`` logged as ``{stage}/{name}``, and the table per target (per class)
+            that ``mmfuse validate``/``mmfuse test`` print and write, if any.
+        """
+        return {}, None
+
+    def on_validation_epoch_end(self) -> None:
+        scalars = self._end_evaluation("val")
+        if not self.trainer.sanity_checking and self.trainer.state.fn != "validate":
+            val_loss = self.trainer.callback_metrics["val/loss"].item()
+            self._val_summary = f"  val/loss {val_loss:.4f}  " + "  ".join(
+                f"val/{k} {v.item():.4f}" for k, v in scalars.items()
+            )
+
+    def on_test_epoch_end(self) -> None:
+        self._end_evaluation("test")
+
+    def on_train_epoch_end(self) -> None:
+        # runs after the epoch's validation: one line per epoch, also where progress bars are off
+        train_loss = self.train_loss.compute().item()
+        self.train_loss.reset()
+        self.print(f"epoch {self.current_epoch}: train/loss {train_loss:.4f}{self._val_summary}")
+        self._val_summary = ""
+
+    def _end_evaluation(self, stage: str) -> dict[str, Tensor]:
+        scalars, table = self._epoch_metrics(stage)
+        for name, value in scalars.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == self._progress_metric)
+        reporting = stage == "test" or self.trainer.state.fn == "validate"
+        if table is not None and reporting and not self.trainer.sanity_checking:
+            self._report(table, stage)
+        return scalars
+
+    @rank_zero_only
+    def _report(self, table: MetricTable, stage: str) -> None:
+        """Prints ``table`` and writes it to ``metrics_<stage>.csv`` in the run's log directory."""
+        print("\n" + table.text(f"{_STAGE_TITLES[stage]} metrics per {table.index_title}"))
+        path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / f"metrics_{stage}.csv"
+        with atomic_path(path) as tmp:
+            table.frame().to_csv(tmp)
+        print(f"Per-{table.index_title} metrics written to {path}")
+
     # checkpoints ----------------------------------------------------------------------------------
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checks the checkpoint's weights against this model before Lightning loads them."""
+        """Checks the checkpoint's weights and target names against this model before Lightning loads them."""
         problem = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
+        saved = checkpoint.get("hyper_parameters", {}).get("target_names")
+        if not problem and saved is not None and list(saved) != self.target_names:
+            problem = f"it was trained with target_names {list(saved)}, the data module gives {self.target_names}"
         if problem:
             raise CheckpointMismatchError(
                 f"the checkpoint does not fit the model built from this config: {problem}. Use the config "

@@ -1,19 +1,39 @@
-"""Per-target regression metrics (torchmetrics) and their table."""
+"""Task metrics (torchmetrics): per-target regression metrics, classification metrics, and their tables."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    AUROC,
+    Accuracy,
+    F1Score,
+    MulticlassAUROC,
+    MulticlassF1Score,
+    MulticlassStatScores,
+)
 from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, R2Score, SpearmanCorrCoef
 
-__all__ = ["REGRESSION_METRICS", "RegressionMetrics", "format_table"]
+__all__ = [
+    "CLASS_METRICS",
+    "REGRESSION_METRICS",
+    "ClassificationMetrics",
+    "MetricTable",
+    "RegressionMetrics",
+    "format_table",
+]
 
 #: metric name -> column title
 REGRESSION_METRICS = {"mse": "MSE", "r2": "R²", "pearson": "Pearson", "spearman": "Spearman"}
+#: per-class metric name -> column title
+CLASS_METRICS = {"f1": "F1", "auroc": "AUROC", "support": "support"}
 
 
 class RegressionMetrics(MetricCollection):
@@ -46,16 +66,149 @@ class RegressionMetrics(MetricCollection):
         return {k: values[k].reshape(-1) for k in REGRESSION_METRICS}
 
 
-def format_table(target_names: Sequence[str], values: Mapping[str, Tensor], title: str = "") -> str:
-    """A fixed-width table: one row per target, one column per metric, and a final row of means."""
-    names = list(REGRESSION_METRICS)
-    width = max([len("mean"), len("target"), *map(len, target_names)])
-    header = f"{'target':<{width}}  " + "  ".join(f"{REGRESSION_METRICS[n]:>9}" for n in names)
+class ClassificationMetrics(nn.Module):
+    """Accuracy, F1 and AUROC of a classifier, overall and per class.
+
+    Overall (what the task logs): with two classes, torchmetrics' ``binary`` metrics of the positive
+    class (the second); with more, ``multiclass`` metrics with F1 and AUROC macro-averaged over the
+    classes. Accuracy is always the share of records whose most probable class is right.
+    Per class (the report): F1 and AUROC of each class against the rest, and its support (records of
+    that class); their macro averages, as torchmetrics computes them (F1 leaves out classes with
+    neither records nor predictions), equal the logged F1 and AUROC with more than two classes.
+
+    AUROC is undefined for a class that is absent from the epoch's records (or for a split holding a
+    single class): torchmetrics then warns and counts it as 0, and training goes on.
+
+    Args:
+        num_classes: number of classes (at least 2).
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"classification needs at least 2 classes, not {num_classes}")
+        self.num_classes = num_classes
+        if num_classes == 2:
+            options: dict = {"task": "binary"}
+            accuracy = Accuracy(**options)
+        else:
+            options = {"task": "multiclass", "num_classes": num_classes, "average": "macro"}
+            accuracy = Accuracy(task="multiclass", num_classes=num_classes, average="micro")
+        self.overall = MetricCollection(
+            {"accuracy": accuracy, "auroc": AUROC(**options), "f1": F1Score(**options)}, compute_groups=False
+        )
+        self.per_class = MetricCollection(
+            {
+                "f1": MulticlassF1Score(num_classes, average=None),
+                "auroc": MulticlassAUROC(num_classes, average=None),
+                "support": MulticlassStatScores(num_classes, average=None),
+            },
+            compute_groups=False,
+        )
+
+    def update(self, probs: Tensor, target: Tensor) -> None:
+        """Adds a batch: class probabilities ``(B, C)`` and true class indices ``(B,)``."""
+        probs, target = probs.float(), target.long()
+        self.overall.update(probs[:, 1] if self.num_classes == 2 else probs, target)
+        self.per_class.update(probs, target)
+
+    def compute(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, float]]:
+        """The values over all processes.
+
+        Returns:
+            ``{accuracy, auroc, f1}`` scalars, ``{f1, auroc, support}`` per class ``(C,)``, and their
+            macro averages ``{f1, auroc, support}`` (the support's is the number of records).
+        """
+        overall = {k: v.reshape(()) for k, v in self.overall.compute().items()}
+        values = self.per_class.compute()
+        tp, fp, _, fn, support = values["support"].unbind(dim=1)
+        per_class = {"f1": values["f1"], "auroc": values["auroc"], "support": support}
+        seen = (tp + fp + fn) > 0  # torchmetrics' macro F1 leaves out classes never seen nor predicted
+        macro = {
+            "f1": values["f1"][seen].mean().item() if seen.any() else 0.0,
+            "auroc": torch.nanmean(values["auroc"]).item(),
+            "support": int(support.sum().item()),
+        }
+        return overall, per_class, macro
+
+    def reset(self) -> None:
+        self.overall.reset()
+        self.per_class.reset()
+
+
+@dataclass
+class MetricTable:
+    """One epoch's metrics per row (per target, per class), as printed and as written to CSV.
+
+    Args:
+        rows: the row names (targets or classes).
+        values: ``{metric: (len(rows),) tensor}``.
+        columns: ``{metric: column title}``, in column order.
+        index_title: what a row is (``target``, ``class``): the first column's title.
+        summary_name: name of the last row.
+        summary: ``{metric: value}`` of the last row, also written to the CSV; ``None``: the mean of
+            each column over the rows, ignoring NaN, printed only.
+    """
+
+    rows: Sequence[str]
+    values: Mapping[str, Tensor]
+    columns: Mapping[str, str]
+    index_title: str = "target"
+    summary_name: str = "mean"
+    summary: Mapping[str, float] | None = None
+
+    def text(self, title: str = "") -> str:
+        """The fixed-width table (see :func:`format_table`)."""
+        return format_table(self.rows, self.values, title, columns=self.columns, index_title=self.index_title,
+                            summary_name=self.summary_name, summary=self.summary)  # fmt: skip
+
+    def frame(self) -> pd.DataFrame:
+        """The CSV content: one row per name (and the summary row when given), one column per metric."""
+        data = {k: self.values[k].cpu().numpy() for k in self.columns}
+        index = list(self.rows)
+        if self.summary is not None:
+            data = {k: np.append(v, np.asarray(self.summary[k], dtype=v.dtype)) for k, v in data.items()}
+            index.append(self.summary_name)
+        return pd.DataFrame(data, index=pd.Index(index, name=self.index_title))
+
+
+def _cell(value: float | int | Tensor) -> str:
+    value = value.item() if isinstance(value, Tensor) else value
+    return f"{value:>9d}" if isinstance(value, int) else f"{value:>9.4f}"
+
+
+def format_table(
+    row_names: Sequence[str],
+    values: Mapping[str, Tensor],
+    title: str = "",
+    *,
+    columns: Mapping[str, str] = REGRESSION_METRICS,
+    index_title: str = "target",
+    summary_name: str = "mean",
+    summary: Mapping[str, float] | None = None,
+) -> str:
+    """A fixed-width table: one row per name, one column per metric, and a final summary row.
+
+    Args:
+        row_names: one name per row (targets, classes).
+        values: ``{metric: (len(row_names),) tensor}``; integer tensors are printed without decimals.
+        title: a line above the table.
+        columns: ``{metric: column title}``, in column order.
+        index_title: the first column's title.
+        summary_name: the last row's name.
+        summary: the last row's ``{metric: value}``; default: the mean of each column, ignoring NaN.
+    """
+    names = list(columns)
+    if summary is None:
+        summary = {n: torch.nanmean(values[n] if values[n].is_floating_point() else values[n].double()).item()
+                   for n in names}  # fmt: skip
+    width = max([len(summary_name), len(index_title), *map(len, row_names)])
+    header = f"{index_title:<{width}}  " + "  ".join(f"{columns[n]:>9}" for n in names)
     rule = "-" * len(header)
     rows = [title, rule, header, rule] if title else [rule, header, rule]
-    for i, name in enumerate(target_names):
-        rows.append(f"{name:<{width}}  " + "  ".join(f"{values[n][i].item():>9.4f}" for n in names))
+    for i, name in enumerate(row_names):
+        rows.append(f"{name:<{width}}  " + "  ".join(_cell(values[n][i]) for n in names))
     rows.append(rule)
-    rows.append(f"{'mean':<{width}}  " + "  ".join(f"{torch.nanmean(values[n]).item():>9.4f}" for n in names))
+    rows.append(f"{summary_name:<{width}}  " + "  ".join(_cell(summary[n]) for n in names))
     rows.append(rule)
     return "\n".join(rows)

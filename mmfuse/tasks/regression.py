@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
-from torchmetrics import MeanMetric
 
 from mmfuse.backbones import Backbone
-from mmfuse.io import atomic_path
 from mmfuse.tasks.base import AdapterFactory, HeadFactory, MultiModalTask, OptimizerFactory, SchedulerFactory
-from mmfuse.tasks.metrics import RegressionMetrics, format_table
+from mmfuse.tasks.metrics import REGRESSION_METRICS, MetricTable, RegressionMetrics
 
 __all__ = ["RegressionTask"]
 
@@ -49,6 +44,8 @@ class RegressionTask(MultiModalTask):
             probability (always keeping one).
     """
 
+    _progress_metric = "spearman"
+
     def __init__(
         self,
         backbones: dict[str, Backbone],
@@ -67,10 +64,8 @@ class RegressionTask(MultiModalTask):
         n = len(self.target_names)
         self.register_buffer("target_mean", torch.zeros(n))
         self.register_buffer("target_std", torch.ones(n))
-        self.val_metrics = RegressionMetrics(len(self.target_names))
-        self.test_metrics = RegressionMetrics(len(self.target_names))
-        self.train_loss = MeanMetric()  # for the one-line epoch summary
-        self._val_summary = ""
+        self.val_metrics = RegressionMetrics(n)
+        self.test_metrics = RegressionMetrics(n)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -85,71 +80,22 @@ class RegressionTask(MultiModalTask):
         """Predictions ``(B, n_targets)`` in the targets' original units."""
         return super().forward(inputs, present) * self.target_std + self.target_mean
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
+    def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
         standardized = super().forward(batch["inputs"], batch.get("present"))
         target = batch["target"].to(standardized.dtype)
         loss = self.loss_fn(standardized, (target - self.target_mean) / self.target_std)
-        preds = standardized * self.target_std + self.target_mean
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, batch_size=len(batch["ids"]), on_step=on_step, on_epoch=True,
-                 prog_bar=True, sync_dist=not on_step)  # fmt: skip
-        if stage == "train":
-            self.train_loss.update(loss.detach(), weight=len(batch["ids"]))
-        elif stage == "val":
-            self.val_metrics.update(preds.detach(), target)
-        elif stage == "test":
-            self.test_metrics.update(preds.detach(), target)
+        self._log_loss(loss, stage, len(batch["ids"]))
+        if stage in ("val", "test"):
+            preds = standardized * self.target_std + self.target_mean
+            getattr(self, f"{stage}_metrics").update(preds.detach(), target)
         return loss
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         return {"ids": batch["ids"], "preds": self(batch["inputs"], batch.get("present")).float().cpu()}
 
-    # epoch ends -----------------------------------------------------------------------------------
-    def on_validation_epoch_end(self) -> None:
-        values = self._log_metrics(self.val_metrics, "val")
-        if self.trainer.sanity_checking:
-            return
-        if self.trainer.state.fn == "validate":
-            self._report(values, "val")
-        else:
-            val_loss = self.trainer.callback_metrics["val/loss"].item()
-            self._val_summary = f"  val/loss {val_loss:.4f}  " + "  ".join(
-                f"val/{k} {torch.nanmean(v).item():.4f}" for k, v in values.items()
-            )
-
-    def on_train_epoch_end(self) -> None:
-        # runs after the epoch's validation: one line per epoch, also where progress bars are off
-        train_loss = self.train_loss.compute().item()
-        self.train_loss.reset()
-        self.print(f"epoch {self.current_epoch}: train/loss {train_loss:.4f}{self._val_summary}")
-        self._val_summary = ""
-
-    def on_test_epoch_end(self) -> None:
-        self._report(self._log_metrics(self.test_metrics, "test"), "test")
-
-    def _log_metrics(self, metrics: RegressionMetrics, stage: str) -> dict[str, Tensor]:
+    def _epoch_metrics(self, stage: str) -> tuple[dict[str, Tensor], MetricTable]:
+        metrics = getattr(self, f"{stage}_metrics")
         values = metrics.compute()  # synchronised across processes by torchmetrics
         metrics.reset()
-        for name, per_target in values.items():
-            self.log(f"{stage}/{name}", torch.nanmean(per_target), prog_bar=name == "spearman")
-        return values
-
-    @rank_zero_only
-    def _report(self, values: dict[str, Tensor], stage: str) -> None:
-        title = {"val": "Validation", "test": "Test"}[stage] + " metrics per target"
-        print("\n" + format_table(self.target_names, values, title=title))
-        directory = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        table = pd.DataFrame({k: v.cpu().numpy() for k, v in values.items()}, index=self.target_names)
-        table.index.name = "target"
-        with atomic_path(directory / f"metrics_{stage}.csv") as tmp:
-            table.to_csv(tmp)
-        print(f"Per-target metrics written to {directory / f'metrics_{stage}.csv'}")
+        scalars = {name: torch.nanmean(per_target) for name, per_target in values.items()}
+        return scalars, MetricTable(self.target_names, values, REGRESSION_METRICS)

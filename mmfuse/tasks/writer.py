@@ -18,6 +18,9 @@ __all__ = ["PredictionWriter"]
 class PredictionWriter(BasePredictionWriter):
     """Writes one row per record: its id and one column per target.
 
+    For a classifier (a prediction with ``labels``) the columns are the id, one probability column
+    per class (named by the class) and ``predicted``, the most probable class.
+
     Rows are appended to a temporary file beside ``output`` batch by batch (memory stays flat), and
     the file is renamed to ``output`` only when prediction finishes: a crash leaves any earlier file
     intact. With several processes each rank writes ``<output stem>.rank<N><suffix>``.
@@ -68,7 +71,14 @@ class PredictionWriter(BasePredictionWriter):
         if len(names) != preds.shape[1]:
             names = [f"output_{i}" for i in range(preds.shape[1])]
         frame = pd.DataFrame(preds, columns=names)
-        frame.insert(0, id_column, list(prediction["ids"]))
+        if "labels" in prediction:
+            frame.insert(frame.shape[1], "predicted", list(prediction["labels"]), allow_duplicates=True)
+        frame.insert(0, id_column, list(prediction["ids"]), allow_duplicates=True)
+        if frame.columns.duplicated().any():
+            raise ConfigError(
+                f"prediction columns {list(frame.columns)} repeat a name (a target or class named like the "
+                f"id column {id_column!r} or 'predicted'); rename it in the data."
+            )
         suffix = self._path.suffix.lower()
         if suffix == ".parquet":
             import pyarrow as pa

@@ -77,6 +77,10 @@ def test_nan_target_names_the_record_or_is_dropped_and_counted(small_table, tmp_
     dm.setup("fit")
     kept = [rid for s in ("train", "val", "test") for rid in dm.split_ids(s)]
     assert len(kept) == len(table) - 1 and table.transcript_id[3] not in kept
+    predicting = IsoformExpression(path=path, predict_split="all")  # prediction reads no targets
+    predicting.setup("predict")
+    assert len([rid for s in ("train", "val", "test") for rid in predicting.split_ids(s)]) == len(table)
+    assert predicting.split_labels("train") is None
 
 
 def test_duplicate_ids_are_refused(small_table, tmp_path):
