@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test lint
+.PHONY: install quickstart test test-slow lint
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ quickstart: install
 
 test: install
 	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
 
 lint: install
 	$(BIN)/ruff check mmfuse tests

@@ -66,6 +66,15 @@ def test_bad_option_value_is_one_clear_line(run_mmfuse, quickstart):
     assert "Traceback" not in result.stderr
 
 
+def test_bad_adapter_option_is_one_clear_line(run_mmfuse, quickstart):
+    override = '--model.init_args.adapter={"class_path": "CrossAttentionFusion", "init_args": {"queries": ["atac"]}}'
+    result = run_mmfuse("fit", "--config", str(quickstart), override)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("mmfuse: error: queries ['atac'] must name one or more of the modalities"), last
+    assert "Traceback" not in result.stderr
+
+
 def test_plugin_components_and_failures_are_reported_by_distribution(run_mmfuse, tmp_path):
     # a real distribution on sys.path: metadata + entry points + module
     (tmp_path / "mmfuse_toy_plugin.py").write_text(

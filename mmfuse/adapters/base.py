@@ -15,6 +15,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from mmfuse.errors import ConfigError
+
 __all__ = ["Features", "FusionAdapter", "drop_modalities", "presence"]
 
 #: ``{modality: (embeddings (B, L_m, D_m), mask (B, L_m))}``
@@ -42,10 +44,10 @@ class FusionAdapter(nn.Module, ABC):
     def __init__(self, input_dims: Mapping[str, int]) -> None:
         super().__init__()
         if not input_dims:
-            raise ValueError("a fusion adapter needs at least one modality")
+            raise ConfigError("a fusion adapter needs at least one modality")
         bad = [m for m in input_dims if not m or "." in m or "__" in m]
         if bad:
-            raise ValueError(f"modality names must be non-empty, without '.' or '__': {bad}")
+            raise ConfigError(f"modality names must be non-empty, without '.' or '__': {bad}")
         self.input_dims = dict(input_dims)
         self.modalities = sorted(self.input_dims)
 

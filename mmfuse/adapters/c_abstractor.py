@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmfuse.adapters.base import Features, FusionAdapter
 from mmfuse.adapters.pooling import Pooling, PoolingKind, masked_adaptive_avg_pool
+from mmfuse.errors import ConfigError
 from mmfuse.registry import ADAPTERS
 
 __all__ = ["CAbstractor"]
@@ -41,7 +42,7 @@ class _Abstractor(nn.Module):
     def __init__(self, in_dim: int, dim: int, num_queries: int, depth: int, kernel_size: int, dropout: float) -> None:
         super().__init__()
         self.num_queries = num_queries
-        self.proj = nn.Linear(in_dim, dim)
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, dim))  # backbones differ in scale
         self.before = nn.ModuleList(_ResBlock(dim, kernel_size, dropout) for _ in range(depth))
         self.after = nn.ModuleList(_ResBlock(dim, kernel_size, dropout) for _ in range(depth))
         self.readout = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
@@ -61,7 +62,7 @@ class _Abstractor(nn.Module):
 class CAbstractor(FusionAdapter):
     """Honeybee's C-Abstractor in 1-D, per modality, then fused by concatenation.
 
-    For each modality: ``x'_m = W_m x_m``; ``depth`` residual convolution blocks
+    For each modality: ``x'_m = W_m LN(x_m)``; ``depth`` residual convolution blocks
     (``x + Conv(LN(GELU(Conv(LN(x)))))``, kernel ``kernel_size`` along the sequence); adaptive average
     pooling of the unmasked tokens to ``num_queries`` tokens (each sample's bins follow its own
     length, so padding never enters); ``depth`` more residual blocks; an MLP read-out
@@ -92,9 +93,9 @@ class CAbstractor(FusionAdapter):
     ) -> None:
         super().__init__(input_dims)
         if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd (same-length convolutions), not {kernel_size}")
+            raise ConfigError(f"kernel_size must be odd (same-length convolutions), not {kernel_size}")
         if num_queries < 1:
-            raise ValueError(f"num_queries must be at least 1, not {num_queries}")
+            raise ConfigError(f"num_queries must be at least 1, not {num_queries}")
         self.hidden_dim = hidden_dim
         self.abstractors = nn.ModuleDict(
             {

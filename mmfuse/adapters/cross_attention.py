@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from mmfuse.adapters.base import Features, FusionAdapter
 from mmfuse.adapters.layers import CrossAttention, FeedForward
 from mmfuse.adapters.pooling import Pooling, PoolingKind
+from mmfuse.errors import ConfigError
 from mmfuse.registry import ADAPTERS
 
 __all__ = ["CrossAttentionFusion"]
@@ -116,7 +117,7 @@ class CrossAttentionFusion(FusionAdapter):
         if queries is not None:
             unknown = sorted(set(queries) - set(self.modalities))
             if unknown or not queries:
-                raise ValueError(
+                raise ConfigError(
                     f"queries {list(queries)} must name one or more of the modalities {self.modalities}"
                     + (f"; unknown: {unknown}" if unknown else "")
                 )

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from mmfuse.adapters.base import Features, FusionAdapter
 from mmfuse.adapters.pooling import Pooling, PoolingKind
+from mmfuse.errors import ConfigError
 from mmfuse.registry import ADAPTERS
 
 __all__ = ["InteractionFusion", "masked_log_avg_exp"]
@@ -42,8 +43,9 @@ class _Interaction(nn.Module):
     def __init__(self, first_dim: int, second_dim: int, num_heads: int, head_dim: int, temperature: float) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, head_dim
-        self.to_first = nn.Linear(first_dim, num_heads * head_dim)
-        self.to_second = nn.Linear(second_dim, num_heads * head_dim)
+        # layer norm first: backbones' embeddings differ widely in scale
+        self.to_first = nn.Sequential(nn.LayerNorm(first_dim), nn.Linear(first_dim, num_heads * head_dim))
+        self.to_second = nn.Sequential(nn.LayerNorm(second_dim), nn.Linear(second_dim, num_heads * head_dim))
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
 
     def forward(self, first: Tensor, second: Tensor, second_mask: Tensor) -> Tensor:
@@ -62,7 +64,7 @@ class InteractionFusion(FusionAdapter):
     """FILIP-style late interaction between pairs of modalities, plus each modality's own pooled tokens.
 
     For a pair ``(a, b)`` (tf-bind-transformer: ``a`` = DNA bins, ``b`` = TF protein residues), both
-    sides are projected to ``num_heads × head_dim``, L2-normalised per head, and every ``a`` token
+    sides are layer-normalised and projected to ``num_heads × head_dim``, L2-normalised per head, and every ``a`` token
     gets, per head ``h``, ``s_ih = τ · log mean_j exp(cos(a_ih, b_jh) / τ)`` over the unmasked ``b``
     tokens ``j`` (a masked log-average-exp with a learned temperature ``τ``). These per-token
     interaction features ``(B, L_a, num_heads)`` are mapped to ``hidden_dim`` (``Linear → GELU``) and
@@ -102,14 +104,14 @@ class InteractionFusion(FusionAdapter):
         self.pairs = [(str(a), str(b)) for a, b in pairs]
         repeated = sorted({p for p in self.pairs if self.pairs.count(p) > 1})
         if repeated:
-            raise ValueError(f"pairs repeat {[list(p) for p in repeated]}; list each pair once")
+            raise ConfigError(f"pairs repeat {[list(p) for p in repeated]}; list each pair once")
         for a, b in self.pairs:
             if a not in self.input_dims or b not in self.input_dims or a == b:
-                raise ValueError(f"pair {[a, b]} must name two different modalities of {self.modalities}")
+                raise ConfigError(f"pair {[a, b]} must name two different modalities of {self.modalities}")
         if not self.pairs and not include_modalities:
-            raise ValueError("InteractionFusion has no pairs and include_modalities is false: nothing to output")
+            raise ConfigError("InteractionFusion has no pairs and include_modalities is false: nothing to output")
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, not {temperature}")
+            raise ConfigError(f"temperature must be positive, not {temperature}")
         self.hidden_dim, self.include_modalities = hidden_dim, include_modalities
         self.projections = nn.ModuleDict(
             {m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, hidden_dim)) for m, d in self.input_dims.items()}

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from mmfuse.adapters.base import Features, FusionAdapter
 from mmfuse.adapters.layers import CrossAttention, FeedForward
 from mmfuse.adapters.pooling import Pooling, PoolingKind
+from mmfuse.errors import ConfigError
 from mmfuse.registry import ADAPTERS
 
 __all__ = ["PerceiverResampler"]
@@ -93,7 +94,7 @@ class PerceiverResampler(FusionAdapter):
     ) -> None:
         super().__init__(input_dims)
         if mode not in ("joint", "per_modality"):
-            raise ValueError(f"mode must be 'joint' or 'per_modality', not {mode!r}")
+            raise ConfigError(f"mode must be 'joint' or 'per_modality', not {mode!r}")
         self.dim, self.mode = dim, mode
         self.projections = nn.ModuleDict(
             {m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dim)) for m, d in self.input_dims.items()}

@@ -11,6 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from mmfuse.errors import ConfigError
+
 __all__ = [
     "POOLINGS",
     "AttentionPooling",
@@ -104,7 +106,7 @@ class Pooling(nn.Module):
     def __init__(self, kind: PoolingKind, dim: int) -> None:
         super().__init__()
         if kind not in POOLINGS:
-            raise ValueError(f"unknown pooling {kind!r}; choose one of {', '.join(POOLINGS)}")
+            raise ConfigError(f"unknown pooling {kind!r}; choose one of {', '.join(POOLINGS)}")
         self.kind = kind
         self.attention = AttentionPooling(dim) if kind == "attention" else None
 

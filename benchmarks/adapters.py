@@ -1,0 +1,93 @@
+"""Every registered fusion adapter trained on the quickstart task: held-out Spearman, time, size.
+
+Runs the quickstart config (tiny random-init backbones, bundled sample data) once per adapter, with
+the adapter swapped in by a CLI override, the same seed and the same number of epochs, and prints
+one table. Time is reported as a ratio to ConcatFusion measured in the same run (machines are noisy).
+
+    python benchmarks/adapters.py                 # all adapters, 6 epochs
+    python benchmarks/adapters.py --epochs 10 CrossAttentionFusion PerceiverResampler
+
+The options below size each adapter like the quickstart's ConcatFusion (64 wide). The same table
+is used by the slow learning test (tests/test_learning.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "experiments" / "quickstart" / "config.yaml"
+
+#: quickstart-sized options per built-in adapter (an adapter not listed runs with its defaults)
+QUICKSTART_OPTIONS: dict[str, dict] = {
+    "ConcatFusion": {"hidden_dim": 64},
+    "TokenConcatFusion": {"hidden_dim": 64, "num_layers": 1, "num_heads": 4, "head_dim": 16},
+    "CrossAttentionFusion": {"num_layers": 1, "num_heads": 4, "head_dim": 16},
+    "PerceiverResampler": {"dim": 64, "num_latents": 16, "depth": 1, "num_heads": 4, "head_dim": 16},
+    "CAbstractor": {"hidden_dim": 64, "num_queries": 8, "depth": 1},
+    "InteractionFusion": {"hidden_dim": 64, "num_heads": 4, "head_dim": 16},
+}
+
+
+def adapter_override(name: str) -> str:
+    """The ``--model.init_args.adapter`` CLI argument that selects ``name`` with quickstart sizes."""
+    return "--model.init_args.adapter=" + json.dumps(
+        {"class_path": name, "init_args": QUICKSTART_OPTIONS.get(name, {})}
+    )
+
+
+def train(name: str, epochs: int, root: Path) -> dict[str, float]:
+    """Fits the quickstart with adapter ``name``; returns test metrics of the best checkpoint and timings."""
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    from mmfuse.cli import MmfuseCLI
+
+    argv = sys.argv
+    sys.argv = ["mmfuse"]
+    try:
+        cli = MmfuseCLI(
+            ["--config", str(QUICKSTART), adapter_override(name), f"--trainer.max_epochs={epochs}",
+             f"--trainer.default_root_dir={root}", f"--trainer.logger.init_args.save_dir={root}",
+             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+             "--trainer.accelerator=cpu"],
+            run=False,
+        )  # fmt: skip
+    finally:
+        sys.argv = argv
+    adapter_params = sum(p.numel() for p in cli.model.adapter.parameters())
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    fit_seconds = time.perf_counter() - start
+    results = cli.trainer.test(cli.model, cli.datamodule, ckpt_path="best", verbose=False)[0]
+    return {"adapter_params": adapter_params, "fit_seconds": fit_seconds, **results}
+
+
+def main(args: list[str] | None = None) -> None:
+    from mmfuse.registry import ADAPTERS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("adapters", nargs="*", help="adapter names (default: every registered adapter)")
+    parser.add_argument("--epochs", type=int, default=6)
+    opts = parser.parse_args(args)
+    names = opts.adapters or ADAPTERS.names()
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="mmfuse-bench-") as tmp:
+        for name in names:
+            rows[name] = train(name, opts.epochs, Path(tmp) / name)
+    base = rows.get("ConcatFusion", next(iter(rows.values())))["fit_seconds"]
+    print(f"\nQuickstart, {opts.epochs} epochs, test split (held-out genes); time relative to "
+          f"{'ConcatFusion' if 'ConcatFusion' in rows else names[0]}")  # fmt: skip
+    header = f"{'adapter':<22} {'params':>9} {'time':>6} {'test R²':>8} {'Pearson':>8} {'Spearman':>9}"
+    print(header + "\n" + "-" * len(header))
+    for name, r in rows.items():
+        print(f"{name:<22} {r['adapter_params']:>9,} {r['fit_seconds'] / base:>5.2f}x {r['test/r2']:>8.3f} "
+              f"{r['test/pearson']:>8.3f} {r['test/spearman']:>9.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
