@@ -112,7 +112,8 @@ def drop_modalities(features: Features, p: float, generator: torch.Generator | N
     if p <= 0.0 or not features:
         return dict(features)
     names = list(features)
-    present = torch.stack([features[m][1].any(dim=1) for m in names], dim=1)  # (B, M)
+    flags = presence(features)
+    present = torch.stack([flags[m] for m in names], dim=1)  # (B, M)
     device = present.device
     drop = (torch.rand(present.shape, generator=generator).to(device) < p) & present
     emptied = ~(present & ~drop).any(dim=1) & present.any(dim=1)

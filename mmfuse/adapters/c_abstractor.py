@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.adapters.base import Features, FusionAdapter
+from mmfuse.adapters.layers import projection
 from mmfuse.adapters.pooling import Pooling, PoolingKind, masked_adaptive_avg_pool
 from mmfuse.errors import ConfigError
 from mmfuse.registry import ADAPTERS
@@ -42,7 +43,7 @@ class _Abstractor(nn.Module):
     def __init__(self, in_dim: int, dim: int, num_queries: int, depth: int, kernel_size: int, dropout: float) -> None:
         super().__init__()
         self.num_queries = num_queries
-        self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, dim))  # backbones differ in scale
+        self.proj = projection(in_dim, dim)
         self.before = nn.ModuleList(_ResBlock(dim, kernel_size, dropout) for _ in range(depth))
         self.after = nn.ModuleList(_ResBlock(dim, kernel_size, dropout) for _ in range(depth))
         self.readout = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))

@@ -8,15 +8,11 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.adapters.base import Features, FusionAdapter
-from mmfuse.adapters.layers import TransformerBlock
+from mmfuse.adapters.layers import TransformerBlock, projection
 from mmfuse.adapters.pooling import Pooling, PoolingKind
 from mmfuse.registry import ADAPTERS
 
 __all__ = ["ConcatFusion", "TokenConcatFusion"]
-
-
-def _projection(in_dim: int, out_dim: int, layer_norm: bool) -> nn.Sequential:
-    return nn.Sequential(nn.LayerNorm(in_dim) if layer_norm else nn.Identity(), nn.Linear(in_dim, out_dim))
 
 
 @ADAPTERS.register()
@@ -54,9 +50,7 @@ class ConcatFusion(FusionAdapter):
     ) -> None:
         super().__init__(input_dims)
         self.hidden_dim = hidden_dim
-        self.projections = nn.ModuleDict(
-            {m: _projection(d, hidden_dim, layer_norm) for m, d in self.input_dims.items()}
-        )
+        self.projections = nn.ModuleDict({m: projection(d, hidden_dim, layer_norm) for m, d in self.input_dims.items()})
         self.pools = nn.ModuleDict({m: Pooling(pooling, hidden_dim) for m in self.modalities})
         self.dropout = nn.Dropout(dropout)
 
@@ -104,7 +98,7 @@ class TokenConcatFusion(FusionAdapter):
     ) -> None:
         super().__init__(input_dims)
         self.hidden_dim = hidden_dim
-        self.projections = nn.ModuleDict({m: _projection(d, hidden_dim, True) for m, d in self.input_dims.items()})
+        self.projections = nn.ModuleDict({m: projection(d, hidden_dim, True) for m, d in self.input_dims.items()})
         self.modality_embeddings = nn.ParameterDict(
             {m: nn.Parameter(torch.randn(hidden_dim) * 0.02) for m in self.modalities}
         )

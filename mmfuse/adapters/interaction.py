@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfuse.adapters.base import Features, FusionAdapter
+from mmfuse.adapters.layers import projection
 from mmfuse.adapters.pooling import Pooling, PoolingKind
 from mmfuse.errors import ConfigError
 from mmfuse.registry import ADAPTERS
@@ -43,9 +44,8 @@ class _Interaction(nn.Module):
     def __init__(self, first_dim: int, second_dim: int, num_heads: int, head_dim: int, temperature: float) -> None:
         super().__init__()
         self.num_heads, self.head_dim = num_heads, head_dim
-        # layer norm first: backbones' embeddings differ widely in scale
-        self.to_first = nn.Sequential(nn.LayerNorm(first_dim), nn.Linear(first_dim, num_heads * head_dim))
-        self.to_second = nn.Sequential(nn.LayerNorm(second_dim), nn.Linear(second_dim, num_heads * head_dim))
+        self.to_first = projection(first_dim, num_heads * head_dim)
+        self.to_second = projection(second_dim, num_heads * head_dim)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
 
     def forward(self, first: Tensor, second: Tensor, second_mask: Tensor) -> Tensor:
@@ -114,9 +114,7 @@ class InteractionFusion(FusionAdapter):
             raise ConfigError(f"temperature must be positive, not {temperature}")
         self.hidden_dim, self.include_modalities = hidden_dim, include_modalities
         self.projections = nn.ModuleDict(
-            {m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, hidden_dim)) for m, d in self.input_dims.items()}
-            if include_modalities
-            else {}
+            {m: projection(d, hidden_dim) for m, d in self.input_dims.items()} if include_modalities else {}
         )
         self.interactions = nn.ModuleDict(
             {

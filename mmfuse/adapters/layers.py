@@ -10,7 +10,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CrossAttention", "FeedForward", "TransformerBlock"]
+__all__ = ["CrossAttention", "FeedForward", "TransformerBlock", "projection"]
+
+
+def projection(in_dim: int, out_dim: int, layer_norm: bool = True) -> nn.Sequential:
+    """``Linear(LN(x))``: how adapters bring a backbone's tokens to their width. The layer norm comes
+    first because backbones' embeddings differ widely in scale."""
+    return nn.Sequential(nn.LayerNorm(in_dim) if layer_norm else nn.Identity(), nn.Linear(in_dim, out_dim))
 
 
 class CrossAttention(nn.Module):

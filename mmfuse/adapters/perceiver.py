@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.adapters.base import Features, FusionAdapter
-from mmfuse.adapters.layers import CrossAttention, FeedForward
+from mmfuse.adapters.layers import CrossAttention, FeedForward, projection
 from mmfuse.adapters.pooling import Pooling, PoolingKind
 from mmfuse.errors import ConfigError
 from mmfuse.registry import ADAPTERS
@@ -96,9 +96,7 @@ class PerceiverResampler(FusionAdapter):
         if mode not in ("joint", "per_modality"):
             raise ConfigError(f"mode must be 'joint' or 'per_modality', not {mode!r}")
         self.dim, self.mode = dim, mode
-        self.projections = nn.ModuleDict(
-            {m: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, dim)) for m, d in self.input_dims.items()}
-        )
+        self.projections = nn.ModuleDict({m: projection(d, dim) for m, d in self.input_dims.items()})
         self.modality_embeddings = nn.ParameterDict({m: nn.Parameter(torch.randn(dim) * 0.02) for m in self.modalities})
         groups = ["joint"] if mode == "joint" else self.modalities
         self.resamplers = nn.ModuleDict(
