@@ -7,12 +7,15 @@ per-token embeddings plus a mask. Freezing is handled here once for every backbo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from mmfuse.backbones.finetune import LoraOptions, apply_lora, enable_gradient_checkpointing, freeze_all_but_last
+from mmfuse.errors import ConfigError
 from mmfuse.tokenizers import Tokenizer
 
 __all__ = ["Backbone", "BackboneOutput"]
@@ -42,24 +45,63 @@ class Backbone(nn.Module, ABC):
             informative: the task keys backbones by the modality names of the data.
         freeze: keep all weights fixed (no gradients) and the module in eval mode (dropout off,
             BatchNorm statistics fixed) even while the rest of the model trains.
+        train_last_layers: train only the last N layers (:meth:`blocks`) and what follows them;
+            everything before stays fixed.
+        lora: adapt the backbone with LoRA (:class:`~mmfuse.backbones.finetune.LoraOptions`); its
+            own weights stay fixed and only the LoRA matrices train.
+        gradient_checkpointing: recompute each layer's activations in the backward pass instead of
+            storing them (less memory, about a third more compute).
+
+    Subclasses list their repeated layers in :meth:`blocks` and the linear layers LoRA adapts by
+    default in :attr:`lora_targets`; the options above then work without further code. BatchNorm
+    layers whose weights are all fixed stay in eval mode, so their statistics never move.
     """
 
     tokenizer: Tokenizer
     #: whether a sequence's embeddings are the same alone and padded in a batch (attention masks
     #: padding); Enformer's convolutions and unmasked attention see the padding, so it is not.
     padding_invariant: bool = True
+    #: names (suffixes) of the linear layers LoRA adapts by default
+    lora_targets: ClassVar[tuple[str, ...]] = ()
+    #: hub id or directory the weights were loaded from; ``None`` for random weights. Checkpoints of
+    #: runs that keep a loaded backbone's weights fixed store only what trains (the rest is reloaded).
+    weights_source: str | None = None
 
-    def __init__(self, modality: str, freeze: bool = False) -> None:
+    def __init__(
+        self,
+        modality: str,
+        freeze: bool = False,
+        train_last_layers: int | None = None,
+        lora: LoraOptions | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         self.modality = modality
         self._freeze_requested = freeze
+        self._train_last_layers = train_last_layers
+        self._lora = lora
+        self._gradient_checkpointing = gradient_checkpointing
+        if sum([freeze, train_last_layers is not None, lora is not None]) > 1:
+            raise ConfigError("choose one of freeze, train_last_layers and lora for a backbone")
         self.frozen = False
 
     def _finish_init(self) -> None:
+        """Applies the fine-tuning options; subclasses call it last in ``__init__``."""
         # from_pretrained() returns modules in eval mode; training must see dropout as configured.
         self.train()
         if self._freeze_requested:
             self.freeze()
+        if self._train_last_layers is not None:
+            freeze_all_but_last(self, self.blocks(), self._train_last_layers)
+        if self._lora is not None:
+            apply_lora(self, self._lora, self.lora_targets)
+        if self._gradient_checkpointing:
+            enable_gradient_checkpointing(self.blocks())
+        self.train()
+
+    def blocks(self) -> Sequence[nn.Module]:
+        """The backbone's repeated layers (transformer blocks), input side first."""
+        return []
 
     @property
     @abstractmethod
@@ -85,7 +127,14 @@ class Backbone(nn.Module, ABC):
 
     def train(self, mode: bool = True) -> Backbone:
         # A frozen backbone stays in eval mode so dropout and BatchNorm statistics do not move.
-        return super().train(mode and not self.frozen)
+        super().train(mode and not self.frozen)
+        if mode and not self.frozen:
+            for module in self.modules():  # fixed BatchNorm layers keep their statistics
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters()
+                ):
+                    module.eval()
+        return self
 
     def extra_repr(self) -> str:
         return f"modality={self.modality!r}, embed_dim={self.embed_dim}, frozen={self.frozen}"
