@@ -20,6 +20,7 @@ class EsmFamilyBackbone(Backbone):
     """An ESM-architecture encoder from transformers; subclasses give presets, tokenizer, model class."""
 
     model: nn.Module
+    lora_targets = ("query", "value")
 
     def _build(
         self,
@@ -55,6 +56,11 @@ class EsmFamilyBackbone(Backbone):
         # The contact-prediction head is never used for embeddings; unused parameters break DDP.
         model.contact_head = None
         self.model = model
+        self.weights_source = src if pretrained and src is not None else None
+
+    def blocks(self) -> list[nn.Module]:
+        """The transformer layers, input side first."""
+        return list(self.model.encoder.layer)
 
     @property
     def embed_dim(self) -> int:

@@ -97,7 +97,25 @@ class Backbone(nn.Module, ABC):
             apply_lora(self, self._lora, self.lora_targets)
         if self._gradient_checkpointing:
             enable_gradient_checkpointing(self.blocks())
+        if not self.frozen and not any(p.requires_grad for p in self.parameters()):
+            self.freeze()  # e.g. train_last_layers: 0; then run without building a graph
         self.train()
+
+    def fixed_state_keys(self) -> set[str]:
+        """State-dict keys a checkpoint need not store: fixed weights (and the buffers of modules
+        whose weights are all fixed) of a backbone loaded from :attr:`weights_source`, which gives
+        them back when the model is rebuilt. Empty for randomly initialised backbones."""
+        if self.weights_source is None:
+            return set()
+        keys = set()
+        for prefix, module in self.named_modules():
+            fixed = not any(p.requires_grad for p in module.parameters())
+            dot = f"{prefix}." if prefix else ""
+            keys |= {dot + n for n, p in module.named_parameters(recurse=False) if not p.requires_grad}
+            if fixed:
+                keys |= {dot + n for n, _ in module.named_buffers(recurse=False)}
+        persistent = set(self.state_dict())
+        return keys & persistent
 
     def blocks(self) -> Sequence[nn.Module]:
         """The backbone's repeated layers (transformer blocks), input side first."""

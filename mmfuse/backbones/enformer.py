@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfuse.backbones.base import Backbone, BackboneOutput
+from mmfuse.backbones.finetune import LoraOptions
 from mmfuse.backbones.presets import Preset, fetch_file, get_preset
 from mmfuse.checkpoints import CheckpointMismatchError, describe_mismatch
 from mmfuse.errors import ConfigError
@@ -129,6 +130,10 @@ class Enformer(Backbone):
         pretrained: load weights; ``False`` builds the architecture with random weights.
         modality: the modality name this encoder reads.
         freeze: keep the weights fixed and BatchNorm statistics frozen (eval mode).
+        train_last_layers: train only the last N transformer layers (and what follows them).
+        lora: adapt with LoRA (default targets: the attention projections ``to_q``, ``to_k``,
+            ``to_v``, ``to_out``); only the LoRA matrices train.
+        gradient_checkpointing: recompute layer activations in the backward pass (less memory).
         crop_bins: keep only this many central bins (Enformer's ``target_length``; 896 for the
             official model on 196,608 bp). ``None`` keeps every bin.
         use_tf_gamma: TensorFlow-exact positional features of the official port; they exist only for
@@ -143,6 +148,7 @@ class Enformer(Backbone):
     """
 
     padding_invariant = False
+    lora_targets = ("to_q", "to_k", "to_v", "to_out")
 
     def __init__(
         self,
@@ -151,11 +157,14 @@ class Enformer(Backbone):
         pretrained: bool = True,
         modality: str = "dna",
         freeze: bool = False,
+        train_last_layers: int | None = None,
+        lora: LoraOptions | None = None,
+        gradient_checkpointing: bool = False,
         crop_bins: int | None = None,
         use_tf_gamma: bool | None = None,
         max_length: int | None = None,
     ) -> None:
-        super().__init__(modality, freeze)
+        super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
         from enformer_pytorch import Enformer as _Enformer
         from enformer_pytorch.config_enformer import EnformerConfig
         from enformer_pytorch.modeling_enformer import Attention
@@ -166,6 +175,7 @@ class Enformer(Backbone):
         revision = record.revision if source is None else None
         if pretrained and src is not None:
             model = load_enformer(src, revision)
+            self.weights_source = src
         elif source is not None:  # the architecture of a given checkpoint, without its weights
             config_path = fetch_file(source, ("config.json",))
             model = _Enformer(EnformerConfig(**json.loads(config_path.read_text())))
@@ -187,6 +197,10 @@ class Enformer(Backbone):
     @property
     def embed_dim(self) -> int:
         return 2 * int(self.model.config.dim)
+
+    def blocks(self) -> list[nn.Module]:
+        """The transformer layers (attention + feed-forward), input side first."""
+        return list(self.model.transformer)
 
     def encode(self, batch: Mapping[str, Tensor]) -> BackboneOutput:
         from enformer_pytorch.data import seq_indices_to_one_hot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mmfuse.backbones._hf import EsmFamilyBackbone
+from mmfuse.backbones.finetune import LoraOptions
 from mmfuse.backbones.presets import Preset, get_preset
 from mmfuse.registry import BACKBONES
 from mmfuse.tokenizers import ESM_RESIDUES, ESM_VOCAB, CharTokenizer
@@ -54,6 +55,9 @@ class ESM2(EsmFamilyBackbone):
             without weights (``tiny``) are always random.
         modality: the modality name this encoder reads.
         freeze: keep the weights fixed and the module in eval mode.
+        train_last_layers: train only the last N transformer layers (and what follows them).
+        lora: adapt with LoRA (default targets: ``query``, ``value``); only the LoRA matrices train.
+        gradient_checkpointing: recompute layer activations in the backward pass (less memory).
         max_length: longest accepted protein, in residues (default: the model's 1,022).
 
     Examples:
@@ -70,9 +74,12 @@ class ESM2(EsmFamilyBackbone):
         pretrained: bool = True,
         modality: str = "protein",
         freeze: bool = False,
+        train_last_layers: int | None = None,
+        lora: LoraOptions | None = None,
+        gradient_checkpointing: bool = False,
         max_length: int | None = None,
     ) -> None:
-        super().__init__(modality, freeze)
+        super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
         from transformers import EsmConfig, EsmModel
 
         record = get_preset(ESM2_PRESETS, preset, "ESM2")

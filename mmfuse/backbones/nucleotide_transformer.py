@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mmfuse.backbones._hf import EsmFamilyBackbone
+from mmfuse.backbones.finetune import LoraOptions
 from mmfuse.backbones.presets import Preset, get_preset
 from mmfuse.registry import BACKBONES
 from mmfuse.tokenizers import NT_VOCAB, KmerTokenizer
@@ -61,6 +62,9 @@ class NucleotideTransformer(EsmFamilyBackbone):
             without weights (``tiny``) are always random.
         modality: the modality name this encoder reads (``dna`` or ``rna``).
         freeze: keep the weights fixed and the module in eval mode.
+        train_last_layers: train only the last N transformer layers (and what follows them).
+        lora: adapt with LoRA (default targets: ``query``, ``value``); only the LoRA matrices train.
+        gradient_checkpointing: recompute layer activations in the backward pass (less memory).
         max_length: longest accepted input, in tokens including ``<cls>`` (default 2,048, ~12 kb).
 
     Examples:
@@ -77,9 +81,12 @@ class NucleotideTransformer(EsmFamilyBackbone):
         pretrained: bool = True,
         modality: str = "rna",
         freeze: bool = False,
+        train_last_layers: int | None = None,
+        lora: LoraOptions | None = None,
+        gradient_checkpointing: bool = False,
         max_length: int | None = None,
     ) -> None:
-        super().__init__(modality, freeze)
+        super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
         from mmfuse.backbones._ntv2_model import NTv2Config, NTv2Model
 
         record = get_preset(NT_PRESETS, preset, "NucleotideTransformer")

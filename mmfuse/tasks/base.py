@@ -97,6 +97,9 @@ class MultiModalTask(L.LightningModule):
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), not {modality_dropout}")
         self.modality_dropout = modality_dropout
+        # checkpoints of this model may leave out fixed backbone weights (on_save_checkpoint);
+        # on_load_checkpoint checks them strictly itself
+        self.strict_loading = not self._reloadable_keys()
         self.train_loss = MeanMetric()  # for the one-line epoch summary
         self._val_summary = ""
 
@@ -245,14 +248,37 @@ class MultiModalTask(L.LightningModule):
         print(f"Per-{table.index_title} metrics written to {path}")
 
     # checkpoints ----------------------------------------------------------------------------------
+    def _reloadable_keys(self) -> set[str]:
+        """Checkpoint keys left out because the backbones' weight sources give them back."""
+        return {f"backbones.{m}.{k}" for m, b in self.backbones.items() for k in b.fixed_state_keys()}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Stores only what training changes: fixed weights of loaded backbones are reloaded from their
+        source when the model is rebuilt, so a LoRA run of a 650M-parameter model writes megabytes."""
+        omitted = self._reloadable_keys()
+        if not omitted:
+            return
+        state = checkpoint["state_dict"]
+        for key in omitted:
+            state.pop(key, None)
+        checkpoint["mmfuse_reloaded_weights"] = {
+            m: b.weights_source for m, b in self.backbones.items() if b.fixed_state_keys()
+        }
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checks the checkpoint's weights and target names against this model before Lightning loads them."""
-        problem = state_dict_mismatch(self.state_dict(), checkpoint.get("state_dict", {}))
+        expected = self.state_dict()
+        reloaded = checkpoint.get("mmfuse_reloaded_weights")
+        if reloaded:  # fixed backbone weights come from their sources, not from the checkpoint
+            omitted = self._reloadable_keys()
+            expected = {k: v for k, v in expected.items() if k not in omitted}
+        problem = state_dict_mismatch(expected, checkpoint.get("state_dict", {}))
         saved = checkpoint.get("hyper_parameters", {}).get("target_names")
         if not problem and saved is not None and list(saved) != self.target_names:
             problem = f"it was trained with target_names {list(saved)}, the data module gives {self.target_names}"
         if problem:
+            sources = f" (its fixed backbone weights come from {reloaded})" if reloaded else ""
             raise CheckpointMismatchError(
-                f"the checkpoint does not fit the model built from this config: {problem}. Use the config "
-                f"the checkpoint was trained with (saved beside it as config.yaml)."
+                f"the checkpoint{sources} does not fit the model built from this config: {problem}. Use the "
+                f"config the checkpoint was trained with (saved beside it as config.yaml)."
             )
