@@ -97,8 +97,9 @@ class TableDataModule(L.LightningDataModule):
         split_seed: seed of the split by gene.
         missing_modalities: what to do with a record whose sequence of some modality is missing
             (empty or NaN, e.g. no protein for a non-coding transcript): ``mask`` keeps it with that
-            modality marked absent (counted and logged; adapters ignore absent modalities), ``error``
-            refuses the table. A record with no sequence at all is always an error.
+            modality marked absent (counted and logged; adapters ignore absent modalities) and drops
+            records with no sequence at all (counted and logged, e.g. non-coding transcripts for a
+            protein-only model); ``error`` refuses the table.
         predict_split: records to predict: ``all`` or one split.
         batch_size: training batch size.
         eval_batch_size: batch size of validation/test/predict (default: ``batch_size``).
@@ -185,7 +186,8 @@ class TableDataModule(L.LightningDataModule):
             ids = table[self.id_column].astype(str)
         splits = self._assign_splits(table)
         sequences = {m: _sequences(table[c]) for m, c in self.modalities.items()}
-        self._check_missing(ids.tolist(), sequences)
+        keep = self._check_missing(ids.tolist(), sequences)
+        splits = np.where(keep, splits, "dropped")
         self._splits = {}
         for name in SPLITS:
             rows = np.flatnonzero(splits == name)
@@ -195,7 +197,7 @@ class TableDataModule(L.LightningDataModule):
                 labels[rows] if labels is not None else None,
             )
         counts = ", ".join(f"{k} {len(v)}" for k, v in self._splits.items())
-        rank_zero_info(f"{type(self).__name__}: {len(table)} records from {self.path} ({counts})")
+        rank_zero_info(f"{type(self).__name__}: {int(keep.sum())} records from {self.path} ({counts})")
 
     def _check_columns(self, table: pd.DataFrame, needs_labels: bool) -> None:
         required = [self.id_column, *self.modalities.values()]
@@ -209,17 +211,13 @@ class TableDataModule(L.LightningDataModule):
                 f"Map yours with the data module's id_column / modalities / label options."
             )
 
-    def _check_missing(self, ids: list[str], sequences: dict[str, list[str | None]]) -> None:
+    def _check_missing(self, ids: list[str], sequences: dict[str, list[str | None]]) -> np.ndarray:
+        """Applies ``missing_modalities``; returns which records to keep."""
         absent = {m: [i for i, s in enumerate(seqs) if s is None] for m, seqs in sequences.items()}
         self.absent_counts = {m: len(rows) for m, rows in absent.items()}
+        keep = np.ones(len(ids), dtype=bool)
         if not any(self.absent_counts.values()):
-            return
-        nothing = [ids[i] for i in range(len(ids)) if all(sequences[m][i] is None for m in sequences)]
-        if nothing:
-            raise DataError(
-                f"{len(nothing)} record(s) of {self.path} have no sequence in any of the columns "
-                f"{list(self.modalities.values())}, e.g. {', '.join(map(repr, nothing[:3]))}; remove them."
-            )
+            return keep
         summary = ", ".join(f"{n} lack {m}" for m, n in self.absent_counts.items() if n)
         if self.missing_modalities == "error":
             examples = "; ".join(
@@ -229,7 +227,14 @@ class TableDataModule(L.LightningDataModule):
                 f"records of {self.path} have empty sequences ({summary}; e.g. {examples}). Fill them, or "
                 f"set missing_modalities: mask to train with those modalities marked absent."
             )
-        rank_zero_info(f"{type(self).__name__}: {summary} (kept, marked absent: missing_modalities is 'mask')")
+        nothing = [i for i in range(len(ids)) if all(sequences[m][i] is None for m in sequences)]
+        keep[nothing] = False
+        dropped = ""
+        if nothing:  # e.g. non-coding transcripts in a protein-only model
+            examples = ", ".join(repr(ids[i]) for i in nothing[:3])
+            dropped = f"; dropped {len(nothing)} with none of {sorted(sequences)} (e.g. {examples})"
+        rank_zero_info(f"{type(self).__name__}: {summary} (marked absent: missing_modalities is 'mask'){dropped}")
+        return keep
 
     def _assign_splits(self, table: pd.DataFrame) -> np.ndarray:
         if self.split_column in table.columns:

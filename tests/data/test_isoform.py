@@ -118,8 +118,14 @@ def test_empty_sequences_are_absent_modalities_or_an_error(small_table, tmp_path
     assert f"{len(noncoding)} lack protein" in message and repr(noncoding[0]) in message
     assert "set missing_modalities: mask" in message
     table.loc[3, ["DNA", "Protein"]] = ""
-    with pytest.raises(DataError, match=rf"1 record\(s\) .* have no sequence .*'{table.transcript_id[3]}'"):
-        IsoformExpression(path=_write(table, tmp_path / "u.csv")).setup("fit")
+    dm = IsoformExpression(path=_write(table, tmp_path / "u.csv"))
+    dm.setup("fit")
+    kept = [rid for s in ("train", "val", "test") for rid in dm.split_ids(s)]
+    assert len(kept) == len(table) - 1 and table.transcript_id[3] not in kept  # nothing left to read
+    protein_only = IsoformExpression(path=path, modalities={"protein": "Protein"})
+    protein_only.setup("fit")
+    kept = {rid for s in ("train", "val", "test") for rid in protein_only.split_ids(s)}
+    assert len(kept) == len(table) - len(noncoding) and not kept & set(noncoding)
 
 
 def test_modalities_must_have_columns(tokenizers):
