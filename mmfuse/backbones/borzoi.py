@@ -1,0 +1,239 @@
+"""Borzoi DNA encoder (Linder et al., Nature Genetics 2025) through ``borzoi-pytorch``.
+
+``borzoi-pytorch`` pins ``transformers<5`` in every release, yet 0.5.1's code builds and runs with
+transformers 5, so it is installed without its dependencies (``pip install --no-deps
+borzoi-pytorch==0.5.1``; ``einops`` and ``intervaltree``, which it imports, are mmfuse dependencies).
+As for Enformer, weights are not loaded with ``from_pretrained``: the checkpoint's ``config.json``
+builds the model and its state dict (safetensors, or a ``.bin`` read with ``weights_only=True``) is
+loaded into it. :func:`save_borzoi` writes the same layout.
+
+The embeddings are those of the library's ``get_embs_after_crop``: the U-Net's output at 32 bp
+resolution (width ``dim``, 1536 for the official replicates), before the 1920-wide
+``final_joined_convs`` and the track heads, which are dropped (unused parameters break DDP).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmfuse.backbones.base import Backbone, BackboneOutput
+from mmfuse.backbones.enformer import load_aliased_state_dict
+from mmfuse.backbones.finetune import LoraOptions
+from mmfuse.backbones.presets import Preset, fetch_file, get_preset
+from mmfuse.errors import ConfigError
+from mmfuse.registry import BACKBONES
+from mmfuse.tokenizers import CharTokenizer
+
+__all__ = ["BORZOI_PRESETS", "Borzoi", "load_borzoi", "save_borzoi"]
+
+_PAPER = "Linder et al. 2025, Nature Genetics 57:949, https://doi.org/10.1038/s41588-024-02053-6"
+_INSTALL = 'pip install --no-deps "borzoi-pytorch==0.5.1"'
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: bp per output bin: the U-Net returns to the resolution of its fifth pooling
+BIN_SIZE = 32
+#: total downsampling before the transformer; the U-Net's skip connections need inputs that are
+#: multiples of it, so shorter batches are padded (with all-zero columns) up to the next multiple
+_DOWNSAMPLING = 128
+#: modules of the checkpoint past the embeddings (track heads), dropped after loading
+_HEADS = ("final_joined_convs", "human_head", "mouse_head")
+
+
+def _replicate(i: int) -> Preset:
+    return Preset(
+        f"borzoi_replicate_{i}", f"johahi/borzoi-replicate-{i}",
+        dict(dim=1536, depth=8, heads=8, attn_dim_key=64, attn_dim_value=192, bins_to_return=6144),
+        embed_dim=1536, max_tokens=524_288, modality="dna", license="Apache-2.0", paper=_PAPER,
+    )  # fmt: skip
+
+
+BORZOI_PRESETS = {
+    p.name: p
+    for p in (
+        Preset(
+            "tiny", None,
+            dict(dim=32, depth=1, heads=2, attn_dim_key=8, attn_dim_value=16, bins_to_return=4,
+                 enable_human_head=False),
+            embed_dim=32, modality="dna", license="Apache-2.0", paper=_PAPER,
+        ),
+        *(_replicate(i) for i in range(4)),  # human, 524,288 bp in, 32 bp bins
+    )
+}  # fmt: skip
+
+
+def _import_borzoi():
+    try:
+        from borzoi_pytorch import Borzoi as _Borzoi
+        from borzoi_pytorch.config_borzoi import BorzoiConfig
+    except ImportError as exc:
+        raise ConfigError(
+            f"the Borzoi backbone needs borzoi-pytorch, installed without its dependencies (it pins "
+            f"transformers<5, which mmfuse does not use): {_INSTALL}  ({type(exc).__name__}: {exc})"
+        ) from exc
+    return _Borzoi, BorzoiConfig
+
+
+def _load_state_dict(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _build(config: Mapping[str, object], what: str) -> nn.Module:
+    _Borzoi, BorzoiConfig = _import_borzoi()
+    if config.get("flashed"):
+        raise ConfigError(
+            f"{what} is a Flashzoi checkpoint: its attention needs flash-attn (CUDA only), which mmfuse "
+            f"does not support; use a Borzoi replicate (preset borzoi_replicate_0 … _3)"
+        )
+    return _Borzoi(BorzoiConfig(**config))
+
+
+def load_borzoi(source: str, revision: str | None = None) -> nn.Module:
+    """A ``borzoi_pytorch.Borzoi`` with weights from a hub id or a local directory."""
+    config_path = fetch_file(source, ("config.json",), revision)
+    weights_path = fetch_file(source, _WEIGHT_FILES, revision)
+    model = _build(json.loads(config_path.read_text()), source)
+    load_aliased_state_dict(model, _load_state_dict(weights_path), f"Borzoi checkpoint {weights_path}")
+    return model
+
+
+def save_borzoi(model: nn.Module, directory: str | Path) -> Path:
+    """Writes a ``borzoi_pytorch.Borzoi`` as ``config.json`` + ``model.safetensors``."""
+    from safetensors.torch import save_model
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.to_json_file(str(directory / "config.json"))
+    save_model(model, str(directory / "model.safetensors"))
+    return directory
+
+
+@BACKBONES.register()
+class Borzoi(Backbone):
+    """Borzoi trunk: one embedding (width ``dim``) per 32 bp bin, before the track heads.
+
+    Input is DNA over ``ACGTN`` (``N`` is an all-zero one-hot), tokenized to indices, or a one-hot
+    tensor ``(B, L, 4)`` given as ``{"one_hot": ...}`` (the same layout as Enformer's; it is turned
+    channel-first, ``(B, 4, L)``, for borzoi-pytorch). Padding, both between sequences of a batch and
+    up to the next multiple of 128 bp the U-Net needs, is all-zero like ``N``; bins past the
+    longest sequence are dropped, so a batch of longest length ``L`` gives ``ceil(L / 32)`` bins, and
+    bins holding only padding are masked. Convolutions, BatchNorm and attention see the padding, so
+    give equal-length windows (the official models read 524,288 bp) when exact embeddings matter.
+
+    Args:
+        preset: a name from ``BORZOI_PRESETS`` (``tiny``, ``borzoi_replicate_0`` … ``_3``).
+        source: load weights from this hub id or local directory (``config.json`` + weights).
+        pretrained: load weights; ``False`` builds the architecture with random weights.
+        modality: the modality name this encoder reads.
+        freeze: keep the weights fixed and BatchNorm statistics frozen (eval mode).
+        train_last_layers: train only the last N transformer layers and the upsampling U-Net after
+            them.
+        lora: adapt with LoRA (default targets: the attention projections ``to_q``, ``to_k``,
+            ``to_v``, ``to_out``); only the LoRA matrices train.
+        gradient_checkpointing: recompute transformer-layer activations in the backward pass.
+        crop_bins: keep only this many central bins (Borzoi's ``bins_to_return``: 6,144 of the 16,384
+            bins of a 524,288 bp input for the official models). ``None`` keeps every bin.
+        max_length: longest accepted sequence in bp (``None``: unlimited).
+
+    Examples:
+        >>> backbone = Borzoi("tiny")
+        >>> out = backbone(backbone.tokenizer(["ACGT" * 64]))  # 256 bp, 32 bp bins
+        >>> tuple(out.embeddings.shape)
+        (1, 8, 32)
+    """
+
+    presets = BORZOI_PRESETS
+    padding_invariant = False
+    lora_targets = ("to_q", "to_k", "to_v", "to_out")
+
+    def __init__(
+        self,
+        preset: str = "borzoi_replicate_0",
+        source: str | None = None,
+        pretrained: bool = True,
+        modality: str = "dna",
+        freeze: bool = False,
+        train_last_layers: int | None = None,
+        lora: LoraOptions | None = None,
+        gradient_checkpointing: bool = False,
+        crop_bins: int | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
+        _import_borzoi()
+        from borzoi_pytorch.pytorch_borzoi_transformer import Attention
+
+        record = get_preset(BORZOI_PRESETS, preset, "Borzoi")
+        self.preset = record
+        src = source or record.source
+        revision = record.revision if source is None else None
+        if pretrained and src is not None:
+            model = load_borzoi(src, revision)
+            self.weights_source = src
+        elif source is not None:  # the architecture of a given checkpoint, without its weights
+            config_path = fetch_file(source, ("config.json",))
+            model = _build(json.loads(config_path.read_text()), source)
+        else:
+            model = _build(record.config, f"preset {preset}")
+        model.crop.target_length = -1  # cropping is done here, on embeddings and mask alike
+        for name in _HEADS:
+            model._modules.pop(name, None)
+        self.model = model
+        self._attention = [m for m in model.modules() if isinstance(m, Attention)]
+        self.crop_bins = crop_bins
+        self.bin_size = BIN_SIZE
+        self.tokenizer = CharTokenizer("Borzoi", "ACGTN", [0, 1, 2, 3, 4], pad_id=-1, max_tokens=max_length)
+        self._finish_init()
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.config.dim)
+
+    def blocks(self) -> list[nn.Module]:
+        """The transformer layers (attention + feed-forward), input side first."""
+        return list(self.model.transformer)
+
+    def encode(self, batch: Mapping[str, Tensor]) -> BackboneOutput:
+        if "one_hot" in batch:
+            one_hot = batch["one_hot"].float()
+            base_mask = batch.get("attention_mask")
+            if base_mask is None:
+                base_mask = torch.ones(one_hot.shape[:2], dtype=torch.bool, device=one_hot.device)
+        else:
+            ids = batch["input_ids"]
+            # N (4) and padding (-1) match no base: all-zero columns, as Borzoi encodes N
+            one_hot = (ids[..., None] == torch.arange(4, device=ids.device)).float()
+            base_mask = batch["attention_mask"]
+        length = one_hot.shape[1]
+        x = F.pad(one_hot.transpose(1, 2), (0, -length % _DOWNSAMPLING))  # (B, 4, L')
+        for attention in self._attention:
+            # borzoi-pytorch caches positional features for the first length (and device) it sees
+            attention.positions = None
+        n_bins = -(-length // self.bin_size)
+        embeddings = self.model.get_embs_after_crop(x).transpose(1, 2)[:, :n_bins]  # (B, bins, D)
+        # a bin is real if any base in it is
+        mask = F.max_pool1d(base_mask.float()[:, None, :], self.bin_size, ceil_mode=True)[:, 0].bool()
+        if self.crop_bins is not None:
+            embeddings, mask = self._crop(embeddings), self._crop(mask)
+        return BackboneOutput(embeddings, mask)
+
+    def _crop(self, x: Tensor) -> Tensor:
+        n = x.shape[1]
+        if self.crop_bins > n:
+            raise ConfigError(
+                f"Borzoi crop_bins={self.crop_bins} is more than the {n} bins of this batch "
+                f"({n * self.bin_size:,} bp); lower crop_bins or give longer windows."
+            )
+        start = (n - self.crop_bins) // 2
+        return x[:, start : start + self.crop_bins]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", bin_size={self.bin_size}, crop_bins={self.crop_bins}"
