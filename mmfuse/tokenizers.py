@@ -29,6 +29,7 @@ from mmfuse.errors import ConfigError, MmfuseError
 __all__ = [
     "ESM_VOCAB",
     "NT_VOCAB",
+    "BatchEncoder",
     "CharTokenizer",
     "InvalidSequenceError",
     "KmerTokenizer",
@@ -161,7 +162,7 @@ def _pad(rows: list[np.ndarray], pad_id: int) -> dict[str, Tensor]:
 # tokenizers
 
 
-class _Encoder:
+class BatchEncoder:
     """Shared batching: subclasses give ``name``, ``pad_id`` and ``encode(sequence, index)``."""
 
     name: str
@@ -179,7 +180,7 @@ class _Encoder:
         return _pad([self.encode(s, i) for i, s in enumerate(sequences)], self.pad_id)
 
 
-class CharTokenizer(_Encoder):
+class CharTokenizer(BatchEncoder):
     """One token per letter, with optional special tokens around each sequence.
 
     Args:
@@ -248,7 +249,7 @@ class CharTokenizer(_Encoder):
         return f"CharTokenizer({self.name!r}, alphabet={self.alphabet!r}, max_tokens={self.max_tokens})"
 
 
-class KmerTokenizer(_Encoder):
+class KmerTokenizer(BatchEncoder):
     """Non-overlapping k-mers as Nucleotide Transformer tokenizes DNA.
 
     Each run of A/C/G/T is cut greedily into k-mers from its start; a leftover shorter than ``k`` and

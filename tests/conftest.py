@@ -23,6 +23,8 @@ SEQUENCES = {
     "dna": ["ACGT" * 40 + "NACG", "TTGACA" * 16],
     "rna": ["AUGGCCAUUGUAAUGGGCCGCUGAAAGGGUGCCCGAUAG", "ACGUNAC"],
     "protein": ["MKTAYIAKQRQISFVKSHFSRQ", "MVLSPADKTN"],
+    # single cells as GENE:value lists (Geneformer's tiny preset knows genes G0000 … G0099)
+    "cell": ["G0001:5; G0002:1; G0003:2.5; G0010:7; G0042:1; G0099:3", "G0004:1;G0007:2"],
 }
 
 
