@@ -39,6 +39,7 @@ __all__ = [
     "Registry",
     "UnknownComponentError",
     "suggest",
+    "suggest_name",
 ]
 
 T = TypeVar("T")
@@ -59,6 +60,22 @@ class DuplicateComponentError(ValueError):
 
 class PluginLoadError(ImportError):
     """A plugin entry point that could not be imported."""
+
+
+def suggest_name(name: str, known: Sequence[str]) -> str | None:
+    """The known name closest to ``name``: a case-insensitive match first, else the most similar.
+
+    Examples:
+        >>> suggest_name("enformer", ["Enformer", "Geneformer"])
+        'Enformer'
+        >>> suggest_name("ESM3", ["ESM2", "Enformer"])
+        'ESM2'
+    """
+    lowered = {k.lower(): k for k in known}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[close[0]] if close else None
 
 
 @dataclass(frozen=True)
@@ -182,12 +199,9 @@ class Registry:
         """The error message for an unknown ``name``."""
         known = self.names()
         message = f"Unknown {self.kind} {name!r}. Known {self.kind}s: {', '.join(known) or '(none)'}."
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-        if not close:
-            lowered = {k.lower(): k for k in known}
-            close = [lowered[name.lower()]] if name.lower() in lowered else []
+        close = suggest_name(name, known)
         if close:
-            message += f" Did you mean {close[0]!r}?"
+            message += f" Did you mean {close!r}?"
         return message
 
     # plugins ----------------------------------------------------------------------------------

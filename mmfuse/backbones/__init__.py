@@ -1,19 +1,27 @@
 """Sequence encoders ("backbones"): the interface, the built-in architectures and their presets."""
 
 from mmfuse.backbones.base import Backbone, BackboneOutput
+from mmfuse.backbones.borzoi import BORZOI_PRESETS, Borzoi
 from mmfuse.backbones.enformer import ENFORMER_PRESETS, Enformer
 from mmfuse.backbones.esm import ESM2, ESM2_PRESETS
+from mmfuse.backbones.geneformer import GENEFORMER_PRESETS, Geneformer
+from mmfuse.backbones.hf_encoder import HuggingFaceEncoder
 from mmfuse.backbones.nucleotide_transformer import NT_PRESETS, NucleotideTransformer
 from mmfuse.backbones.presets import Preset
 
 __all__ = [
+    "BORZOI_PRESETS",
     "ENFORMER_PRESETS",
     "ESM2",
     "ESM2_PRESETS",
+    "GENEFORMER_PRESETS",
     "NT_PRESETS",
     "Backbone",
     "BackboneOutput",
+    "Borzoi",
     "Enformer",
+    "Geneformer",
+    "HuggingFaceEncoder",
     "NucleotideTransformer",
     "Preset",
 ]

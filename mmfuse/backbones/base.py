@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.backbones.finetune import LoraOptions, apply_lora, enable_gradient_checkpointing, freeze_all_but_last
+from mmfuse.backbones.presets import Preset
 from mmfuse.errors import ConfigError
 from mmfuse.tokenizers import Tokenizer
 
@@ -61,6 +62,8 @@ class Backbone(nn.Module, ABC):
     #: whether a sequence's embeddings are the same alone and padded in a batch (attention masks
     #: padding); Enformer's convolutions and unmasked attention see the padding, so it is not.
     padding_invariant: bool = True
+    #: the named checkpoints of this architecture (``preset: <name>`` in YAML)
+    presets: ClassVar[Mapping[str, Preset]] = {}
     #: names (suffixes) of the linear layers LoRA adapts by default
     lora_targets: ClassVar[tuple[str, ...]] = ()
     #: hub id or directory the weights were loaded from; ``None`` for random weights. Checkpoints of

@@ -147,6 +147,7 @@ class Enformer(Backbone):
         (1, 8, 96)
     """
 
+    presets = ENFORMER_PRESETS
     padding_invariant = False
     lora_targets = ("to_q", "to_k", "to_v", "to_out")
 

@@ -67,6 +67,8 @@ class ESM2(EsmFamilyBackbone):
         ((2, 10, 32), [10, 4])
     """
 
+    presets = ESM2_PRESETS
+
     def __init__(
         self,
         preset: str = "esm2_t6_8M_UR50D",

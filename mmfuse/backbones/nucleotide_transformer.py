@@ -74,6 +74,8 @@ class NucleotideTransformer(EsmFamilyBackbone):
         (1, 7, 32)
     """
 
+    presets = NT_PRESETS
+
     def __init__(
         self,
         preset: str = "nt_v2_50m_multi_species",

@@ -15,8 +15,10 @@ from mmfuse.registry import BACKBONES
 
 
 @pytest.fixture
-def make_backbone():
+def make_backbone(tiny_bert_dir):
     def build(name: str, **kwargs) -> Backbone:
+        if name == "HuggingFaceEncoder":  # no presets: a tiny random BERT in a temporary directory
+            return BACKBONES.get(name)(source=str(tiny_bert_dir), **kwargs)
         return BACKBONES.get(name)(preset="tiny", **kwargs)
 
     return build
