@@ -1,9 +1,10 @@
 """The ``mmfuse`` command: LightningCLI (fit, validate, test, predict) over registered components.
 
 Built-in components and plugins are imported before parsing, so a YAML file may name a component by
-its class name (``class_path: ESM2``) or by its full import path. Two more commands:
-``mmfuse components`` lists what is registered and where it comes from, and ``mmfuse sample-data``
-writes the bundled sample data set to a file.
+its class name (``class_path: ESM2``) or by its full import path. Three more commands:
+``mmfuse components`` lists what is registered and where it comes from, ``mmfuse sample-data``
+writes the bundled sample data set to a file, and ``mmfuse data build-isoform`` builds an
+isoform-expression table from a genome, an annotation and GTEx expression (:mod:`mmfuse.data.genome`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ __all__ = ["MmfuseCLI", "main"]
 
 _DESCRIPTION = (
     "mmfuse: fuse pretrained biological sequence models. Subcommands: fit, validate, test, predict "
-    "(Lightning), and `mmfuse components` (what is registered), `mmfuse sample-data --out FILE`."
+    "(Lightning), and `mmfuse components` (what is registered), `mmfuse sample-data --out FILE`, "
+    "`mmfuse data build-isoform` (see its --help)."
 )
 # jsonargparse's wording for a class name it cannot resolve
 _UNRESOLVED = re.compile(r"(?:Expected a dot import path string:|Import path) ['\"]?([A-Za-z_][\w.]*)")
@@ -186,6 +188,50 @@ def _sample_data(argv: Sequence[str]) -> int:
     return 0
 
 
+def _data(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mmfuse data", description="Build data tables from public files.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser(
+        "build-isoform",
+        description="Build an isoform-expression table (IsoformExpression's input) from a genome FASTA, a "
+        "GTF/GFF3 annotation and a GTEx transcript TPM GCT: TSS-centred DNA, spliced RNA, translated protein "
+        "and log(1 + mean TPM) per tissue, for the transcripts found in both the annotation and the GCT.",
+    )
+    build.add_argument("--fasta", required=True, help="genome FASTA; its .fai index is built beside it if missing")
+    build.add_argument("--annotation", required=True, help="GTF or GFF3 (GENCODE or Ensembl), optionally .gz")
+    build.add_argument("--expression", required=True, help="GTEx transcript TPM file (.gct or .gct.gz)")
+    build.add_argument(
+        "--sample-tissues", required=True, help="tab-separated sample attributes (GTEx SampleAttributesDS)"
+    )
+    build.add_argument("--out", required=True, help="output Parquet file (written atomically)")
+    build.add_argument(
+        "--window", type=int, default=196_608, help="DNA window in bp, centred on the TSS (default 196608)"
+    )
+    build.add_argument("--tissue-column", default="SMTS", help="tissue column of --sample-tissues (default SMTS)")
+    build.add_argument(
+        "--sample-column", default="SAMPID", help="sample id column of --sample-tissues (default SAMPID)"
+    )
+    build.add_argument("--min-samples", type=int, default=1, help="leave out tissues with fewer samples (default 1)")
+    build.add_argument(
+        "--bad-values", choices=("error", "skip"), default="error",
+        help="NaN or negative TPM: stop naming the line (error, default) or leave the transcript out (skip)",
+    )  # fmt: skip
+    options = parser.parse_args(argv)
+    from mmfuse.data.genome import build_isoform_table
+
+    try:
+        summary = build_isoform_table(
+            options.fasta, options.annotation, options.expression, options.sample_tissues, options.out,
+            window=options.window, tissue_column=options.tissue_column, sample_column=options.sample_column,
+            min_samples=options.min_samples, bad_values=options.bad_values,
+        )  # fmt: skip
+    except MmfuseError as exc:
+        print(f"mmfuse: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print("\n".join([f"Wrote {options.out}", *summary.lines()]))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> Any:
     """Entry point of the ``mmfuse`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -193,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> Any:
         return _components(args[1:])
     if args[:1] == ["sample-data"]:
         return _sample_data(args[1:])
+    if args[:1] == ["data"]:
+        return _data(args[1:])
     # deprecations inside Lightning's own CLI code and on recent torch: nothing a user can act on
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")

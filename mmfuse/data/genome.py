@@ -1,0 +1,312 @@
+"""Build an isoform-expression table from a genome, an annotation and GTEx expression.
+
+:func:`build_isoform_table` writes the table that :class:`~mmfuse.data.isoform.IsoformExpression`
+reads: one row per transcript found in both the annotation and the expression file, with
+
+* ``DNA``: ``window`` bp of genome around the TSS, read 5'→3' on the transcript's strand (the
+  minus strand is reverse-complemented); the TSS is at index ``window // 2``, upstream before it.
+  Positions past a contig's ends are ``N``.
+* ``RNA``: the exons joined 5'→3' (minus strand: each exon reverse-complemented), written with T.
+* ``Protein``: the CDS translated with the standard code (``MT``/``chrM``: vertebrate
+  mitochondrial), the final ``*`` dropped; empty for transcripts without CDS (non-coding, kept).
+* ``biotype``, ``cds_start``/``cds_end`` (0-based in ``RNA``, stop codon included; null when
+  non-coding), ``utr5_length``/``utr3_length``, ``contig``, ``strand``, ``tss`` (0-based),
+  ``annotation_transcript_id``/``annotation_gene_id`` (the ids as the annotation writes them;
+  ``transcript_id``/``gene_id`` are the expression file's).
+* one column per tissue: log(1 + mean TPM) over that tissue's samples.
+
+The expression file (GTEx GCT: ``#1.2``, a dimensions line, a header ``transcript_id gene_id
+sample…``) is read in chunks, and each chunk is written as a Parquet row group, so memory does not
+grow with the number of transcripts (the annotation's exon coordinates aside).
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from mmfuse.data.annotation import Transcript, read_annotation, strip_version
+from mmfuse.data.errors import DataError
+from mmfuse.data.tissues import GTEX_TISSUES
+from mmfuse.io import atomic_path
+
+__all__ = ["BuildSummary", "build_isoform_table", "open_genome", "transcript_sequences"]
+
+DEFAULT_WINDOW = 196_608  # Enformer's input length
+_MITOCHONDRIAL = {"MT", "chrM", "M", "chrMT"}
+_STOPS = {"TAA", "TAG", "TGA"}
+
+
+@dataclass
+class BuildSummary:
+    """What :func:`build_isoform_table` wrote and what it left out."""
+
+    written: int = 0
+    noncoding: int = 0
+    padded: int = 0
+    missing_from_annotation: int = 0
+    missing_from_expression: int = 0
+    bad_values_skipped: int = 0
+    missing_contigs: Counter = field(default_factory=Counter)
+    tissues: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"transcripts written: {self.written} ({self.noncoding} non-coding, kept with an empty Protein)",
+            f"tissues: {len(self.tissues)}",
+            f"in the expression file but not the annotation: {self.missing_from_annotation}",
+            f"in the annotation but not the expression file: {self.missing_from_expression}",
+            f"skipped, contig not in the genome: {sum(self.missing_contigs.values())}"
+            + "".join(f"\n  {contig}: {n}" for contig, n in sorted(self.missing_contigs.items())),
+            f"DNA windows padded with N past a contig end: {self.padded}",
+        ]
+        if self.bad_values_skipped:
+            lines.append(f"skipped for NaN or negative TPM: {self.bad_values_skipped}")
+        return lines
+
+
+def open_genome(path: str | Path) -> Any:
+    """Opens an indexed FASTA with pyfaidx (upper-cased), building ``.fai`` beside it if missing."""
+    import pyfaidx
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"genome FASTA {str(path)!r} does not exist")
+    try:
+        return pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=True)
+    except Exception as exc:
+        raise DataError(
+            f"cannot read or build the index of {path} ({type(exc).__name__}: {exc}). Delete {path}.fai to have "
+            f"it rebuilt (the directory must be writable), or run `samtools faidx {path}`; a gzipped FASTA "
+            f"must be bgzip-compressed."
+        ) from None
+
+
+def _reverse_complement(sequence: str) -> str:
+    from Bio.Seq import Seq
+
+    return str(Seq(sequence).reverse_complement())
+
+
+def _fetch(genome: Any, contig: str, start: int, end: int) -> tuple[str, bool]:
+    """Genome[start:end] on ``contig``, ``N`` past its ends; also whether padding was needed."""
+    length = len(genome[contig])
+    left, right = max(0, -start), max(0, end - length)
+    sequence = genome[contig][max(0, start) : min(end, length)] if min(end, length) > max(0, start) else ""
+    return "N" * left + sequence + "N" * right, bool(left or right)
+
+
+def _coding_region(transcript: Transcript, exons: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """CDS (with stop_codon features) as a 0-based half-open interval of the spliced transcript."""
+    parts = transcript.cds + transcript.stop
+    if not parts:
+        return None
+    first = min(s for s, _ in parts) if transcript.strand == "+" else max(e for _, e in parts) - 1
+    last = max(e for _, e in parts) - 1 if transcript.strand == "+" else min(s for s, _ in parts)
+    positions = []
+    for genomic in (first, last):
+        offset = 0
+        for start, end in exons:
+            if start <= genomic < end:
+                positions.append(offset + (genomic - start if transcript.strand == "+" else end - 1 - genomic))
+                break
+            offset += end - start
+        else:
+            raise DataError(f"transcript {transcript.transcript_id}: its CDS lies outside its exons")
+    return positions[0], positions[1] + 1
+
+
+def transcript_sequences(genome: Any, transcript: Transcript, window: int) -> dict[str, Any]:
+    """DNA window, RNA, Protein and CDS coordinates of one transcript (see the module docstring)."""
+    contig, minus = transcript.contig, transcript.strand == "-"
+    length = len(genome[contig])
+    exons = transcript.ordered_exons()
+    if max(e for _, e in exons) > length:
+        raise DataError(
+            f"transcript {transcript.transcript_id} ends past contig {contig} ({length:,} bp): do the genome "
+            f"and the annotation come from the same assembly?"
+        )
+    pieces = [genome[contig][s:e] for s, e in exons]
+    rna = "".join(_reverse_complement(p) for p in pieces) if minus else "".join(pieces)
+    tss, half = transcript.tss, window // 2
+    start = tss - (window - half - 1) if minus else tss - half
+    dna, padded = _fetch(genome, contig, start, start + window)
+    if minus:
+        dna = _reverse_complement(dna)
+    row: dict[str, Any] = {"DNA": dna, "RNA": rna, "Protein": "", "cds_start": None, "cds_end": None}
+    region = _coding_region(transcript, exons)
+    if region is not None:
+        cds_start, cds_end = region
+        if rna[cds_end - 3 : cds_end] not in _STOPS and rna[cds_end : cds_end + 3] in _STOPS:
+            cds_end += 3  # CDS given without its stop codon and no stop_codon feature
+        from Bio.Seq import Seq
+
+        coding = rna[cds_start + transcript.phase : cds_end]
+        coding = coding[: len(coding) - len(coding) % 3]
+        table = 2 if contig in _MITOCHONDRIAL else 1
+        row.update(cds_start=cds_start, cds_end=cds_end, Protein=str(Seq(coding).translate(table=table)).rstrip("*"))
+    row["utr5_length"] = row["cds_start"]
+    row["utr3_length"] = None if region is None else len(rna) - row["cds_end"]
+    row["padded"] = padded
+    return row
+
+
+def _open_text(path: Path) -> IO[str]:
+    return gzip.open(path, "rt") if path.suffix == ".gz" else path.open()
+
+
+def _sample_tissues(path: Path, sample_column: str, tissue_column: str) -> dict[str, str]:
+    if not path.is_file():
+        raise DataError(f"sample attributes {str(path)!r} do not exist")
+    header = pd.read_csv(path, sep="\t", nrows=0).columns
+    missing = [c for c in (sample_column, tissue_column) if c not in header]
+    if missing:
+        raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(header[:12])}…)")
+    table = pd.read_csv(path, sep="\t", usecols=[sample_column, tissue_column], dtype=str).dropna()
+    return dict(zip(table[sample_column], table[tissue_column], strict=True))
+
+
+def _tissue_matrix(
+    samples: Sequence[str], sample_tissue: dict[str, str], min_samples: int
+) -> tuple[list[str], np.ndarray]:
+    """Tissues with ``min_samples`` samples or more (GTEx order first) and the (samples, tissues) averaging matrix."""
+    counts = Counter(sample_tissue[s] for s in samples if s in sample_tissue)
+    known = [t for t in GTEX_TISSUES if counts.get(t, 0) >= min_samples]
+    tissues = known + sorted(t for t, n in counts.items() if n >= min_samples and t not in GTEX_TISSUES)
+    if not tissues:
+        raise DataError(
+            f"no tissue has {min_samples} sample(s) in the expression file: do the sample ids of the sample "
+            f"attributes file match the GCT's columns (e.g. {samples[0] if samples else '?'})?"
+        )
+    index = {t: i for i, t in enumerate(tissues)}
+    matrix = np.zeros((len(samples), len(tissues)))
+    for row, sample in enumerate(samples):
+        column = index.get(sample_tissue.get(sample, ""))
+        if column is not None:
+            matrix[row, column] = 1.0 / counts[tissues[column]]
+    return tissues, matrix
+
+
+def _schema(tissues: list[str]) -> Any:
+    import pyarrow as pa
+
+    columns = [(name, pa.string()) for name in ("transcript_id", "gene_id", "annotation_transcript_id",
+               "annotation_gene_id", "contig", "strand", "biotype", "DNA", "RNA", "Protein")]  # fmt: skip
+    columns += [(name, pa.int64()) for name in ("tss", "cds_start", "cds_end", "utr5_length", "utr3_length")]
+    return pa.schema(columns + [(tissue, pa.float32()) for tissue in tissues])
+
+
+def build_isoform_table(
+    fasta: str | Path,
+    annotation: str | Path,
+    expression: str | Path,
+    sample_tissues: str | Path,
+    out: str | Path,
+    window: int = DEFAULT_WINDOW,
+    tissue_column: str = "SMTS",
+    sample_column: str = "SAMPID",
+    min_samples: int = 1,
+    bad_values: Literal["error", "skip"] = "error",
+    chunk_rows: int = 256,
+) -> BuildSummary:
+    """Writes the isoform-expression table (Parquet) for the transcripts in both inputs.
+
+    Args:
+        fasta: genome FASTA (indexed with ``.fai``, which is built if missing).
+        annotation: GTF or GFF3 (optionally gzipped), see :mod:`mmfuse.data.annotation`.
+        expression: GTEx transcript TPM GCT (optionally gzipped).
+        sample_tissues: tab-separated sample attributes, mapping ``sample_column`` to ``tissue_column``.
+        out: the Parquet file to write (atomically: a failed run leaves no partial file).
+        window: DNA window length in bp, centred on the TSS.
+        tissue_column: tissue column of the sample attributes (GTEx: ``SMTS``; ``SMTSD`` for subtissues).
+        sample_column: sample id column of the sample attributes.
+        min_samples: tissues with fewer samples in the expression file are left out.
+        bad_values: ``error`` on NaN or negative TPM (naming the line), or ``skip`` those transcripts
+            (counted).
+        chunk_rows: transcripts per chunk read and per Parquet row group.
+
+    Returns:
+        The counts of what was written and left out.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if window < 1 or min_samples < 1 or chunk_rows < 1:
+        raise DataError("window, min_samples and chunk_rows must be positive")
+    genome = open_genome(fasta)
+    transcripts = read_annotation(annotation)
+    sample_tissue = _sample_tissues(Path(sample_tissues).expanduser(), sample_column, tissue_column)
+    expression = Path(expression).expanduser()
+    if not expression.is_file():
+        raise DataError(f"expression file {str(expression)!r} does not exist")
+    summary = BuildSummary()
+    seen: set[str] = set()
+    with _open_text(expression) as handle:
+        if not handle.readline().startswith("#1."):
+            raise DataError(f"{expression}:1: not a GCT file (the first line should be #1.2)")
+        handle.readline()  # dimensions
+        reader = pd.read_csv(handle, sep="\t", chunksize=chunk_rows, dtype={0: str, 1: str})
+        with atomic_path(Path(out).expanduser()) as tmp:
+            writer = None
+            try:
+                line = 4  # of the first data row: #1.2, dimensions, header
+                for chunk in reader:
+                    if writer is None:
+                        samples = [str(c) for c in chunk.columns[2:]]
+                        tissues, matrix = _tissue_matrix(samples, sample_tissue, min_samples)
+                        summary.tissues = tissues
+                        schema = _schema(tissues)
+                        writer = pq.ParquetWriter(tmp, schema)
+                    values = chunk.iloc[:, 2:].to_numpy(dtype=np.float64)
+                    bad = ~(values >= 0)  # NaN compares false
+                    rows = []
+                    means = np.log1p(np.where(bad, 0.0, values) @ matrix)
+                    for i, (tid, gid) in enumerate(zip(chunk.iloc[:, 0], chunk.iloc[:, 1], strict=True)):
+                        if bad[i].any():
+                            if bad_values == "error":
+                                j = int(np.flatnonzero(bad[i])[0])
+                                raise DataError(
+                                    f"{expression}:{line + i}: TPM of {tid} in sample {samples[j]} is {values[i, j]} "
+                                    f"(NaN or negative); fix the file or pass --bad-values skip"
+                                )
+                            summary.bad_values_skipped += 1
+                            continue
+                        key = strip_version(str(tid))
+                        if key in seen:
+                            raise DataError(f"{expression}:{line + i}: transcript {tid} appears twice")
+                        seen.add(key)
+                        transcript = transcripts.get(key)
+                        if transcript is None:
+                            summary.missing_from_annotation += 1
+                            continue
+                        if transcript.contig not in genome:
+                            summary.missing_contigs[transcript.contig] += 1
+                            continue
+                        row = transcript_sequences(genome, transcript, window)
+                        summary.padded += row.pop("padded")
+                        summary.noncoding += not row["Protein"]
+                        row.update(
+                            transcript_id=str(tid), gene_id=str(gid), annotation_transcript_id=transcript.transcript_id,
+                            annotation_gene_id=transcript.gene_id, contig=transcript.contig, strand=transcript.strand,
+                            biotype=transcript.biotype, tss=transcript.tss,
+                        )  # fmt: skip
+                        row.update(zip(tissues, means[i].astype(np.float32).tolist(), strict=True))
+                        rows.append(row)
+                    line += len(chunk)
+                    if rows:
+                        writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                        summary.written += len(rows)
+                if writer is None:
+                    raise DataError(f"{expression} has no transcripts")
+            finally:
+                if writer is not None:
+                    writer.close()
+    summary.missing_from_expression = sum(1 for key in transcripts if key not in seen)
+    return summary
