@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.table import TableDataModule, read_table
+from mmfuse.data.table import Crop, TableDataModule
 from mmfuse.errors import ConfigError
 
 __all__ = ["SequenceClassification"]
@@ -51,14 +51,16 @@ def _sorted_classes(labels: Sequence[str]) -> list[str]:
 class SequenceClassification(TableDataModule):
     """Sequence table → batches of sequences per modality and a class index per record.
 
-    The table is a local CSV/TSV/Parquet file, or ``sample`` for the bundled synthetic data set, whose
+    The table is a local CSV/TSV/Parquet file, a Hugging Face data set (a hub id or a local
+    ``datasets`` directory, as for :class:`~mmfuse.data.IsoformExpression`), or ``sample`` for the
+    bundled synthetic data set, whose
     ``expression_level`` column classes transcripts as ``low``/``medium``/``high`` (see
     :mod:`mmfuse.data.sample`). Labels are read as text and mapped to class indices (int64) in the
     order of ``classes``; that order is the task's ``target_names`` (the CLI links them). Splits and
     missing modalities work as in :class:`~mmfuse.data.IsoformExpression`.
 
     Args:
-        path: the table file, or ``sample``.
+        path: the table file, a local ``datasets`` directory, a hub data set id, or ``sample``.
         modalities: ``{modality: column}``; modalities must cover the task's backbones
             (default ``{dna: DNA, rna: RNA, protein: Protein}``).
         label_column: column holding each record's class.
@@ -81,6 +83,11 @@ class SequenceClassification(TableDataModule):
         num_workers: DataLoader worker processes (tokenization runs there).
         sample_genes: genes in the sample data set (with ``path: sample``).
         sample_seed: seed of the sample data set.
+        max_lengths: ``{modality: letters}``; longer sequences are cropped by ``crop`` in setup
+            (counted in ``crop_counts`` and logged). Default: no limit.
+        crop: ``{modality: center | end | start | error}``; defaults dna ``center``, rna ``end``,
+            protein ``start``, others ``error`` (left whole: the tokenizer rejects them by record id).
+        dataset_revision: branch, tag or commit of a hub data set ``path``.
 
     Examples:
         >>> dm = SequenceClassification("sample", label_column="expression_level", sample_genes=12)
@@ -108,11 +115,14 @@ class SequenceClassification(TableDataModule):
         num_workers: int = 0,
         sample_genes: int = 240,
         sample_seed: int = 0,
+        max_lengths: dict[str, int] | None = None,
+        crop: dict[str, Crop] | None = None,
+        dataset_revision: str | None = None,
     ) -> None:
         super().__init__(
             path, dict(modalities or _DEFAULT_MODALITIES), id_column, gene_column, split_column, val_fraction,
             test_fraction, split_seed, missing_modalities, predict_split, batch_size, eval_batch_size, num_workers,
-            sample_genes, sample_seed,
+            sample_genes, sample_seed, max_lengths, crop, dataset_revision,
         )  # fmt: skip
         self.save_hyperparameters()
         self.label_column = label_column
@@ -133,13 +143,11 @@ class SequenceClassification(TableDataModule):
             self._classes = self._infer_classes(self._table)
         return self._classes
 
-    def _read(self) -> pd.DataFrame:
+    def _read(self, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
         table, self._table = self._table, None
         if table is not None:
             return table
-        if self.path == "sample":
-            return super()._read()
-        return read_table(self.path, dtype={self.label_column: str})
+        return super()._read({self.label_column: str, **(dtype or {})})
 
     def _infer_classes(self, table: pd.DataFrame) -> list[str]:
         if self.label_column not in table.columns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -9,34 +10,74 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.table import TableDataModule, read_table
+from mmfuse.data.table import Crop, TableDataModule, read_table
 from mmfuse.data.tissues import GTEX_TISSUES
 
-__all__ = ["IsoformExpression", "read_table"]
+__all__ = ["COLUMN_PRESETS", "ColumnPreset", "IsoformExpression", "read_table"]
 
 _DEFAULT_MODALITIES = {"dna": "DNA", "rna": "RNA", "protein": "Protein"}
+_DEFAULT_ID, _DEFAULT_GENE = "transcript_id", "gene_id"
+
+
+@dataclass(frozen=True)
+class ColumnPreset:
+    """The column names of one public isoform-expression data set."""
+
+    modalities: dict[str, str]
+    target_columns: tuple[str, ...]
+    id_column: str = _DEFAULT_ID
+    gene_column: str = _DEFAULT_GENE
+
+
+COLUMN_PRESETS: dict[str, ColumnPreset] = {
+    # InstaDeepAI/multi_omics_transcript_expression (IsoFormer, https://arxiv.org/abs/2406.14150): its
+    # card lists the 30 tissues and its loading script emits DNA/RNA/Protein; the id and gene columns
+    # are those of the card's "(gene_id, transcript_id) pair", not checked against the files.
+    "isoformer": ColumnPreset(dict(_DEFAULT_MODALITIES), GTEX_TISSUES),
+    # genbio-ai/transcript_isoform_expression_prediction (ModelGenerator): columns as its card lists
+    # them; labels_0 … labels_29 hold log2(1e-4 + TPM) in 30 tissues; splits by chromosome.
+    "modelgenerator": ColumnPreset(
+        {"dna": "dna_seq", "rna": "rna_seq", "protein": "protein_seq"}, tuple(f"labels_{i}" for i in range(30))
+    ),
+}
 
 
 class IsoformExpression(TableDataModule):
     """Transcript table → batches of sequences per modality and expression per tissue.
 
-    The table is a local CSV/TSV/Parquet file, or ``sample`` for the bundled synthetic data set (see
-    :mod:`mmfuse.data.sample`). Column defaults follow the public IsoFormer data set: ``DNA``, ``RNA``,
-    ``Protein`` and the 30 GTEx tissues. Records are split by the ``split`` column when the table has
-    one (values train/val/test), otherwise deterministically by gene, so that all isoforms of a gene
-    fall in the same split. An empty sequence (a non-coding transcript has no protein) marks that
-    modality absent for the record (``missing_modalities``).
+    The table is a local CSV/TSV/Parquet file; a Hugging Face data set, by hub id (``datasets.load_dataset``,
+    at ``dataset_revision``) or as a local directory (saved by ``save_to_disk``, or of data files);
+    or ``sample`` for the bundled synthetic data set (see :mod:`mmfuse.data.sample`). Without network
+    access, download a hub data set first (``hf download ID --repo-type dataset --local-dir DIR``)
+    and set ``path: DIR``.
+
+    Column defaults follow the public IsoFormer data set: ``DNA``, ``RNA``, ``Protein`` and the 30
+    GTEx tissues. ``columns`` picks the names of a known data set: ``isoformer``
+    (InstaDeepAI/multi_omics_transcript_expression) or ``modelgenerator``
+    (genbio-ai/transcript_isoform_expression_prediction: ``dna_seq``, ``rna_seq``, ``protein_seq``,
+    ``labels_0`` … ``labels_29``); ``modalities``, ``target_columns``, ``id_column`` and
+    ``gene_column`` given explicitly win over it.
+
+    Records are split by the data set's splits (``validation``, ``valid`` and ``dev`` read as val),
+    else by the ``split`` column when the table has one (values train/val/test), else
+    deterministically by gene, so that all isoforms of a gene fall in the same split. An empty
+    sequence (a non-coding transcript has no protein) marks that modality absent for the record
+    (``missing_modalities``). Sequences longer than ``max_lengths`` are cropped once, by modality:
+    DNA keeps its middle (around the TSS), RNA its 3' end (the 3'UTR, as IsoFormer does), a protein
+    its N-terminus (``crop``); the counts are logged and kept in ``crop_counts``.
 
     The task attaches its backbones' tokenizers (:meth:`attach_tokenizers`) before the loaders are
     built; every sequence is then checked once, and a bad one is reported with its record id.
 
     Args:
-        path: the table file, or ``sample``.
+        path: the table file, a local ``datasets`` directory, a hub data set id, or ``sample``.
         modalities: ``{modality: column}``; modalities must cover the task's backbones
-            (default ``{dna: DNA, rna: RNA, protein: Protein}``).
-        target_columns: target columns, in output order (default: the 30 GTEx tissues).
+            (default: the preset's, else ``{dna: DNA, rna: RNA, protein: Protein}``).
+        target_columns: target columns, in output order (default: the preset's, else the 30 GTEx
+            tissues).
         id_column: unique record id, written next to predictions.
         gene_column: gene of each record, used for the split; ``null`` splits by record.
+        columns: column names of a known data set (``isoformer`` or ``modelgenerator``), see above.
         split_column: column holding train/val/test; used when present in the table.
         val_fraction: share of genes in the validation split (when splitting by gene).
         test_fraction: share of genes in the test split (when splitting by gene).
@@ -50,6 +91,17 @@ class IsoformExpression(TableDataModule):
         num_workers: DataLoader worker processes (tokenization runs there).
         sample_genes: genes in the sample data set (with ``path: sample``).
         sample_seed: seed of the sample data set.
+        max_lengths: ``{modality: letters}``, e.g. ``{rna: 12000, protein: 1200}``; longer sequences
+            are cropped by ``crop``. Default: no limit.
+        crop: ``{modality: center | end | start | error}``; defaults dna ``center``, rna ``end``,
+            protein ``start``; ``error`` leaves them whole, so the tokenizer rejects them by record id.
+        dataset_revision: branch, tag or commit of a hub data set ``path``.
+
+    Examples:
+        >>> dm = IsoformExpression("sample", sample_genes=6, max_lengths={"rna": 300})
+        >>> dm.setup("fit")
+        >>> max(len(s) for s in dm._splits["train"].sequences["rna"] if s), dm.crop_counts["rna"] > 0
+        (300, True)
     """
 
     def __init__(
@@ -57,8 +109,9 @@ class IsoformExpression(TableDataModule):
         path: str = "sample",
         modalities: dict[str, str] | None = None,
         target_columns: list[str] | None = None,
-        id_column: str = "transcript_id",
-        gene_column: str | None = "gene_id",
+        id_column: str = _DEFAULT_ID,
+        gene_column: str | None = _DEFAULT_GENE,
+        columns: Literal["isoformer", "modelgenerator"] | None = None,
         split_column: str = "split",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
@@ -71,14 +124,21 @@ class IsoformExpression(TableDataModule):
         num_workers: int = 0,
         sample_genes: int = 240,
         sample_seed: int = 0,
+        max_lengths: dict[str, int] | None = None,
+        crop: dict[str, Crop] | None = None,
+        dataset_revision: str | None = None,
     ) -> None:
+        preset = COLUMN_PRESETS[columns] if columns is not None else ColumnPreset(_DEFAULT_MODALITIES, GTEX_TISSUES)
+        # the signature's defaults stand for "not given": the preset fills them
+        id_column = preset.id_column if id_column == _DEFAULT_ID else id_column
+        gene_column = preset.gene_column if gene_column == _DEFAULT_GENE else gene_column
         super().__init__(
-            path, dict(modalities or _DEFAULT_MODALITIES), id_column, gene_column, split_column, val_fraction,
+            path, dict(modalities or preset.modalities), id_column, gene_column, split_column, val_fraction,
             test_fraction, split_seed, missing_modalities, predict_split, batch_size, eval_batch_size, num_workers,
-            sample_genes, sample_seed,
+            sample_genes, sample_seed, max_lengths, crop, dataset_revision,
         )  # fmt: skip
         self.save_hyperparameters()
-        self.target_names: list[str] = list(target_columns or GTEX_TISSUES)
+        self.target_names: list[str] = list(target_columns or preset.target_columns)
         self.nan_targets = nan_targets
 
     def _label_columns(self) -> list[str]:

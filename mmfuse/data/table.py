@@ -1,13 +1,15 @@
-"""The shared part of table-based data modules: reading, splitting, missing modalities, loaders.
+"""The shared part of table-based data modules: reading, splitting, cropping, missing modalities, loaders.
 
 A table has one record per row: an id, one sequence column per modality, and labels (targets or a
-class). Subclasses say which columns are labels and how to turn them into arrays
-(:meth:`TableDataModule._labels`).
+class). It comes from a CSV/TSV/Parquet file, a Hugging Face ``datasets`` hub id or a local data set
+directory (:func:`read_source`). Subclasses say which columns are labels and how to turn them into
+arrays (:meth:`TableDataModule._labels`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -23,11 +25,19 @@ from mmfuse.data.errors import DataError
 from mmfuse.errors import ConfigError
 from mmfuse.tokenizers import InvalidSequenceError, Tokenizer
 
-__all__ = ["TableDataModule", "read_table"]
+__all__ = ["Crop", "TableDataModule", "crop_sequence", "read_source", "read_table"]
+
+Crop = Literal["center", "end", "start", "error"]
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                   "dev": "val", "test": "test"}  # fmt: skip
+_TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq", ".gz", ".bz2", ".zst", ".xz")
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+#: keep the middle of DNA (around the TSS), the 3' end of RNA (3'UTR, as IsoFormer), a protein's N-terminus
+_DEFAULT_CROP: dict[str, Crop] = {"dna": "center", "rna": "end", "protein": "start"}
+_KEPT = {"center": "the middle", "end": "the 3' end", "start": "the 5' end"}
+_KEPT_PROTEIN = {"center": "the middle", "end": "the C-terminus", "start": "the N-terminus"}
 
 
 def read_table(path: str | Path, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -50,6 +60,92 @@ def read_table(path: str | Path, dtype: Mapping[str, Any] | None = None) -> pd.D
     if kind == ".csv":
         return pd.read_csv(path, dtype=dtype)
     raise DataError(f"cannot tell the format of {str(path)!r}: name it .csv, .tsv or .parquet (optionally .gz)")
+
+
+def read_source(
+    path: str, revision: str | None = None, dtype: Mapping[str, Any] | None = None, split_column: str = "split"
+) -> pd.DataFrame:
+    """Reads a table file, a local ``datasets`` directory or a Hugging Face hub data set into one table.
+
+    A data set with several splits (a ``DatasetDict``) gets a ``split_column`` holding each record's
+    split (``validation``, ``valid`` and ``dev`` read as ``val``; any such column it had is replaced);
+    one with a single split does not, so its records are split as those of a table file.
+
+    Args:
+        path: a CSV/TSV/Parquet file; a directory saved by ``Dataset.save_to_disk`` or
+            ``DatasetDict.save_to_disk``, or holding data files ``datasets.load_dataset`` reads; or a
+            hub id such as ``InstaDeepAI/multi_omics_transcript_expression``.
+        revision: branch, tag or commit of a hub data set (ignored for local paths).
+        dtype: ``{column: type}`` for CSV/TSV files (see :func:`read_table`).
+        split_column: the column that receives the split names of a ``DatasetDict``.
+
+    Raises:
+        DataError: a missing file, or a hub data set that cannot be loaded (e.g. offline), with the
+            command that downloads it.
+    """
+    local = Path(path).expanduser()
+    if local.is_dir():
+        import datasets  # lazy: a heavy import that `mmfuse --help` does without
+
+        if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
+            return _dataset_table(datasets.load_from_disk(str(local)), split_column)
+        return _dataset_table(datasets.load_dataset(str(local)), split_column)
+    if local.exists() or not _HUB_ID.match(path) or path.lower().endswith(_TABLE_SUFFIXES):
+        return read_table(local, dtype)
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(path, revision=revision)
+    except Exception as exc:  # offline, unknown id, gated, a loading script datasets no longer runs, ...
+        at = f" at revision {revision!r}" if revision else ""
+        raise DataError(
+            f"cannot load the Hugging Face data set {path!r}{at} ({type(exc).__name__}: {exc}). "
+            f"{path!r} is neither a local file nor a directory, so it was taken for a hub id. To use it "
+            f"offline, download it first: `hf download {path} --repo-type dataset --local-dir DIR"
+            f"{f' --revision {revision}' if revision else ''}` and set `path: DIR`."
+        ) from exc
+    return _dataset_table(loaded, split_column)
+
+
+def _dataset_table(loaded: Any, split_column: str) -> pd.DataFrame:
+    """A ``Dataset`` or ``DatasetDict`` as one table (with ``split_column`` filled for several splits)."""
+    if not hasattr(loaded, "keys"):  # a Dataset
+        return loaded.to_pandas()
+    names = list(loaded.keys())
+    if len(names) == 1:
+        return loaded[names[0]].to_pandas()
+    unknown = [n for n in names if n.lower() not in _SPLIT_ALIASES]
+    if unknown:
+        raise DataError(
+            f"the data set has splits {names}; {unknown} cannot be read as train, validation or test. "
+            f"Rename them (e.g. with DatasetDict.save_to_disk), or save one table with a split column."
+        )
+    parts = []
+    for name in names:
+        part = loaded[name].to_pandas()
+        part[split_column] = _SPLIT_ALIASES[name.lower()]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def crop_sequence(sequence: str, max_length: int, policy: Crop) -> str:
+    """``sequence`` cut to ``max_length`` letters by ``policy`` (``error``: unchanged).
+
+    ``center`` keeps the middle: with ``d = len(sequence) - max_length`` letters to drop, it drops
+    ``d // 2`` at the start and the rest (one more when ``d`` is odd) at the end.
+
+    Examples:
+        >>> crop_sequence("ABCDEFG", 4, "center"), crop_sequence("ABCDEFG", 4, "end")
+        ('BCDE', 'DEFG')
+    """
+    if len(sequence) <= max_length or policy == "error":
+        return sequence
+    if policy == "start":
+        return sequence[:max_length]
+    if policy == "end":
+        return sequence[len(sequence) - max_length :]
+    start = (len(sequence) - max_length) // 2
+    return sequence[start : start + max_length]
 
 
 def _gene_split(key: str, seed: int, val_fraction: float, test_fraction: float) -> str:
@@ -86,8 +182,9 @@ class TableDataModule(L.LightningDataModule):
     """Base of data modules that read one record per table row (see :class:`IsoformExpression`).
 
     Args:
-        path: the table file (CSV/TSV/Parquet, optionally compressed), or ``sample`` for the
-            bundled synthetic data set.
+        path: the table file (CSV/TSV/Parquet, optionally compressed), a local ``datasets``
+            directory, a Hugging Face hub data set id (see :func:`read_source`), or ``sample`` for
+            the bundled synthetic data set.
         modalities: ``{modality: column}``; modalities must cover the task's backbones.
         id_column: unique record id, written next to predictions.
         gene_column: gene of each record, used for the split; ``null`` splits by record.
@@ -106,6 +203,14 @@ class TableDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes (tokenization runs there).
         sample_genes: genes in the sample data set (with ``path: sample``).
         sample_seed: seed of the sample data set.
+        max_lengths: ``{modality: letters}``: longer sequences are cropped by ``crop`` once, in
+            :meth:`setup` (counted in :attr:`crop_counts` and logged); default: no limit.
+        crop: ``{modality: policy}`` for sequences over ``max_lengths``: ``center`` keeps the middle,
+            ``end`` the end, ``start`` the start, ``error`` leaves them whole (the tokenizer then
+            rejects them, naming the record). Defaults: dna ``center`` (around the TSS), rna ``end``
+            (the 3' end with the 3'UTR, as IsoFormer), protein ``start`` (the N-terminus), other
+            modalities ``error``.
+        dataset_revision: branch, tag or commit of a hub data set ``path``.
     """
 
     def __init__(
@@ -125,6 +230,9 @@ class TableDataModule(L.LightningDataModule):
         num_workers: int = 0,
         sample_genes: int = 240,
         sample_seed: int = 0,
+        max_lengths: dict[str, int] | None = None,
+        crop: dict[str, Crop] | None = None,
+        dataset_revision: str | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
@@ -143,6 +251,19 @@ class TableDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.sample_genes, self.sample_seed = sample_genes, sample_seed
+        self.max_lengths = dict(max_lengths or {})
+        self.crop = {m: _DEFAULT_CROP.get(m, "error") for m in self.modalities} | dict(crop or {})
+        self.dataset_revision = dataset_revision
+        for option, keys in (("max_lengths", self.max_lengths), ("crop", crop or {})):
+            unknown = sorted(set(keys) - set(self.modalities))
+            if unknown:
+                raise ConfigError(
+                    f"`{option}` names {unknown}, which are not among the modalities {sorted(self.modalities)}"
+                )
+        bad = {m: n for m, n in self.max_lengths.items() if not isinstance(n, int) or n < 1}
+        if bad:
+            raise ConfigError(f"`max_lengths` must be positive whole numbers of letters, not {bad}")
+        self.crop_counts: dict[str, int] = {}
         self._splits: dict[str, _Records] | None = None
         self._collate: MultiModalCollate | None = None
         self._validated: set[str] = set()
@@ -158,12 +279,12 @@ class TableDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     # reading --------------------------------------------------------------------------------------
-    def _read(self) -> pd.DataFrame:
+    def _read(self, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
         if self.path == "sample":
             from mmfuse.data.sample import make_sample_table
 
             return make_sample_table(self.sample_genes, self.sample_seed)
-        return read_table(self.path)
+        return read_source(self.path, self.dataset_revision, dtype, self.split_column)
 
     def setup(self, stage: str | None = None) -> None:
         """Reads and checks the table, and splits it (once)."""
@@ -185,7 +306,7 @@ class TableDataModule(L.LightningDataModule):
             table, labels = self._labels(table)
             ids = table[self.id_column].astype(str)
         splits = self._assign_splits(table)
-        sequences = {m: _sequences(table[c]) for m, c in self.modalities.items()}
+        sequences = self._crop({m: _sequences(table[c]) for m, c in self.modalities.items()})
         keep = self._check_missing(ids.tolist(), sequences)
         splits = np.where(keep, splits, "dropped")
         self._splits = {}
@@ -210,6 +331,27 @@ class TableDataModule(L.LightningDataModule):
                 f"{' …' if len(missing) > 5 else ''}. Its columns are: {', '.join(map(str, table.columns[:40]))}. "
                 f"Map yours with the data module's id_column / modalities / label options."
             )
+
+    def _crop(self, sequences: dict[str, list[str | None]]) -> dict[str, list[str | None]]:
+        """Applies ``max_lengths`` and ``crop``; counts and logs the cropped sequences per modality."""
+        self.crop_counts = {}
+        for modality, limit in self.max_lengths.items():
+            policy = self.crop[modality]
+            if policy == "error":  # left whole: the tokenizer rejects what it cannot read, naming the record
+                continue
+            seqs = sequences[modality]
+            long = [i for i, s in enumerate(seqs) if s is not None and len(s) > limit]
+            for i in long:
+                seqs[i] = crop_sequence(seqs[i], limit, policy)  # type: ignore[arg-type]
+            self.crop_counts[modality] = len(long)
+            if long:
+                unit, kept = ("aa", _KEPT_PROTEIN) if modality == "protein" else ("nt", _KEPT)
+                unit = unit if modality in _DEFAULT_CROP else "letters"
+                rank_zero_info(
+                    f"{type(self).__name__}: cropped {len(long)} {modality} sequences to {limit:,} {unit} "
+                    f"(kept {kept[policy]})"
+                )
+        return sequences
 
     def _check_missing(self, ids: list[str], sequences: dict[str, list[str | None]]) -> np.ndarray:
         """Applies ``missing_modalities``; returns which records to keep."""
