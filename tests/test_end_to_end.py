@@ -57,13 +57,19 @@ def test_test_prints_the_table_per_tissue(trained, quickstart, run_mmfuse):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("target "))
-    assert lines[header].split()[1:] == ["MSE", "R²", "Pearson", "Spearman"]
+    assert lines[header].split()[1:] == ["MSE", "MSE(std)", "R²", "Pearson", "Spearman"]
     rows = [line for line in lines[header + 2 : header + 32]]
     assert [r[: len(t)] for r, t in zip(rows, GTEX_TISSUES, strict=True)] == list(GTEX_TISSUES)
     assert any(line.startswith("mean ") for line in lines[header + 32 :])
     written = next(line for line in lines if line.startswith("Per-target metrics written to "))
     table = pd.read_csv(workdir / written.removeprefix("Per-target metrics written to "), index_col="target")
-    assert list(table.index) == list(GTEX_TISSUES) and list(table.columns) == ["mse", "r2", "pearson", "spearman"]
+    assert list(table.index) == list(GTEX_TISSUES)
+    assert list(table.columns) == ["mse", "mse_std", "r2", "pearson", "spearman"]
+    # the report folder; loss curves from the CSV log of the run the checkpoint came from
+    report = next(line for line in lines if line.startswith("Report written to "))
+    folder = workdir / report.removeprefix("Report written to ").split(": ")[0]
+    assert {p.name for p in folder.iterdir()} == {"metrics.csv", "metrics.md", "r2_spearman_per_tissue.png",
+                                                  "scatter_best_worst.png", "loss_curves.png"}  # fmt: skip
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

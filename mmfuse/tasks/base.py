@@ -1,8 +1,10 @@
 """The multi-modal task skeleton: backbones keyed by modality → fusion adapter → head.
 
 It also holds what every task shares: the loss logging, the one-line summary per epoch and the
-per-target (per-class) report of ``mmfuse validate``/``mmfuse test``. A task implements
-:meth:`MultiModalTask._step` (loss and metric updates) and :meth:`MultiModalTask._epoch_metrics`.
+per-target (per-class) report of ``mmfuse validate``/``mmfuse test`` (a table printed, and a folder
+``report_<stage>/`` written by :mod:`mmfuse.tasks.report`). A task implements
+:meth:`MultiModalTask._step` (loss and metric updates) and :meth:`MultiModalTask._epoch_metrics`, and
+may add plots (:meth:`MultiModalTask._evaluation_records`, :meth:`MultiModalTask._report_plots`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mmfuse.backbones import Backbone
 from mmfuse.checkpoints import CheckpointMismatchError, state_dict_mismatch
 from mmfuse.errors import ConfigError
 from mmfuse.io import atomic_path
+from mmfuse.tasks import report
 from mmfuse.tasks.heads import Head, MLPHead
 from mmfuse.tasks.metrics import MetricTable
 from mmfuse.tokenizers import Tokenizer
@@ -229,23 +232,56 @@ class MultiModalTask(L.LightningModule):
         self.print(f"epoch {self.current_epoch}: train/loss {train_loss:.4f}{self._val_summary}")
         self._val_summary = ""
 
+    def _evaluation_records(self, stage: str) -> Any:
+        """What the report's plots need of the epoch's records (e.g. predictions and targets), taken
+        before :meth:`_epoch_metrics` resets the metrics; called on every process (it may gather)."""
+        return None
+
+    def _report_plots(self, directory: Path, table: MetricTable, records: Any) -> list[Path]:
+        """Writes the task's own plots into the report folder (rank zero); returns the files written."""
+        return []
+
     def _end_evaluation(self, stage: str) -> dict[str, Tensor]:
+        reporting = (stage == "test" or self.trainer.state.fn == "validate") and not self.trainer.sanity_checking
+        records = self._evaluation_records(stage) if reporting else None
         scalars, table = self._epoch_metrics(stage)
         for name, value in scalars.items():
             self.log(f"{stage}/{name}", value, prog_bar=name == self._progress_metric)
-        reporting = stage == "test" or self.trainer.state.fn == "validate"
-        if table is not None and reporting and not self.trainer.sanity_checking:
-            self._report(table, stage)
+        if table is not None and reporting:
+            self._report(table, stage, records)
         return scalars
 
     @rank_zero_only
-    def _report(self, table: MetricTable, stage: str) -> None:
-        """Prints ``table`` and writes it to ``metrics_<stage>.csv`` in the run's log directory."""
+    def _report(self, table: MetricTable, stage: str, records: Any = None) -> None:
+        """Prints ``table``, writes it to ``metrics_<stage>.csv`` and writes the folder ``report_<stage>/``
+        (``metrics.csv``, ``metrics.md``, the task's plots, ``loss_curves.png``) in the run's log directory."""
         print("\n" + table.text(f"{_STAGE_TITLES[stage]} metrics per {table.index_title}"))
-        path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / f"metrics_{stage}.csv"
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        path = log_dir / f"metrics_{stage}.csv"
         with atomic_path(path) as tmp:
             table.frame().to_csv(tmp)
         print(f"Per-{table.index_title} metrics written to {path}")
+
+        directory = log_dir / f"report_{stage}"
+        written = report.write_metrics(table.frame(summary_row=True), directory, table.columns)
+        written += self._report_plots(directory, table, records)
+        training_log = report.find_training_log(self._training_log_candidates())
+        curves = report.plot_loss_curves(training_log, directory / "loss_curves.png") if training_log else None
+        written += [curves] if curves else []
+        print(f"Report written to {directory}: {', '.join(p.name for p in written)}")
+        if curves is None:
+            print("  (no loss_curves.png: no CSV log of training found; log with a CSVLogger to get one)")
+
+    def _training_log_candidates(self) -> list[Path]:
+        """Where a CSVLogger ``metrics.csv`` with this model's training may be: this run's CSV loggers,
+        then the run the checkpoint came from (``…/version_N/checkpoints/x.ckpt`` → ``…/version_N/metrics.csv``)."""
+        from lightning.pytorch.loggers import CSVLogger
+
+        candidates = [Path(lg.log_dir) / "metrics.csv" for lg in self.trainer.loggers if isinstance(lg, CSVLogger)]
+        ckpt_path = self.trainer.ckpt_path
+        if ckpt_path and "://" not in str(ckpt_path):
+            candidates.append(Path(ckpt_path).parent.parent / "metrics.csv")
+        return candidates
 
     # checkpoints ----------------------------------------------------------------------------------
     def _reloadable_keys(self) -> set[str]:

@@ -20,6 +20,7 @@ from torchmetrics.classification import (
     MulticlassStatScores,
 )
 from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, R2Score, SpearmanCorrCoef
+from torchmetrics.utilities import dim_zero_cat
 
 __all__ = [
     "CLASS_METRICS",
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 #: metric name -> column title
-REGRESSION_METRICS = {"mse": "MSE", "r2": "R²", "pearson": "Pearson", "spearman": "Spearman"}
+REGRESSION_METRICS = {"mse": "MSE", "mse_std": "MSE(std)", "r2": "R²", "pearson": "Pearson", "spearman": "Spearman"}
 #: per-class metric name -> column title
 CLASS_METRICS = {"f1": "F1", "auroc": "AUROC", "support": "support"}
 
@@ -40,7 +41,10 @@ class RegressionMetrics(MetricCollection):
     """MSE, R², Pearson and Spearman for each of ``num_outputs`` targets.
 
     ``compute()`` returns ``{name: (num_outputs,) tensor}``. Correlations are computed across the
-    records of the epoch, per target (per tissue), as IsoFormer reports them.
+    records of the epoch, per target (per tissue), as IsoFormer reports them. Values are in the units
+    of what ``update`` is given; ``mse_std`` is the MSE divided by ``target_std²`` (the MSE of
+    targets standardised with that standard deviation). R², Pearson and Spearman are the same in
+    either unit: a per-target affine map changes none of them.
     """
 
     def __init__(self, num_outputs: int) -> None:
@@ -61,9 +65,30 @@ class RegressionMetrics(MetricCollection):
             preds, target = preds.reshape(-1), target.reshape(-1)
         super().update(preds, target)
 
-    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
-        values = super().compute()
-        return {k: values[k].reshape(-1) for k in REGRESSION_METRICS}
+    def compute(self, target_std: Tensor | None = None) -> dict[str, Tensor]:  # type: ignore[override]
+        """``{mse, mse_std, r2, pearson, spearman}``, each ``(num_outputs,)``.
+
+        Args:
+            target_std: ``(num_outputs,)`` standard deviation of each target, for ``mse_std``
+                (default: 1, so ``mse_std`` equals ``mse``).
+        """
+        values = {k: v.reshape(-1) for k, v in super().compute().items()}
+        std = torch.ones_like(values["mse"]) if target_std is None else target_std.to(values["mse"]).reshape(-1)
+        values["mse_std"] = values["mse"] / std**2
+        return {k: values[k] for k in REGRESSION_METRICS}
+
+    def records(self) -> tuple[Tensor, Tensor] | None:
+        """Predictions and targets ``(N, num_outputs)`` of every record so far, from all processes.
+
+        Spearman's rank correlation keeps them anyway; in distributed runs every process must call
+        this (it gathers). None when no record was seen.
+        """
+        spearman: SpearmanCorrCoef = self["spearman"]  # type: ignore[assignment]
+        if not spearman.preds:
+            return None
+        with spearman.sync_context(should_unsync=True):
+            preds, target = dim_zero_cat(spearman.preds), dim_zero_cat(spearman.target)
+        return preds.reshape(-1, self.num_outputs), target.reshape(-1, self.num_outputs)
 
 
 class ClassificationMetrics(nn.Module):
@@ -162,14 +187,27 @@ class MetricTable:
         return format_table(self.rows, self.values, title, columns=self.columns, index_title=self.index_title,
                             summary_name=self.summary_name, summary=self.summary)  # fmt: skip
 
-    def frame(self) -> pd.DataFrame:
-        """The CSV content: one row per name (and the summary row when given), one column per metric."""
+    def frame(self, summary_row: bool | None = None) -> pd.DataFrame:
+        """One row per name, one column per metric, and the summary row.
+
+        Args:
+            summary_row: whether to end with the summary row; default: when ``summary`` is given
+                (``metrics_<stage>.csv``); with ``True`` and no ``summary``, the row of NaN-ignoring
+                means (the report's ``metrics.csv``).
+        """
         data = {k: self.values[k].cpu().numpy() for k in self.columns}
         index = list(self.rows)
-        if self.summary is not None:
-            data = {k: np.append(v, np.asarray(self.summary[k], dtype=v.dtype)) for k, v in data.items()}
+        if summary_row or (summary_row is None and self.summary is not None):
+            summary = self.summary if self.summary is not None else {k: np.nanmean(v) for k, v in data.items()}
+            data = {k: np.append(v, _same_kind(summary[k], v.dtype)) for k, v in data.items()}
             index.append(self.summary_name)
         return pd.DataFrame(data, index=pd.Index(index, name=self.index_title))
+
+
+def _same_kind(value: float, dtype: np.dtype) -> np.ndarray:
+    """``value`` in ``dtype``, unless that would truncate a fraction (a mean of integer counts)."""
+    value = np.asarray(value)
+    return value if dtype.kind in "iu" and not float(value).is_integer() else value.astype(dtype)
 
 
 def _cell(value: float | int | Tensor) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmfuse.backbones import Backbone
+from mmfuse.tasks import report
 from mmfuse.tasks.base import AdapterFactory, HeadFactory, MultiModalTask, OptimizerFactory, SchedulerFactory
 from mmfuse.tasks.metrics import REGRESSION_METRICS, MetricTable, RegressionMetrics
 
@@ -23,12 +25,19 @@ class RegressionTask(MultiModalTask):
     Targets are standardised per target with the mean and standard deviation of the training split
     (given by the data module when fitting, then saved in the checkpoint as buffers): the loss is
     computed on standardised values, so no target dominates and the head need not learn offsets;
-    predictions and metrics are in the original units.
+    predictions are in the original units.
 
-    Logs ``{stage}/loss`` (standardised units) and, per validation/test epoch, the mean over targets of MSE, R²,
-    Pearson and Spearman (``val/spearman`` …). ``mmfuse validate`` and ``mmfuse test`` also print a
-    table per target and write it to ``metrics_<stage>.csv`` in the run's log directory.
-    Predictions are ``{"ids": [...], "preds": (B, n_targets)}``.
+    Logs ``{stage}/loss`` (standardised units) and, per validation/test epoch, the mean over targets of
+    MSE, R², Pearson and Spearman (``val/spearman`` …). R², Pearson and Spearman are the same in the
+    original and the standardised units (a per-target affine map changes none of them); MSE is not, so
+    it comes in both: ``mse`` in the original units (log TPM for IsoFormer's expression) and
+    ``mse_std`` = ``mse / std²`` in standardised units, comparable across targets and with the loss
+    (``std``: the training split's standard deviation of each target; 1 without standardisation).
+    ``mmfuse validate`` and ``mmfuse test`` also print a table per target, write it to
+    ``metrics_<stage>.csv`` in the run's log directory, and write the folder ``report_<stage>/`` there:
+    ``metrics.csv`` and ``metrics.md`` (per target and the mean), ``r2_spearman_per_tissue.png``,
+    ``scatter_best_worst.png`` and, when a CSV log of the training is found, ``loss_curves.png``
+    (see :mod:`mmfuse.tasks.report`). Predictions are ``{"ids": [...], "preds": (B, n_targets)}``.
 
     Args:
         backbones: one encoder per modality, keyed by the modality names of the data.
@@ -94,8 +103,21 @@ class RegressionTask(MultiModalTask):
         return {"ids": batch["ids"], "preds": self(batch["inputs"], batch.get("present")).float().cpu()}
 
     def _epoch_metrics(self, stage: str) -> tuple[dict[str, Tensor], MetricTable]:
-        metrics = getattr(self, f"{stage}_metrics")
-        values = metrics.compute()  # synchronised across processes by torchmetrics
+        metrics: RegressionMetrics = getattr(self, f"{stage}_metrics")
+        values = metrics.compute(self.target_std)  # synchronised across processes by torchmetrics
         metrics.reset()
         scalars = {name: torch.nanmean(per_target) for name, per_target in values.items()}
         return scalars, MetricTable(self.target_names, values, REGRESSION_METRICS)
+
+    def _evaluation_records(self, stage: str) -> tuple[Tensor, Tensor] | None:
+        return getattr(self, f"{stage}_metrics").records()
+
+    def _report_plots(self, directory: Path, table: MetricTable, records: Any) -> list[Path]:
+        frame = table.frame(summary_row=False)
+        written = [report.plot_r2_spearman(frame, directory / "r2_spearman_per_tissue.png")]
+        if records is not None:
+            preds, target = (t.float().cpu().numpy() for t in records)
+            scatter = report.plot_best_worst(preds, target, self.target_names, frame["spearman"].to_numpy(),
+                                             directory / "scatter_best_worst.png")  # fmt: skip
+            written += [scatter] if scatter else []
+        return written

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mmfuse.tasks import RegressionMetrics, format_table
+from mmfuse.tasks.metrics import REGRESSION_METRICS
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:
@@ -40,11 +41,11 @@ def test_single_target():
 
 
 def test_table_has_a_row_per_target_and_the_means():
-    values = {k: torch.tensor([0.5, 1.5]) for k in ("mse", "r2", "pearson", "spearman")}
+    values = {k: torch.tensor([0.5, 1.5]) for k in REGRESSION_METRICS}
     table = format_table(["Liver", "Adipose Tissue"], values, title="Test")
     lines = table.splitlines()
     assert lines[0] == "Test"
     assert any(line.startswith("Adipose Tissue") and line.split()[-1] == "1.5000" for line in lines)
     mean_row = next(line for line in lines if line.startswith("mean"))
-    assert mean_row.split()[1:] == ["1.0000"] * 4
-    assert "Spearman" in table and "R²" in table
+    assert mean_row.split()[1:] == ["1.0000"] * 5
+    assert "Spearman" in table and "R²" in table and "MSE(std)" in table
