@@ -14,18 +14,22 @@ resolution (width ``dim``, 1536 for the official replicates), before the 1920-wi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmfuse.backbones._weights import (
+    bin_mask,
+    center_crop,
+    load_config_and_weights,
+    read_config,
+    save_config_and_weights,
+)
 from mmfuse.backbones.base import Backbone, BackboneOutput
-from mmfuse.backbones.enformer import load_aliased_state_dict
 from mmfuse.backbones.finetune import LoraOptions
-from mmfuse.backbones.presets import Preset, fetch_file, get_preset
+from mmfuse.backbones.presets import Preset, get_preset
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
 from mmfuse.tokenizers import CharTokenizer
@@ -34,7 +38,6 @@ __all__ = ["BORZOI_PRESETS", "Borzoi", "load_borzoi", "save_borzoi"]
 
 _PAPER = "Linder et al. 2025, Nature Genetics 57:949, https://doi.org/10.1038/s41588-024-02053-6"
 _INSTALL = 'pip install --no-deps "borzoi-pytorch==0.5.1"'
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: bp per output bin: the U-Net returns to the resolution of its fifth pooling
 BIN_SIZE = 32
 #: total downsampling before the transformer; the U-Net's skip connections need inputs that are
@@ -78,15 +81,7 @@ def _import_borzoi():
     return _Borzoi, BorzoiConfig
 
 
-def _load_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _build(config: Mapping[str, object], what: str) -> nn.Module:
+def _build(config: Mapping[str, object], what: str = "this checkpoint") -> nn.Module:
     _Borzoi, BorzoiConfig = _import_borzoi()
     if config.get("flashed"):
         raise ConfigError(
@@ -98,22 +93,11 @@ def _build(config: Mapping[str, object], what: str) -> nn.Module:
 
 def load_borzoi(source: str, revision: str | None = None) -> nn.Module:
     """A ``borzoi_pytorch.Borzoi`` with weights from a hub id or a local directory."""
-    config_path = fetch_file(source, ("config.json",), revision)
-    weights_path = fetch_file(source, _WEIGHT_FILES, revision)
-    model = _build(json.loads(config_path.read_text()), source)
-    load_aliased_state_dict(model, _load_state_dict(weights_path), f"Borzoi checkpoint {weights_path}")
-    return model
+    return load_config_and_weights(source, lambda config: _build(config, source), "Borzoi", revision)
 
 
-def save_borzoi(model: nn.Module, directory: str | Path) -> Path:
-    """Writes a ``borzoi_pytorch.Borzoi`` as ``config.json`` + ``model.safetensors``."""
-    from safetensors.torch import save_model
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.config.to_json_file(str(directory / "config.json"))
-    save_model(model, str(directory / "model.safetensors"))
-    return directory
+#: writes a ``borzoi_pytorch.Borzoi`` as ``config.json`` + ``model.safetensors``
+save_borzoi = save_config_and_weights
 
 
 @BACKBONES.register()
@@ -179,8 +163,7 @@ class Borzoi(Backbone):
             model = load_borzoi(src, revision)
             self.weights_source = src
         elif source is not None:  # the architecture of a given checkpoint, without its weights
-            config_path = fetch_file(source, ("config.json",))
-            model = _build(json.loads(config_path.read_text()), source)
+            model = _build(read_config(source), source)
         else:
             model = _build(record.config, f"preset {preset}")
         model.crop.target_length = -1  # cropping is done here, on embeddings and mask alike
@@ -220,20 +203,11 @@ class Borzoi(Backbone):
         n_bins = -(-length // self.bin_size)
         embeddings = self.model.get_embs_after_crop(x).transpose(1, 2)[:, :n_bins]  # (B, bins, D)
         # a bin is real if any base in it is
-        mask = F.max_pool1d(base_mask.float()[:, None, :], self.bin_size, ceil_mode=True)[:, 0].bool()
+        mask = bin_mask(base_mask, self.bin_size)
         if self.crop_bins is not None:
-            embeddings, mask = self._crop(embeddings), self._crop(mask)
+            embeddings = center_crop(embeddings, self.crop_bins, "Borzoi", self.bin_size)
+            mask = center_crop(mask, self.crop_bins, "Borzoi", self.bin_size)
         return BackboneOutput(embeddings, mask)
-
-    def _crop(self, x: Tensor) -> Tensor:
-        n = x.shape[1]
-        if self.crop_bins > n:
-            raise ConfigError(
-                f"Borzoi crop_bins={self.crop_bins} is more than the {n} bins of this batch "
-                f"({n * self.bin_size:,} bp); lower crop_bins or give longer windows."
-            )
-        start = (n - self.crop_bins) // 2
-        return x[:, start : start + self.crop_bins]
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", bin_size={self.bin_size}, crop_bins={self.crop_bins}"

@@ -10,18 +10,22 @@ layout.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmfuse.backbones._weights import (
+    bin_mask,
+    center_crop,
+    load_config_and_weights,
+    read_config,
+    save_config_and_weights,
+)
 from mmfuse.backbones.base import Backbone, BackboneOutput
 from mmfuse.backbones.finetune import LoraOptions
-from mmfuse.backbones.presets import Preset, fetch_file, get_preset
-from mmfuse.checkpoints import CheckpointMismatchError, describe_mismatch
+from mmfuse.backbones.presets import Preset, get_preset
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
 from mmfuse.tokenizers import CharTokenizer
@@ -29,7 +33,6 @@ from mmfuse.tokenizers import CharTokenizer
 __all__ = ["ENFORMER_PRESETS", "Enformer", "load_enformer", "save_enformer"]
 
 _PAPER = "Avsec et al. 2021, Nature Methods 18:1196, https://doi.org/10.1038/s41592-021-01252-x"
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: bins of the official model's transformer (196,608 bp / 128 bp): the only length its
 #: TensorFlow-exact positional features (``use_tf_gamma``) are defined for
 _TF_GAMMA_BINS = 1536
@@ -53,65 +56,20 @@ ENFORMER_PRESETS = {
 }  # fmt: skip
 
 
-def _load_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def load_aliased_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor], what: str) -> None:
-    """Loads ``state_dict`` into ``module`` where one tensor may be reachable under several names.
-
-    Each tensor of the module must be given under at least one of its names; shapes must match.
-
-    Raises:
-        CheckpointMismatchError: missing, unexpected or mis-shaped tensors, listed by name.
-    """
-    own = module.state_dict(keep_vars=True)
-    names_of: dict[int, list[str]] = {}
-    for name, tensor in own.items():
-        names_of.setdefault(id(tensor), []).append(name)
-    complete: dict[str, Tensor] = {}
-    missing, wrong_shape = [], []
-    for names in names_of.values():
-        given = next((n for n in names if n in state_dict), None)
-        if given is None:
-            missing.append(names[0])
-            continue
-        if tuple(state_dict[given].shape) != tuple(own[given].shape):
-            wrong_shape.append(f"{given}: saved {tuple(state_dict[given].shape)} vs model {tuple(own[given].shape)}")
-            continue
-        complete.update({n: state_dict[given] for n in names})
-    problem = describe_mismatch(missing, sorted(set(state_dict) - set(own)), wrong_shape)
-    if problem:
-        raise CheckpointMismatchError(f"{what} does not match the model built from its config: {problem}.")
-    module.load_state_dict(complete, strict=True)
-
-
 def load_enformer(source: str, revision: str | None = None) -> nn.Module:
     """An ``enformer_pytorch.Enformer`` with weights from a hub id or a local directory."""
+    return load_config_and_weights(source, _build, "Enformer", revision)
+
+
+def _build(config: Mapping[str, Any]) -> nn.Module:
     from enformer_pytorch import Enformer as _Enformer
     from enformer_pytorch.config_enformer import EnformerConfig
 
-    config_path = fetch_file(source, ("config.json",), revision)
-    weights_path = fetch_file(source, _WEIGHT_FILES, revision)
-    config = EnformerConfig(**json.loads(config_path.read_text()))
-    model = _Enformer(config)
-    load_aliased_state_dict(model, _load_state_dict(weights_path), f"Enformer checkpoint {weights_path}")
-    return model
+    return _Enformer(EnformerConfig(**config))
 
 
-def save_enformer(model: nn.Module, directory: str | Path) -> Path:
-    """Writes an ``enformer_pytorch.Enformer`` as ``config.json`` + ``model.safetensors``."""
-    from safetensors.torch import save_model
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.config.to_json_file(str(directory / "config.json"))
-    save_model(model, str(directory / "model.safetensors"))  # keeps one name per shared tensor
-    return directory
+#: writes an ``enformer_pytorch.Enformer`` as ``config.json`` + ``model.safetensors``
+save_enformer = save_config_and_weights
 
 
 @BACKBONES.register()
@@ -166,8 +124,6 @@ class Enformer(Backbone):
         max_length: int | None = None,
     ) -> None:
         super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
-        from enformer_pytorch import Enformer as _Enformer
-        from enformer_pytorch.config_enformer import EnformerConfig
         from enformer_pytorch.modeling_enformer import Attention
 
         record = get_preset(ENFORMER_PRESETS, preset, "Enformer")
@@ -178,10 +134,9 @@ class Enformer(Backbone):
             model = load_enformer(src, revision)
             self.weights_source = src
         elif source is not None:  # the architecture of a given checkpoint, without its weights
-            config_path = fetch_file(source, ("config.json",))
-            model = _Enformer(EnformerConfig(**json.loads(config_path.read_text())))
+            model = _build(read_config(source))
         else:
-            model = _Enformer(EnformerConfig(**record.config))
+            model = _build(record.config)
         model.set_target_length(-1)  # cropping is done here, on embeddings and mask alike
         model._heads = nn.ModuleDict()  # the tracks heads are unused; unused parameters break DDP
         tf_gamma = record.config.get("use_tf_gamma", False) if use_tf_gamma is None else use_tf_gamma
@@ -223,23 +178,11 @@ class Enformer(Backbone):
                 f"windows of that length or set use_tf_gamma: false."
             )
         embeddings = self.model(one_hot, return_only_embeddings=True)
-        mask = base_mask.float()[:, None, :]
-        for _ in range(self.model.config.num_downsamples):  # a bin is real if any base in it is
-            mask = F.max_pool1d(mask, 2, ceil_mode=True)
-        mask = mask[:, 0, :].bool()
+        mask = bin_mask(base_mask, self.bin_size)
         if self.crop_bins is not None:
-            embeddings, mask = self._crop(embeddings), self._crop(mask)
+            embeddings = center_crop(embeddings, self.crop_bins, "Enformer", self.bin_size)
+            mask = center_crop(mask, self.crop_bins, "Enformer", self.bin_size)
         return BackboneOutput(embeddings, mask)
-
-    def _crop(self, x: Tensor) -> Tensor:
-        n = x.shape[1]
-        if self.crop_bins > n:
-            raise ConfigError(
-                f"Enformer crop_bins={self.crop_bins} is more than the {n} bins of this batch "
-                f"({n * self.bin_size:,} bp); lower crop_bins or give longer windows."
-            )
-        start = (n - self.crop_bins) // 2
-        return x[:, start : start + self.crop_bins]
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", bin_size={self.bin_size}, crop_bins={self.crop_bins}"
