@@ -88,6 +88,10 @@ class SequenceClassification(TableDataModule):
         crop: ``{modality: center | end | start | error}``; defaults dna ``center``, rna ``end``,
             protein ``start``, others ``error`` (left whole: the tokenizer rejects them by record id).
         dataset_revision: branch, tag or commit of a hub data set ``path``.
+        bucketing: batch records of similar total length together, so each batch is padded only to
+            its own longest sequence (as ``group_by_length`` of the Hugging Face Trainer).
+        bucket_pool: with ``bucketing``, batches' worth of records sorted by length together; larger
+            pools pad less but make batches less random.
 
     Examples:
         >>> dm = SequenceClassification("sample", label_column="expression_level", sample_genes=12)
@@ -118,11 +122,13 @@ class SequenceClassification(TableDataModule):
         max_lengths: dict[str, int] | None = None,
         crop: dict[str, Crop] | None = None,
         dataset_revision: str | None = None,
+        bucketing: bool = False,
+        bucket_pool: int = 100,
     ) -> None:
         super().__init__(
             path, dict(modalities or _DEFAULT_MODALITIES), id_column, gene_column, split_column, val_fraction,
             test_fraction, split_seed, missing_modalities, predict_split, batch_size, eval_batch_size, num_workers,
-            sample_genes, sample_seed, max_lengths, crop, dataset_revision,
+            sample_genes, sample_seed, max_lengths, crop, dataset_revision, bucketing, bucket_pool,
         )  # fmt: skip
         self.save_hyperparameters()
         self.label_column = label_column

@@ -96,6 +96,10 @@ class IsoformExpression(TableDataModule):
         crop: ``{modality: center | end | start | error}``; defaults dna ``center``, rna ``end``,
             protein ``start``; ``error`` leaves them whole, so the tokenizer rejects them by record id.
         dataset_revision: branch, tag or commit of a hub data set ``path``.
+        bucketing: batch records of similar total length together, so each batch is padded only to
+            its own longest sequence (as ``group_by_length`` of the Hugging Face Trainer).
+        bucket_pool: with ``bucketing``, batches' worth of records sorted by length together; larger
+            pools pad less but make batches less random.
 
     Examples:
         >>> dm = IsoformExpression("sample", sample_genes=6, max_lengths={"rna": 300})
@@ -127,6 +131,8 @@ class IsoformExpression(TableDataModule):
         max_lengths: dict[str, int] | None = None,
         crop: dict[str, Crop] | None = None,
         dataset_revision: str | None = None,
+        bucketing: bool = False,
+        bucket_pool: int = 100,
     ) -> None:
         preset = COLUMN_PRESETS[columns] if columns is not None else ColumnPreset(_DEFAULT_MODALITIES, GTEX_TISSUES)
         # the signature's defaults stand for "not given": the preset fills them
@@ -135,7 +141,7 @@ class IsoformExpression(TableDataModule):
         super().__init__(
             path, dict(modalities or preset.modalities), id_column, gene_column, split_column, val_fraction,
             test_fraction, split_seed, missing_modalities, predict_split, batch_size, eval_batch_size, num_workers,
-            sample_genes, sample_seed, max_lengths, crop, dataset_revision,
+            sample_genes, sample_seed, max_lengths, crop, dataset_revision, bucketing, bucket_pool,
         )  # fmt: skip
         self.save_hyperparameters()
         self.target_names: list[str] = list(target_columns or preset.target_columns)

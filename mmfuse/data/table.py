@@ -18,10 +18,11 @@ import lightning as L
 import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from mmfuse.data.collate import MultiModalCollate
 from mmfuse.data.errors import DataError
+from mmfuse.data.sampler import BucketBatchSampler, record_lengths
 from mmfuse.errors import ConfigError
 from mmfuse.tokenizers import InvalidSequenceError, Tokenizer
 
@@ -211,6 +212,12 @@ class TableDataModule(L.LightningDataModule):
             (the 3' end with the 3'UTR, as IsoFormer), protein ``start`` (the N-terminus), other
             modalities ``error``.
         dataset_revision: branch, tag or commit of a hub data set ``path``.
+        bucketing: batch records of similar total length (letters summed over modalities) together,
+            so each batch is padded only to its own longest sequence (the Hugging Face Trainer's
+            ``group_by_length``; see :class:`~mmfuse.data.sampler.BucketBatchSampler`). Training
+            batches still come in random order; evaluation batches come longest first.
+        bucket_pool: with ``bucketing``, how many batches' worth of records are sorted by length
+            together; larger pools pad less but make batches less random.
     """
 
     def __init__(
@@ -233,8 +240,12 @@ class TableDataModule(L.LightningDataModule):
         max_lengths: dict[str, int] | None = None,
         crop: dict[str, Crop] | None = None,
         dataset_revision: str | None = None,
+        bucketing: bool = False,
+        bucket_pool: int = 100,
     ) -> None:
         super().__init__()
+        if not isinstance(bucket_pool, int) or isinstance(bucket_pool, bool) or bucket_pool < 1:
+            raise ConfigError(f"`bucket_pool` must be a positive whole number of batches, not {bucket_pool!r}")
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
             raise ConfigError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
         if not modalities:
@@ -254,6 +265,7 @@ class TableDataModule(L.LightningDataModule):
         self.max_lengths = dict(max_lengths or {})
         self.crop = {m: _DEFAULT_CROP.get(m, "error") for m in self.modalities} | dict(crop or {})
         self.dataset_revision = dataset_revision
+        self.bucketing, self.bucket_pool = bucketing, bucket_pool
         for option, keys in (("max_lengths", self.max_lengths), ("crop", crop or {})):
             unknown = sorted(set(keys) - set(self.modalities))
             if unknown:
@@ -398,8 +410,11 @@ class TableDataModule(L.LightningDataModule):
         return keys.map(cache).to_numpy()
 
     # tokenizers -----------------------------------------------------------------------------------
-    def attach_tokenizers(self, tokenizers: Mapping[str, Tokenizer]) -> None:
+    def attach_tokenizers(self, tokenizers: Mapping[str, Tokenizer], cache_keys: Sequence[str] = ()) -> None:
         """Uses ``tokenizers`` (one per modality) in the collate function, after checking every sequence.
+
+        ``cache_keys`` names modalities whose batches also carry each sequence's key (the task's
+        embedding cache looks embeddings up by it).
 
         Raises:
             DataError: a modality without a column, or a sequence some tokenizer rejects (the first
@@ -417,7 +432,7 @@ class TableDataModule(L.LightningDataModule):
             if key not in self._validated:
                 self._validate(modality, tokenizer)
                 self._validated.add(key)
-        self._collate = MultiModalCollate(tokenizers)
+        self._collate = MultiModalCollate(tokenizers, cache_keys)
 
     def _validate(self, modality: str, tokenizer: Tokenizer) -> None:
         assert self._splits is not None
@@ -458,10 +473,18 @@ class TableDataModule(L.LightningDataModule):
                 f"the {split!r} split of {self.path} is empty; fill the {self.split_column!r} column or "
                 f"raise val_fraction/test_fraction."
             )
+        batch_size = self.batch_size if shuffle else self.eval_batch_size
+        batching: dict[str, Any] = {"batch_size": batch_size, "shuffle": shuffle}
+        if self.bucketing:  # lengths in the order of `dataset`, the splits concatenated for "all"
+            parts = [self._splits[s] for s in SPLITS] if split == "all" else [self._splits[split]]
+            lengths = np.concatenate([record_lengths(records.sequences) for records in parts])
+            batching = {"batch_sampler": BucketBatchSampler(
+                RandomSampler(dataset) if shuffle else SequentialSampler(dataset), batch_size, drop_last=False,
+                lengths=lengths, pool_size=self.bucket_pool, shuffle_batches=shuffle,
+            )}  # fmt: skip
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
+            **batching,
             num_workers=self.num_workers,
             collate_fn=self._collate,
             persistent_workers=self.num_workers > 0,
