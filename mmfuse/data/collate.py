@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,12 +12,22 @@ import torch
 from mmfuse.data.errors import DataError
 from mmfuse.tokenizers import InvalidSequenceError, Tokenizer
 
-__all__ = ["MultiModalCollate", "Record"]
+__all__ = ["MultiModalCollate", "Record", "sequence_key"]
 
 #: one data set item: ``{"id": str, "sequences": {modality: str | None}, "target": array}``
 #: (a ``None`` sequence: the record lacks that modality; ``target`` is absent when the table has no
 #: labels, e.g. for prediction)
 Record = Mapping[str, Any]
+
+
+def sequence_key(sequence: str) -> str:
+    """A 128-bit digest of a sequence (hex), the embedding cache's key of a record's modality.
+
+    Examples:
+        >>> sequence_key("ACGT") == sequence_key("ACGT"), len(sequence_key("ACGT"))
+        (True, 32)
+    """
+    return hashlib.blake2b(sequence.encode(), digest_size=16).hexdigest()
 
 
 class MultiModalCollate:
@@ -27,7 +38,8 @@ class MultiModalCollate:
         {"ids": [str] * B,
          "inputs": {modality: tokenizer output, e.g. {"input_ids": (B, L), "attention_mask": (B, L)}},
          "present": {modality: (B,) bool},  # False: the record lacks that modality
-         "target": (B, T) float32 or (B,) int64}   # when the records carry labels
+         "target": (B, T) float32 or (B,) int64,   # when the records carry labels
+         "cache_keys": {modality: [str | None] * B}}  # for ``key_modalities`` (None: absent)
 
     A record without a modality gets a stand-in in its slot (the batch's shortest present sequence,
     so nothing is padded further) and ``present`` False, which the task turns into an all-masked row
@@ -35,10 +47,13 @@ class MultiModalCollate:
 
     Args:
         tokenizers: one tokenizer per modality to encode; other modalities of the records are ignored.
+        key_modalities: modalities whose sequences also get a :func:`sequence_key` (computed here, in
+            the workers), with which the task finds cached embeddings.
     """
 
-    def __init__(self, tokenizers: Mapping[str, Tokenizer]) -> None:
+    def __init__(self, tokenizers: Mapping[str, Tokenizer], key_modalities: Iterable[str] = ()) -> None:
         self.tokenizers = dict(tokenizers)
+        self.key_modalities = tuple(key_modalities)
 
     def __call__(self, records: Sequence[Record]) -> dict[str, Any]:
         ids = [r["id"] for r in records]
@@ -60,4 +75,9 @@ class MultiModalCollate:
         batch: dict[str, Any] = {"ids": ids, "inputs": inputs, "present": present}
         if records and "target" in records[0]:
             batch["target"] = torch.from_numpy(np.stack([r["target"] for r in records]))
+        if self.key_modalities:
+            batch["cache_keys"] = {
+                m: [sequence_key(s) if (s := r["sequences"][m]) is not None else None for r in records]
+                for m in self.key_modalities
+            }
         return batch

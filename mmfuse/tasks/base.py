@@ -9,7 +9,7 @@ may add plots (:meth:`MultiModalTask._evaluation_records`, :meth:`MultiModalTask
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from torchmetrics import MeanMetric
 from mmfuse.adapters import ConcatFusion, FusionAdapter, drop_modalities
 from mmfuse.backbones import Backbone
 from mmfuse.checkpoints import CheckpointMismatchError, state_dict_mismatch
+from mmfuse.embedding_cache import CacheOptions, EmbeddingCache
 from mmfuse.errors import ConfigError
 from mmfuse.io import atomic_path
 from mmfuse.tasks import report
@@ -66,6 +67,9 @@ class MultiModalTask(L.LightningModule):
             (``ReduceLROnPlateau`` watches ``val/loss``).
         modality_dropout: during training, hide each present modality of each sample with this
             probability (always keeping one), so the model learns to predict from any subset.
+        embedding_cache: keep the embeddings of frozen backbones on disk
+            (:class:`~mmfuse.embedding_cache.CacheOptions`): each sequence is embedded once, then read
+            back in later epochs and runs.
     """
 
     #: the epoch metric shown in the progress bar (besides the loss)
@@ -80,6 +84,7 @@ class MultiModalTask(L.LightningModule):
         optimizer: OptimizerFactory = torch.optim.AdamW,
         lr_scheduler: SchedulerFactory | None = None,
         modality_dropout: float = 0.0,
+        embedding_cache: CacheOptions | None = None,
     ) -> None:
         super().__init__()
         self._save_plain_hyperparameters()
@@ -100,6 +105,8 @@ class MultiModalTask(L.LightningModule):
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), not {modality_dropout}")
         self.modality_dropout = modality_dropout
+        self.embedding_cache = EmbeddingCache(embedding_cache, backbones) if embedding_cache is not None else None
+        self._cache_warned = False
         # checkpoints of this model may leave out fixed backbone weights (on_save_checkpoint);
         # on_load_checkpoint checks them strictly itself
         self.strict_loading = not self._reloadable_keys()
@@ -131,11 +138,17 @@ class MultiModalTask(L.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "attach_tokenizers"):
-            datamodule.attach_tokenizers(self.tokenizers())
+            if self.embedding_cache is not None:
+                datamodule.attach_tokenizers(self.tokenizers(), cache_keys=self.embedding_cache.modalities)
+            else:
+                datamodule.attach_tokenizers(self.tokenizers())
 
     # model --------------------------------------------------------------------------------------
     def forward(
-        self, inputs: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor] | None = None
+        self,
+        inputs: Mapping[str, Mapping[str, Tensor]],
+        present: Mapping[str, Tensor] | None = None,
+        cache_keys: Mapping[str, Sequence[str]] | None = None,
     ) -> Tensor:
         """Head outputs ``(B, n_outputs)`` from tokenized inputs ``{modality: tokenizer output}``.
 
@@ -147,10 +160,22 @@ class MultiModalTask(L.LightningModule):
                 may be left out.
             present: ``{modality: (B,) bool}``, False where a sample lacks the modality (its slot
                 holds a stand-in); default: every modality in ``inputs`` is present.
+            cache_keys: ``{modality: [key] * B}``, the batch's ``cache_keys`` (see ``embedding_cache``);
+                without them every backbone runs.
         """
-        return self.head(self.fuse(inputs, present))
+        return self.head(self.fuse(inputs, present, cache_keys))
 
-    def fuse(self, inputs: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor] | None = None) -> Tensor:
+    def _outputs(self, batch: Mapping[str, Any]) -> Tensor:
+        """Head outputs of a collated batch, in float32 (under mixed precision the loss and the metrics
+        are computed in full precision)."""
+        return MultiModalTask.forward(self, batch["inputs"], batch.get("present"), batch.get("cache_keys")).float()
+
+    def fuse(
+        self,
+        inputs: Mapping[str, Mapping[str, Tensor]],
+        present: Mapping[str, Tensor] | None = None,
+        cache_keys: Mapping[str, Sequence[str]] | None = None,
+    ) -> Tensor:
         """The adapter's fused representation ``(B, output_dim)``; see :meth:`forward`."""
         if not any(m in inputs for m in self.backbones):
             raise ValueError(f"the batch holds none of the modalities {sorted(self.backbones)}")
@@ -161,14 +186,51 @@ class MultiModalTask(L.LightningModule):
                 empty = torch.zeros(batch, 1, backbone.embed_dim, device=self.device, dtype=self.dtype)
                 features[modality] = (empty, torch.zeros(batch, 1, dtype=torch.bool, device=self.device))
                 continue
-            out = backbone(inputs[modality])
-            mask = out.mask
+            keys = cache_keys.get(modality) if cache_keys is not None else None
+            if self.embedding_cache is not None and modality in self.embedding_cache.modalities and keys is None:
+                self._warn_no_cache_keys()
+            if keys is not None and self.embedding_cache is not None and modality in self.embedding_cache.modalities:
+                embeddings, mask = self.embedding_cache.embed(
+                    modality, backbone, inputs[modality], keys, self.dtype, self._compute_precision(), self.global_rank
+                )
+            else:
+                out = backbone(inputs[modality])
+                embeddings, mask = out.embeddings, out.mask
             if present is not None and modality in present:
                 mask = mask & present[modality].to(mask.device).unsqueeze(1)
-            features[modality] = (out.embeddings, mask)
+            features[modality] = (embeddings, mask)
         if self.training and self.modality_dropout > 0:
             features = drop_modalities(features, self.modality_dropout)
         return self.adapter(features)
+
+    def _compute_precision(self) -> str:
+        return str(self.trainer.precision) if self._trainer is not None else "32-true"
+
+    def _warn_no_cache_keys(self) -> None:
+        if not self._cache_warned:
+            self._cache_warned = True
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                "embedding_cache is set but the batch has no `cache_keys` (the data module's collate adds them "
+                "when the task attaches its tokenizers), so the backbones run every step"
+            )
+
+    def _refresh_cache(self) -> None:
+        if self.embedding_cache is not None:
+            self.embedding_cache.refresh()
+
+    def on_train_epoch_start(self) -> None:
+        self._refresh_cache()
+
+    def on_validation_epoch_start(self) -> None:
+        self._refresh_cache()
+
+    def on_test_epoch_start(self) -> None:
+        self._refresh_cache()
+
+    def on_predict_epoch_start(self) -> None:
+        self._refresh_cache()
 
     # optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -231,6 +293,8 @@ class MultiModalTask(L.LightningModule):
         self.train_loss.reset()
         self.print(f"epoch {self.current_epoch}: train/loss {train_loss:.4f}{self._val_summary}")
         self._val_summary = ""
+        if self.embedding_cache is not None and self.current_epoch == 0:
+            self.print(self.embedding_cache.summary())
 
     def _evaluation_records(self, stage: str) -> Any:
         """What the report's plots need of the epoch's records (e.g. predictions and targets), taken

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmfuse.backbones import Backbone
+from mmfuse.embedding_cache import CacheOptions
 from mmfuse.errors import ConfigError
 from mmfuse.tasks.base import AdapterFactory, HeadFactory, MultiModalTask, OptimizerFactory, SchedulerFactory
 from mmfuse.tasks.metrics import CLASS_METRICS, ClassificationMetrics, MetricTable
@@ -52,6 +53,8 @@ class ClassificationTask(MultiModalTask):
             (``ReduceLROnPlateau`` watches ``val/loss``).
         modality_dropout: during training, hide each present modality of each sample with this
             probability (always keeping one).
+        embedding_cache: keep the embeddings of frozen backbones on disk, computed once
+            (:class:`~mmfuse.embedding_cache.CacheOptions`; see docs/performance.md).
 
     Examples:
         >>> from mmfuse.backbones import ESM2
@@ -75,13 +78,16 @@ class ClassificationTask(MultiModalTask):
         optimizer: OptimizerFactory = torch.optim.AdamW,
         lr_scheduler: SchedulerFactory | None = None,
         modality_dropout: float = 0.0,
+        embedding_cache: CacheOptions | None = None,
     ) -> None:
         names = list(target_names or [])
         if target_names and len(names) < 2:
             raise ConfigError(f"a classifier needs at least 2 classes; target_names is {names}")
         if len(set(names)) != len(names):
             raise ConfigError(f"class names must be distinct; target_names is {names}")
-        super().__init__(backbones, adapter, head, target_names, optimizer, lr_scheduler, modality_dropout)
+        super().__init__(
+            backbones, adapter, head, target_names, optimizer, lr_scheduler, modality_dropout, embedding_cache
+        )
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), not {label_smoothing}")
         self.label_smoothing = label_smoothing
@@ -104,9 +110,9 @@ class ClassificationTask(MultiModalTask):
         """Whether there are two classes (one logit, binary cross-entropy)."""
         return len(self.target_names) == 2
 
-    def forward(self, inputs: Any, present: Any = None) -> Tensor:
+    def forward(self, inputs: Any, present: Any = None, cache_keys: Any = None) -> Tensor:
         """Class probabilities ``(B, n_classes)``; see :meth:`MultiModalTask.forward` for the arguments."""
-        return self.probabilities(super().forward(inputs, present))
+        return self.probabilities(super().forward(inputs, present, cache_keys))
 
     def probabilities(self, logits: Tensor) -> Tensor:
         """Class probabilities ``(B, n_classes)`` from the head's logits ``(B, 1)`` or ``(B, n_classes)``."""
@@ -127,7 +133,7 @@ class ClassificationTask(MultiModalTask):
         return F.cross_entropy(logits, labels, weight=weights, label_smoothing=self.label_smoothing)
 
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        logits = super().forward(batch["inputs"], batch.get("present"))
+        logits = self._outputs(batch)
         labels = batch["target"].to(logits.device).long()
         loss = self.loss(logits, labels)
         self._log_loss(loss, stage, len(batch["ids"]))
@@ -136,7 +142,7 @@ class ClassificationTask(MultiModalTask):
         return loss
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        probs = self(batch["inputs"], batch.get("present")).float().cpu()
+        probs = self(batch["inputs"], batch.get("present"), batch.get("cache_keys")).float().cpu()
         labels = [self.target_names[i] for i in probs.argmax(dim=1).tolist()]
         return {"ids": batch["ids"], "preds": probs, "labels": labels}
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmfuse.backbones import Backbone
+from mmfuse.embedding_cache import CacheOptions
 from mmfuse.tasks import report
 from mmfuse.tasks.base import AdapterFactory, HeadFactory, MultiModalTask, OptimizerFactory, SchedulerFactory
 from mmfuse.tasks.metrics import REGRESSION_METRICS, MetricTable, RegressionMetrics
@@ -51,6 +52,8 @@ class RegressionTask(MultiModalTask):
             (``ReduceLROnPlateau`` watches ``val/loss``).
         modality_dropout: during training, hide each present modality of each sample with this
             probability (always keeping one).
+        embedding_cache: keep the embeddings of frozen backbones on disk, computed once
+            (:class:`~mmfuse.embedding_cache.CacheOptions`; see docs/performance.md).
     """
 
     _progress_metric = "spearman"
@@ -66,8 +69,11 @@ class RegressionTask(MultiModalTask):
         optimizer: OptimizerFactory = torch.optim.AdamW,
         lr_scheduler: SchedulerFactory | None = None,
         modality_dropout: float = 0.0,
+        embedding_cache: CacheOptions | None = None,
     ) -> None:
-        super().__init__(backbones, adapter, head, target_names, optimizer, lr_scheduler, modality_dropout)
+        super().__init__(
+            backbones, adapter, head, target_names, optimizer, lr_scheduler, modality_dropout, embedding_cache
+        )
         self.loss_fn = _LOSSES[loss]
         self.standardize_targets = standardize_targets
         n = len(self.target_names)
@@ -85,13 +91,13 @@ class RegressionTask(MultiModalTask):
             self.target_mean.copy_(torch.as_tensor(mean, dtype=self.target_mean.dtype))
             self.target_std.copy_(torch.as_tensor(std, dtype=self.target_std.dtype).clamp(min=1e-6))
 
-    def forward(self, inputs: Any, present: Any = None) -> Tensor:
+    def forward(self, inputs: Any, present: Any = None, cache_keys: Any = None) -> Tensor:
         """Predictions ``(B, n_targets)`` in the targets' original units."""
-        return super().forward(inputs, present) * self.target_std + self.target_mean
+        return super().forward(inputs, present, cache_keys) * self.target_std + self.target_mean
 
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        standardized = super().forward(batch["inputs"], batch.get("present"))
-        target = batch["target"].to(standardized.dtype)
+        standardized = self._outputs(batch)
+        target = batch["target"].float()
         loss = self.loss_fn(standardized, (target - self.target_mean) / self.target_std)
         self._log_loss(loss, stage, len(batch["ids"]))
         if stage in ("val", "test"):
@@ -100,7 +106,8 @@ class RegressionTask(MultiModalTask):
         return loss
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return {"ids": batch["ids"], "preds": self(batch["inputs"], batch.get("present")).float().cpu()}
+        preds = self(batch["inputs"], batch.get("present"), batch.get("cache_keys"))
+        return {"ids": batch["ids"], "preds": preds.float().cpu()}
 
     def _epoch_metrics(self, stage: str) -> tuple[dict[str, Tensor], MetricTable]:
         metrics: RegressionMetrics = getattr(self, f"{stage}_metrics")

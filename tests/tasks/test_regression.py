@@ -54,6 +54,7 @@ def test_python_api_checkpoint_holds_only_plain_hyperparameters(tmp_path):
         "standardize_targets",
         "lr_scheduler",
         "modality_dropout",
+        "embedding_cache",
     }
     assert checkpoint["datamodule_hyper_parameters"]["path"] == "sample"
 

@@ -1,0 +1,361 @@
+"""Embedding cache of frozen backbones: each sequence is embedded once, stored on disk, read back memory-mapped.
+
+When a backbone's weights are fixed, its embedding of a sequence never changes, so recomputing it
+every epoch (and every run) wastes nearly all of a fusion-only training run. With
+``embedding_cache`` set on the task, the first time a sequence is seen its embeddings are computed
+and appended to a store; from then on (later epochs, later runs, other processes) they are read back.
+
+Layout on disk (no pickle anywhere)::
+
+    <directory>/<modality>-<Backbone>-<fingerprint>/
+        meta.json        what the fingerprint covers (backbone, weights digest, tokenizer, options)
+        rank<R>.bin      rows of ``D`` numbers (float32/float16/bfloat16 bits), appended
+        rank<R>.idx      32-byte records: sequence key (16 bytes), first row, number of rows
+
+The fingerprint hashes the backbone's class and module structure, every tensor of its state dict,
+its tokenizer, the storage options (precision, pooling, kept tokens) and the compute precision, so
+changing any of them starts a new store; the key hashes the sequence after the data module's length
+policy (crop), so a new crop gives new keys. Each process writes its own ``rank<R>`` shard, under an
+exclusive file lock (two runs sharing a directory cannot interleave rows); an index record is written
+only after its rows, so a crash never leaves an index entry pointing at missing data. Every process
+reads the records of all shards, refreshed at the start of each epoch, so work done by one rank in
+epoch 1 is reused by all in epoch 2.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mmfuse.errors import ConfigError
+
+__all__ = ["CacheOptions", "EmbeddingCache", "EmbeddingStore"]
+
+FORMAT_VERSION = 1
+_INDEX = np.dtype([("key", "u1", (16,)), ("row", "<i8"), ("rows", "<i8")])  # not "S16": it drops trailing zeros
+_STORAGE = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16),
+            "bfloat16": (np.uint16, torch.bfloat16)}  # fmt: skip
+_POOLS = ("mean", "max", "first")
+
+
+@dataclass
+class CacheOptions:
+    """Options of the embedding cache (``embedding_cache:`` of a task).
+
+    Args:
+        directory: where stores are kept; one sub-directory per (modality, backbone fingerprint).
+            Share it between runs (and processes) to reuse embeddings.
+        modalities: the modalities to cache; default: every backbone that is frozen. Only frozen
+            backbones can be cached (a backbone that trains changes its embeddings every step).
+        precision: number format on disk; ``float16``/``bfloat16`` halve the disk use (and the
+            embeddings the adapter sees are rounded accordingly, also in the first epoch).
+        pool: ``{modality: mean | max | first}``: store one pooled vector per sequence instead of
+            every token (the adapter then sees a single token); bounds disk use for long sequences.
+        center_tokens: ``{modality: n}``: store only the middle ``n`` tokens (e.g. Enformer's
+            central bins around the TSS).
+    """
+
+    directory: str = "~/.cache/mmfuse/embeddings"
+    modalities: list[str] | None = None
+    precision: Literal["float32", "float16", "bfloat16"] = "float32"
+    pool: dict[str, Literal["mean", "max", "first"]] | None = None
+    center_tokens: dict[str, int] | None = None
+
+
+def _keys(records: np.ndarray) -> list[bytes]:
+    raw = np.ascontiguousarray(records["key"]).tobytes()
+    return [raw[i : i + 16] for i in range(0, len(raw), 16)]
+
+
+def _digest_tensors(state: Mapping[str, Tensor]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(state):
+        t = state[name].detach()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _digest_object(obj: Any) -> str:
+    try:
+        data = pickle.dumps(obj, protocol=4)  # dumped only, never loaded
+    except Exception:
+        data = repr(obj).encode()
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class EmbeddingStore:
+    """Append-only, memory-mapped store of per-sequence embeddings ``(rows, dim)`` keyed by 16 bytes.
+
+    Args:
+        directory: the store's directory (created with ``meta`` written to ``meta.json``).
+        dim: width of a row.
+        precision: ``float32``, ``float16`` or ``bfloat16``.
+        shard: this process's shard name (``rank<R>``).
+        meta: what the store holds, written once for people to read.
+    """
+
+    def __init__(self, directory: str | Path, dim: int, precision: str, shard: str = "rank0",
+                 meta: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.dim = dim
+        self.np_dtype, self.torch_dtype = _STORAGE[precision]
+        self.row_bytes = dim * np.dtype(self.np_dtype).itemsize
+        self.shard = shard
+        meta_path = self.directory / "meta.json"
+        if meta is not None and not meta_path.exists():
+            tmp = meta_path.with_name(f".meta.json.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(dict(meta), indent=2, sort_keys=True, default=str))
+            os.replace(tmp, meta_path)
+        self._entries: dict[bytes, tuple[str, int, int]] = {}
+        self._index_read: dict[str, int] = {}
+        self._maps: dict[str, np.ndarray] = {}
+        self.refresh()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._entries
+
+    def refresh(self) -> int:
+        """Reads index records written since the last call (by any process); returns how many keys are new."""
+        added = 0
+        for path in sorted(self.directory.glob("*.idx")):
+            shard = path.stem
+            start = self._index_read.get(shard, 0)
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read()
+            whole = len(data) - len(data) % _INDEX.itemsize  # a record being written is read next time
+            records = np.frombuffer(data[:whole], dtype=_INDEX)
+            for key, row, rows in zip(_keys(records), records["row"].tolist(), records["rows"].tolist(), strict=True):
+                added += key not in self._entries
+                self._entries[key] = (shard, row, rows)
+            self._index_read[shard] = start + whole
+        return added
+
+    def _rows(self, shard: str, row: int, rows: int) -> np.ndarray:
+        mapped = self._maps.get(shard)
+        if mapped is None or row + rows > len(mapped):
+            path = self.directory / f"{shard}.bin"
+            n = path.stat().st_size // self.row_bytes
+            mapped = np.memmap(path, dtype=self.np_dtype, mode="r", shape=(n, self.dim)) if n else np.empty(
+                (0, self.dim), dtype=self.np_dtype)  # fmt: skip
+            self._maps[shard] = mapped
+        return mapped[row : row + rows]
+
+    def get(self, key: bytes) -> Tensor:
+        """The stored ``(rows, dim)`` tensor of ``key`` (in the storage precision, on the CPU)."""
+        shard, row, rows = self._entries[key]
+        out = torch.from_numpy(np.array(self._rows(shard, row, rows)))
+        return out.view(self.torch_dtype) if self.torch_dtype == torch.bfloat16 else out
+
+    def put(self, items: Sequence[tuple[bytes, Tensor]]) -> None:
+        """Appends ``(key, (rows, dim) tensor)`` items to this process's shard (keys already stored are skipped)."""
+        items = [(k, t) for k, t in items if k not in self._entries]
+        if not items:
+            return
+        arrays = []
+        for _, t in items:
+            t = t.detach().to("cpu", self.torch_dtype).contiguous()
+            arrays.append((t.view(torch.uint16) if self.torch_dtype == torch.bfloat16 else t).numpy())
+        with open(self.directory / f"{self.shard}.bin", "ab") as data, open(self.directory / f"{self.shard}.idx",
+                                                                              "ab") as index:  # fmt: skip
+            fcntl.flock(data.fileno(), fcntl.LOCK_EX)
+            try:
+                size = data.seek(0, os.SEEK_END)
+                if size % self.row_bytes:  # rows of a write that died half-way: pad to the next row
+                    data.write(b"\0" * (self.row_bytes - size % self.row_bytes))
+                    size = data.tell()
+                row = size // self.row_bytes
+                records = np.zeros(len(items), dtype=_INDEX)
+                for i, ((key, _), array) in enumerate(zip(items, arrays, strict=True)):
+                    data.write(array.tobytes())
+                    records[i] = (np.frombuffer(key, dtype=np.uint8), row, len(array))
+                    row += len(array)
+                data.flush()
+                index_size = index.seek(0, os.SEEK_END)
+                if index_size % _INDEX.itemsize:  # a record that died half-way: drop it
+                    index.truncate(index_size - index_size % _INDEX.itemsize)
+                    index.seek(0, os.SEEK_END)
+                index.write(records.tobytes())
+                index.flush()
+            finally:
+                fcntl.flock(data.fileno(), fcntl.LOCK_UN)
+        for key, row, rows in zip(_keys(records), records["row"].tolist(), records["rows"].tolist(), strict=True):
+            self._entries[key] = (self.shard, row, rows)  # read again (the same) by the next refresh()
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.directory.glob("*.bin"))
+
+
+class EmbeddingCache:
+    """Looks up, computes and stores the embeddings of frozen backbones for a task.
+
+    Args:
+        options: the :class:`CacheOptions`.
+        backbones: the task's backbones, keyed by modality.
+    """
+
+    def __init__(self, options: CacheOptions | Mapping[str, Any], backbones: Mapping[str, Any]) -> None:
+        if isinstance(options, Mapping):
+            options = CacheOptions(**options)
+        self.options = options
+        frozen = [m for m, b in backbones.items() if b.frozen]
+        modalities = list(options.modalities) if options.modalities is not None else frozen
+        unknown = sorted(set(modalities) - set(backbones))
+        if unknown:
+            raise ConfigError(
+                f"embedding_cache.modalities names {unknown}, which have no backbone; the backbones are "
+                f"{sorted(backbones)}"
+            )
+        training = [m for m in modalities if not backbones[m].frozen]
+        if training:
+            raise ConfigError(
+                f"embedding_cache: the {training} backbone(s) train (their embeddings change every step), so "
+                f"they cannot be cached; cache only frozen backbones (`freeze: true`), or leave "
+                f"embedding_cache.modalities unset to cache every frozen one"
+            )
+        if not modalities:
+            raise ConfigError(
+                "embedding_cache is set but no backbone is frozen: freeze the backbones whose embeddings "
+                "should be cached (`freeze: true`), or remove embedding_cache"
+            )
+        if options.precision not in _STORAGE:
+            raise ConfigError(f"embedding_cache.precision must be one of {sorted(_STORAGE)}, not {options.precision!r}")
+        for name, values in (("pool", options.pool or {}), ("center_tokens", options.center_tokens or {})):
+            extra = sorted(set(values) - set(modalities))
+            if extra:
+                raise ConfigError(f"embedding_cache.{name} names {extra}, which are not cached ({modalities})")
+        bad_pool = {m: p for m, p in (options.pool or {}).items() if p not in _POOLS}
+        if bad_pool:
+            raise ConfigError(f"embedding_cache.pool must map modalities to one of {list(_POOLS)}, not {bad_pool}")
+        bad_keep = {m: n for m, n in (options.center_tokens or {}).items() if not isinstance(n, int) or n < 1}
+        if bad_keep:
+            raise ConfigError(f"embedding_cache.center_tokens must be positive whole numbers, not {bad_keep}")
+        self.modalities = modalities
+        self.root = Path(options.directory).expanduser()
+        self._stores: dict[str, EmbeddingStore] = {}
+        self.computed = dict.fromkeys(modalities, 0)
+        self.read = dict.fromkeys(modalities, 0)
+
+    # stores -----------------------------------------------------------------------------------------
+    def fingerprint(self, modality: str, backbone: Any, compute_precision: str) -> dict[str, Any]:
+        """What the store of ``modality`` depends on (hashed into its directory name)."""
+        return {
+            "format": FORMAT_VERSION,
+            "backbone": f"{type(backbone).__module__}.{type(backbone).__qualname__}",
+            "structure": hashlib.blake2b(repr(backbone).encode(), digest_size=16).hexdigest(),
+            "weights": _digest_tensors(backbone.state_dict()),
+            "weights_source": getattr(backbone, "weights_source", None),
+            "tokenizer": _digest_object(backbone.tokenizer),
+            "dim": backbone.embed_dim,
+            "precision": self.options.precision,
+            "pool": (self.options.pool or {}).get(modality),
+            "center_tokens": (self.options.center_tokens or {}).get(modality),
+            "compute_precision": compute_precision,
+        }
+
+    def store(self, modality: str, backbone: Any, compute_precision: str = "32-true", rank: int = 0) -> EmbeddingStore:
+        """The store of ``modality``'s backbone (opened on first use, after any checkpoint is loaded)."""
+        if modality not in self._stores:
+            meta = self.fingerprint(modality, backbone, compute_precision)
+            digest = hashlib.blake2b(json.dumps(meta, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
+            directory = self.root / f"{modality}-{type(backbone).__name__}-{digest}"
+            self._stores[modality] = EmbeddingStore(directory, backbone.embed_dim, self.options.precision,
+                                                    f"rank{rank}", meta)  # fmt: skip
+        return self._stores[modality]
+
+    def refresh(self) -> None:
+        """Reads what other processes (or runs) stored since the last call."""
+        for store in self._stores.values():
+            store.refresh()
+
+    def summary(self) -> str:
+        parts = []
+        for m in self.modalities:
+            store = self._stores.get(m)
+            size = f", {store.disk_bytes() / 2**20:,.1f} MiB in {store.directory}" if store is not None else ""
+            parts.append(f"{m}: {self.computed[m]:,} computed, {self.read[m]:,} read{size}")
+        return "embedding cache: " + "; ".join(parts)
+
+    # embeddings -------------------------------------------------------------------------------------
+    def _reduce(self, modality: str, embeddings: Tensor, mask: Tensor) -> list[Tensor]:
+        """Each sequence's rows to store: its unmasked tokens, cropped to the middle and/or pooled."""
+        keep = (self.options.center_tokens or {}).get(modality)
+        pool = (self.options.pool or {}).get(modality)
+        rows = []
+        for emb, m in zip(embeddings, mask, strict=True):
+            tokens = emb[m]
+            if keep is not None and len(tokens) > keep:
+                start = (len(tokens) - keep) // 2
+                tokens = tokens[start : start + keep]
+            if pool is not None and len(tokens):
+                tokens = {"mean": lambda t: t.float().mean(0, keepdim=True),
+                          "max": lambda t: t.amax(0, keepdim=True),
+                          "first": lambda t: t[:1]}[pool](tokens)  # fmt: skip
+            rows.append(tokens.detach().to("cpu", self.store_dtype))
+        return rows
+
+    @property
+    def store_dtype(self) -> torch.dtype:
+        return _STORAGE[self.options.precision][1]
+
+    def embed(
+        self,
+        modality: str,
+        backbone: Any,
+        inputs: Mapping[str, Tensor],
+        keys: Sequence[str | None],
+        dtype: torch.dtype,
+        compute_precision: str = "32-true",
+        rank: int = 0,
+    ) -> tuple[Tensor, Tensor]:
+        """Embeddings ``(B, L, D)`` and mask ``(B, L)`` of a batch, from the store or computed (and stored).
+
+        Args:
+            modality: the modality.
+            backbone: its (frozen) backbone.
+            inputs: the batch's tokenizer output for it (on the model's device).
+            keys: one key per sample (:func:`mmfuse.data.collate.sequence_key`); ``None`` for a sample
+                that lacks the modality (its row comes back fully masked).
+            dtype: floating type of the returned embeddings.
+        """
+        store = self.store(modality, backbone, compute_precision, rank)
+        raw = [bytes.fromhex(k) if k is not None else None for k in keys]
+        rows: dict[bytes, Tensor] = {}
+        missing = list(dict.fromkeys(k for k in raw if k is not None and k not in store))
+        if missing:
+            first = {k: raw.index(k) for k in missing}  # one sample per distinct sequence
+            index = torch.tensor([first[k] for k in missing], device=next(iter(inputs.values())).device)
+            out = backbone({name: value.index_select(0, index) for name, value in inputs.items()})
+            rows = dict(zip(missing, self._reduce(modality, out.embeddings, out.mask), strict=True))
+            store.put(list(rows.items()))
+            self.computed[modality] += len(missing)
+        for k in raw:
+            if k is not None and k not in rows:
+                rows[k] = store.get(k)
+                self.read[modality] += 1
+        length = max([len(rows[k]) for k in raw if k is not None] + [1])
+        embeddings = torch.zeros(len(raw), length, store.dim, dtype=self.store_dtype)
+        mask = torch.zeros(len(raw), length, dtype=torch.bool)
+        for i, k in enumerate(raw):
+            if k is not None:
+                n = len(rows[k])
+                embeddings[i, :n] = rows[k]
+                mask[i, :n] = True
+        device = next(iter(inputs.values())).device
+        return embeddings.to(device, dtype, non_blocking=True), mask.to(device, non_blocking=True)

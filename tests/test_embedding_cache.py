@@ -1,0 +1,233 @@
+"""The embedding cache of frozen backbones: the store on disk, its invalidation, and training with it."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from mmfuse.adapters import ConcatFusion
+from mmfuse.backbones import ESM2, Enformer, NucleotideTransformer
+from mmfuse.data import IsoformExpression
+from mmfuse.data.collate import MultiModalCollate, sequence_key
+from mmfuse.embedding_cache import CacheOptions, EmbeddingCache, EmbeddingStore
+from mmfuse.errors import ConfigError
+from mmfuse.tasks import RegressionTask
+from mmfuse.tasks.heads import MLPHead
+
+
+def _key(i: int) -> bytes:
+    return bytes.fromhex(sequence_key(f"SEQ{i}"))
+
+
+# store ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("precision", ["float32", "float16", "bfloat16"])
+def test_store_round_trip_keeps_values_in_its_precision(tmp_path, precision):
+    store = EmbeddingStore(tmp_path, dim=3, precision=precision)
+    values = [torch.randn(n, 3) for n in (1, 4, 2)]
+    store.put([(_key(i), v) for i, v in enumerate(values)])
+    reopened = EmbeddingStore(tmp_path, dim=3, precision=precision)  # a later run
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[precision]
+    for i, v in enumerate(values):
+        got = reopened.get(_key(i))
+        assert got.dtype == dtype and got.shape == v.shape
+        assert torch.equal(got, v.to(dtype))
+    assert len(reopened) == 3 and _key(7) not in reopened
+    assert store.disk_bytes() == 7 * 3 * torch.finfo(dtype).bits // 8
+
+
+def test_stores_of_two_processes_share_their_shards(tmp_path):
+    rank0 = EmbeddingStore(tmp_path, dim=2, precision="float32", shard="rank0")
+    rank1 = EmbeddingStore(tmp_path, dim=2, precision="float32", shard="rank1")
+    rank0.put([(_key(0), torch.ones(2, 2))])
+    rank1.put([(_key(1), torch.full((3, 2), 2.0))])
+    rank0.put([(_key(2), torch.full((1, 2), 3.0))])  # the memory map grows
+    assert _key(1) not in rank0
+    assert rank0.refresh() == 1 and rank1.refresh() == 2  # e.g. at the start of the next epoch
+    for store in (rank0, rank1):
+        assert torch.equal(store.get(_key(1)), torch.full((3, 2), 2.0))
+        assert torch.equal(store.get(_key(2)), torch.full((1, 2), 3.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.bin", "rank0.idx", "rank1.bin", "rank1.idx"]
+
+
+def test_a_write_that_died_half_way_is_never_read_and_does_not_misalign_later_ones(tmp_path):
+    store = EmbeddingStore(tmp_path, dim=4, precision="float32")
+    store.put([(_key(0), torch.arange(8.0).reshape(2, 4))])
+    with open(tmp_path / "rank0.bin", "ab") as f:  # a crash in the middle of the next write
+        f.write(b"\1" * 7)
+    with open(tmp_path / "rank0.idx", "ab") as f:
+        f.write(b"\2" * 5)
+    reader = EmbeddingStore(tmp_path, dim=4, precision="float32")
+    assert len(reader) == 1  # the torn index record is not read
+    store.put([(_key(1), torch.full((1, 4), 9.0))])
+    fresh = EmbeddingStore(tmp_path, dim=4, precision="float32")
+    assert torch.equal(fresh.get(_key(0)), torch.arange(8.0).reshape(2, 4))
+    assert torch.equal(fresh.get(_key(1)), torch.full((1, 4), 9.0))
+    assert (tmp_path / "rank0.idx").stat().st_size == 2 * 32
+
+
+def test_keys_are_computed_in_the_collate_for_the_named_modalities():
+    tokenizer = ESM2("tiny").tokenizer
+    collate = MultiModalCollate({"protein": tokenizer}, key_modalities=["protein"])
+    records = [{"id": "a", "sequences": {"protein": "MKV"}}, {"id": "b", "sequences": {"protein": None}}]
+    batch = collate(records)
+    assert batch["cache_keys"] == {"protein": [sequence_key("MKV"), None]}
+    assert "cache_keys" not in MultiModalCollate({"protein": tokenizer})(records)
+
+
+# options and invalidation ------------------------------------------------------------------------------
+def _backbones(**kwargs):
+    torch.manual_seed(0)
+    return {"rna": NucleotideTransformer("tiny", modality="rna", freeze=True), "protein": ESM2("tiny", **kwargs)}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"modalities": ["protein"]}, r"the \['protein'\] backbone\(s\) train"),
+        ({"modalities": ["dna"]}, r"names \['dna'\], which have no backbone"),
+        ({"pool": {"protein": "mean"}}, r"embedding_cache.pool names \['protein'\], which are not cached"),
+        ({"pool": {"rna": "median"}}, "must map modalities to one of"),
+        ({"center_tokens": {"rna": 0}}, "positive whole numbers"),
+        ({"precision": "float8"}, "precision must be one of"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option(options, message):
+    with pytest.raises(ConfigError, match=message):
+        EmbeddingCache(CacheOptions(**options), _backbones())
+
+
+def test_no_frozen_backbone_is_refused():
+    with pytest.raises(ConfigError, match="no backbone is frozen"):
+        EmbeddingCache(CacheOptions(), {"protein": ESM2("tiny")})
+
+
+def test_default_modalities_are_the_frozen_backbones():
+    assert EmbeddingCache(CacheOptions(), _backbones()).modalities == ["rna"]
+    assert EmbeddingCache(CacheOptions(), _backbones(freeze=True)).modalities == ["rna", "protein"]
+
+
+def test_the_fingerprint_follows_weights_options_and_compute_precision():
+    cache = EmbeddingCache(CacheOptions(), _backbones(freeze=True))
+    a = cache.fingerprint("protein", _backbones(freeze=True)["protein"], "32-true")
+    assert a == cache.fingerprint("protein", _backbones(freeze=True)["protein"], "32-true")  # same seed, same weights
+    changed = _backbones(freeze=True)["protein"]
+    with torch.no_grad():
+        next(changed.parameters()).add_(1e-3)
+    assert cache.fingerprint("protein", changed, "32-true")["weights"] != a["weights"]
+    assert cache.fingerprint("protein", _backbones(freeze=True)["protein"], "bf16-mixed") != a
+    pooled = EmbeddingCache(CacheOptions(pool={"protein": "mean"}), _backbones(freeze=True))
+    assert pooled.fingerprint("protein", _backbones(freeze=True)["protein"], "32-true")["pool"] == "mean"
+
+
+def test_embed_computes_misses_once_and_reads_hits(tmp_path, monkeypatch):
+    backbones = _backbones(freeze=True)
+    protein = backbones["protein"]
+    cache = EmbeddingCache(CacheOptions(directory=str(tmp_path)), backbones)
+    sequences = ["MKTAYIAKQR", "MVLS", "MKTAYIAKQR"]  # the same protein twice (two isoforms)
+    inputs = protein.tokenizer(sequences)
+    keys = [sequence_key(s) for s in sequences]
+    calls = []
+    encode = protein.encode
+    monkeypatch.setattr(protein, "encode", lambda batch: calls.append(len(batch["input_ids"])) or encode(batch))
+    emb, mask = cache.embed("protein", protein, inputs, keys, torch.float32)
+    assert calls == [2]  # two distinct sequences computed
+    direct = encode(inputs)
+    for i in range(3):
+        n = int(direct.mask[i].sum())
+        assert int(mask[i].sum()) == n
+        torch.testing.assert_close(emb[i, :n], direct.embeddings[i][direct.mask[i]], rtol=1e-5, atol=1e-6)
+    again, again_mask = cache.embed("protein", protein, inputs, [keys[1], None, keys[0]], torch.float32)
+    assert calls == [2]  # nothing recomputed
+    assert not again_mask[1].any() and torch.equal(again[0], emb[1, : again.shape[1]])
+    assert cache.computed["protein"] == 2 and cache.read["protein"] == 2
+    assert "protein: 2 computed, 2 read" in cache.summary()
+
+
+def test_pooling_and_central_tokens_bound_what_is_stored(tmp_path):
+    backbones = _backbones(freeze=True)
+    options = CacheOptions(directory=str(tmp_path), pool={"protein": "mean"}, center_tokens={"rna": 2})
+    cache = EmbeddingCache(options, backbones)
+    protein, rna = backbones["protein"], backbones["rna"]
+    inputs = protein.tokenizer(["MKTAYIAKQR", "MVLS"])
+    emb, mask = cache.embed("protein", protein, inputs, [sequence_key("MKTAYIAKQR"), sequence_key("MVLS")],
+                            torch.float32)  # fmt: skip
+    direct = protein.encode(inputs)
+    assert emb.shape == (2, 1, protein.embed_dim) and mask.all()
+    torch.testing.assert_close(emb[1, 0], direct.embeddings[1][direct.mask[1]].mean(0), rtol=1e-5, atol=1e-6)
+    rna_inputs = rna.tokenizer(["ACGUACGUACGUACGUACGU"])
+    emb, mask = cache.embed("rna", rna, rna_inputs, [sequence_key("x")], torch.float32)
+    tokens = rna.encode(rna_inputs)
+    kept = tokens.embeddings[0][tokens.mask[0]]
+    start = (len(kept) - 2) // 2
+    assert emb.shape == (1, 2, rna.embed_dim)
+    torch.testing.assert_close(emb[0], kept[start : start + 2], rtol=1e-5, atol=1e-6)
+
+
+# training --------------------------------------------------------------------------------------------
+def _fit(tmp_path, cache_dir, epochs=3, workers=0, monkeypatch=None):
+    L.seed_everything(0)
+    backbones = {
+        "dna": Enformer("tiny", freeze=True),
+        "rna": NucleotideTransformer("tiny", modality="rna", freeze=True),
+        "protein": ESM2("tiny", freeze=True),
+    }
+    dm = IsoformExpression(path="sample", sample_genes=40, batch_size=16, num_workers=workers)
+    dm.setup("fit")
+    options = CacheOptions(directory=str(cache_dir)) if cache_dir is not None else None
+    task = RegressionTask(backbones, adapter=lambda dims: ConcatFusion(dims, hidden_dim=32),
+                          head=lambda i, o: MLPHead(i, o, hidden_dims=[32], dropout=0.1),
+                          target_names=dm.target_names, embedding_cache=options)  # fmt: skip
+    calls = {"n": 0}
+    for backbone in backbones.values():
+        encode = backbone.encode
+
+        def counted(batch, encode=encode):
+            calls["n"] += 1
+            return encode(batch)
+
+        backbone.encode = counted
+    losses, per_epoch = [], []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            losses.append(outputs["loss"].item())
+
+        def on_train_epoch_end(self, trainer, module):  # after the epoch's validation
+            per_epoch.append(calls["n"] - sum(per_epoch))
+
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[Record()], default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(task, dm)
+    return losses, per_epoch, task
+
+
+def test_training_with_the_cache_follows_the_same_loss_curve_and_skips_the_backbones(tmp_path):
+    plain, plain_calls, _ = _fit(tmp_path, None)
+    cached, cached_calls, task = _fit(tmp_path, tmp_path / "cache")
+    np.testing.assert_allclose(cached, plain, rtol=1e-4, atol=1e-5)
+    assert plain_calls[0] == plain_calls[1] == plain_calls[2] > 0  # every batch, every epoch
+    # the first epoch computes each distinct sequence once (batches of isoforms sharing one protein
+    # or DNA window may need no call), later epochs none
+    assert 0 < cached_calls[0] <= plain_calls[0] and cached_calls[1:] == [0, 0]
+    computed = task.embedding_cache.computed
+    assert 0 < computed["protein"] <= computed["rna"]  # isoforms of a gene often share their protein
+    assert task.embedding_cache.read["rna"] >= 2 * computed["rna"]
+    # a second run with the same backbones reads everything
+    again, again_calls, _ = _fit(tmp_path, tmp_path / "cache", epochs=1)
+    assert again_calls == [0]
+    np.testing.assert_allclose(again, plain[: len(again)], rtol=1e-4, atol=1e-5)
+
+
+def test_the_cache_works_with_dataloader_workers(tmp_path):
+    losses, calls, task = _fit(tmp_path, tmp_path / "cache", epochs=2, workers=2)
+    assert np.isfinite(losses).all() and calls[0] > 0 and calls[1] == 0
+    assert task.embedding_cache.read["protein"] > 0
+
+
+def test_keys_ending_in_zero_bytes_are_kept_whole(tmp_path):
+    key = bytes(range(1, 15)) + b"\0\0"
+    EmbeddingStore(tmp_path, dim=1, precision="float32").put([(key, torch.ones(1, 1))])
+    assert key in EmbeddingStore(tmp_path, dim=1, precision="float32")
