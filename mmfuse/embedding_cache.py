@@ -318,20 +318,25 @@ class EmbeddingCache:
         self,
         modality: str,
         backbone: Any,
-        inputs: Mapping[str, Tensor],
         keys: Sequence[str | None],
+        sequences: Sequence[str | None],
+        device: torch.device | str,
         dtype: torch.dtype,
         compute_precision: str = "32-true",
         rank: int = 0,
     ) -> tuple[Tensor, Tensor]:
-        """Embeddings ``(B, L, D)`` and mask ``(B, L)`` of a batch, from the store or computed (and stored).
+        """Embeddings ``(B, L, D)`` and mask ``(B, L)`` of a batch, read from the store or computed and stored.
+
+        Only sequences not stored yet are tokenized and embedded (each distinct one once), so after
+        the first epoch a batch costs a few memory-mapped reads.
 
         Args:
             modality: the modality.
             backbone: its (frozen) backbone.
-            inputs: the batch's tokenizer output for it (on the model's device).
             keys: one key per sample (:func:`mmfuse.data.collate.sequence_key`); ``None`` for a sample
                 that lacks the modality (its row comes back fully masked).
+            sequences: the samples' sequences (tokenized when not stored).
+            device: where the returned tensors go.
             dtype: floating type of the returned embeddings.
         """
         store = self.store(modality, backbone, compute_precision, rank)
@@ -340,8 +345,8 @@ class EmbeddingCache:
         missing = list(dict.fromkeys(k for k in raw if k is not None and k not in store))
         if missing:
             first = {k: raw.index(k) for k in missing}  # one sample per distinct sequence
-            index = torch.tensor([first[k] for k in missing], device=next(iter(inputs.values())).device)
-            out = backbone({name: value.index_select(0, index) for name, value in inputs.items()})
+            tokens = backbone.tokenizer([sequences[first[k]] for k in missing])
+            out = backbone({name: value.to(device, non_blocking=True) for name, value in tokens.items()})
             rows = dict(zip(missing, self._reduce(modality, out.embeddings, out.mask), strict=True))
             store.put(list(rows.items()))
             self.computed[modality] += len(missing)
@@ -357,5 +362,4 @@ class EmbeddingCache:
                 n = len(rows[k])
                 embeddings[i, :n] = rows[k]
                 mask[i, :n] = True
-        device = next(iter(inputs.values())).device
         return embeddings.to(device, dtype, non_blocking=True), mask.to(device, non_blocking=True)

@@ -67,13 +67,16 @@ def test_a_write_that_died_half_way_is_never_read_and_does_not_misalign_later_on
     assert (tmp_path / "rank0.idx").stat().st_size == 2 * 32
 
 
-def test_keys_are_computed_in_the_collate_for_the_named_modalities():
-    tokenizer = ESM2("tiny").tokenizer
-    collate = MultiModalCollate({"protein": tokenizer}, key_modalities=["protein"])
-    records = [{"id": "a", "sequences": {"protein": "MKV"}}, {"id": "b", "sequences": {"protein": None}}]
+def test_cached_modalities_reach_the_task_as_keys_and_sequences_not_tokens():
+    protein, rna = ESM2("tiny").tokenizer, NucleotideTransformer("tiny", modality="rna").tokenizer
+    collate = MultiModalCollate({"protein": protein, "rna": rna}, cached=["protein"])
+    records = [{"id": "a", "sequences": {"protein": "MKV", "rna": "ACGU"}},
+               {"id": "b", "sequences": {"protein": None, "rna": "ACG"}}]  # fmt: skip
     batch = collate(records)
-    assert batch["cache_keys"] == {"protein": [sequence_key("MKV"), None]}
-    assert "cache_keys" not in MultiModalCollate({"protein": tokenizer})(records)
+    assert batch["cached"] == {"protein": {"keys": [sequence_key("MKV"), None], "sequences": ["MKV", None]}}
+    assert list(batch["inputs"]) == ["rna"] and batch["present"]["protein"].tolist() == [True, False]
+    plain = MultiModalCollate({"protein": protein})(records)
+    assert "cached" not in plain and "protein" in plain["inputs"]
 
 
 # options and invalidation ------------------------------------------------------------------------------
@@ -131,14 +134,15 @@ def test_embed_computes_misses_once_and_reads_hits(tmp_path, monkeypatch):
     calls = []
     encode = protein.encode
     monkeypatch.setattr(protein, "encode", lambda batch: calls.append(len(batch["input_ids"])) or encode(batch))
-    emb, mask = cache.embed("protein", protein, inputs, keys, torch.float32)
+    emb, mask = cache.embed("protein", protein, keys, sequences, "cpu", torch.float32)
     assert calls == [2]  # two distinct sequences computed
     direct = encode(inputs)
     for i in range(3):
         n = int(direct.mask[i].sum())
         assert int(mask[i].sum()) == n
         torch.testing.assert_close(emb[i, :n], direct.embeddings[i][direct.mask[i]], rtol=1e-5, atol=1e-6)
-    again, again_mask = cache.embed("protein", protein, inputs, [keys[1], None, keys[0]], torch.float32)
+    again, again_mask = cache.embed("protein", protein, [keys[1], None, keys[0]], [sequences[1], None, sequences[0]],
+                                    "cpu", torch.float32)  # fmt: skip
     assert calls == [2]  # nothing recomputed
     assert not again_mask[1].any() and torch.equal(again[0], emb[1, : again.shape[1]])
     assert cache.computed["protein"] == 2 and cache.read["protein"] == 2
@@ -151,13 +155,13 @@ def test_pooling_and_central_tokens_bound_what_is_stored(tmp_path):
     cache = EmbeddingCache(options, backbones)
     protein, rna = backbones["protein"], backbones["rna"]
     inputs = protein.tokenizer(["MKTAYIAKQR", "MVLS"])
-    emb, mask = cache.embed("protein", protein, inputs, [sequence_key("MKTAYIAKQR"), sequence_key("MVLS")],
-                            torch.float32)  # fmt: skip
+    emb, mask = cache.embed("protein", protein, [sequence_key("MKTAYIAKQR"), sequence_key("MVLS")],
+                            ["MKTAYIAKQR", "MVLS"], "cpu", torch.float32)  # fmt: skip
     direct = protein.encode(inputs)
     assert emb.shape == (2, 1, protein.embed_dim) and mask.all()
     torch.testing.assert_close(emb[1, 0], direct.embeddings[1][direct.mask[1]].mean(0), rtol=1e-5, atol=1e-6)
     rna_inputs = rna.tokenizer(["ACGUACGUACGUACGUACGU"])
-    emb, mask = cache.embed("rna", rna, rna_inputs, [sequence_key("x")], torch.float32)
+    emb, mask = cache.embed("rna", rna, [sequence_key("x")], ["ACGUACGUACGUACGUACGU"], "cpu", torch.float32)
     tokens = rna.encode(rna_inputs)
     kept = tokens.embeddings[0][tokens.mask[0]]
     start = (len(kept) - 2) // 2
@@ -231,3 +235,19 @@ def test_keys_ending_in_zero_bytes_are_kept_whole(tmp_path):
     key = bytes(range(1, 15)) + b"\0\0"
     EmbeddingStore(tmp_path, dim=1, precision="float32").put([(key, torch.ones(1, 1))])
     assert key in EmbeddingStore(tmp_path, dim=1, precision="float32")
+
+
+def test_a_batch_without_cached_sequences_runs_the_backbone_and_warns_once(tmp_path):
+    backbones = _backbones(freeze=True)
+    task = RegressionTask(backbones, target_names=["t"], embedding_cache=CacheOptions(directory=str(tmp_path)))
+    inputs = {m: b.tokenizer(["ACGU" if m == "rna" else "MKV"]) for m, b in backbones.items()}
+    with pytest.warns(UserWarning, match="holds rna tokens instead of sequences and keys"):
+        out = task(inputs)
+    assert out.shape == (1, 1) and not list(tmp_path.iterdir())  # nothing cached
+
+
+def test_a_cached_modality_no_sample_has_comes_back_fully_masked(tmp_path):
+    backbones = _backbones(freeze=True)
+    cache = EmbeddingCache(CacheOptions(directory=str(tmp_path)), backbones)
+    emb, mask = cache.embed("rna", backbones["rna"], [None, None], [None, None], "cpu", torch.float32)
+    assert emb.shape == (2, 1, backbones["rna"].embed_dim) and not mask.any() and not emb.any()

@@ -161,3 +161,18 @@ def test_classification_fit_then_predict_writes_class_probabilities(run_mmfuse, 
     probs = written[["low", "medium", "high"]].to_numpy()
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
     assert (written["predicted"] == np.array(["low", "medium", "high"])[probs.argmax(1)]).all()
+
+
+def test_frozen_cached_config_fills_the_cache_once_and_reuses_it(run_mmfuse, tmp_path):
+    config = Path(__file__).resolve().parents[1] / "experiments" / "quickstart" / "frozen_cached.yaml"
+    first = run_mmfuse("fit", "--config", str(config), *FAST, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = next(line for line in first.stdout.splitlines() if line.startswith("embedding cache: "))
+    computed = {part.split(":")[0].strip(): int(part.split(":")[1].split()[0]) for part in
+                summary.removeprefix("embedding cache: ").split(";")}  # fmt: skip
+    assert set(computed) == {"dna", "rna", "protein"} and all(n > 0 for n in computed.values())
+    stores = sorted(p.name.split("-")[0] for p in (tmp_path / "runs" / "embedding_cache").iterdir())
+    assert stores == ["dna", "protein", "rna"]
+    second = run_mmfuse("fit", "--config", str(config), *FAST, cwd=tmp_path)  # a later run reads everything
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "dna: 0 computed" in second.stdout and "rna: 0 computed" in second.stdout

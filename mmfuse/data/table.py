@@ -410,11 +410,11 @@ class TableDataModule(L.LightningDataModule):
         return keys.map(cache).to_numpy()
 
     # tokenizers -----------------------------------------------------------------------------------
-    def attach_tokenizers(self, tokenizers: Mapping[str, Tokenizer], cache_keys: Sequence[str] = ()) -> None:
+    def attach_tokenizers(self, tokenizers: Mapping[str, Tokenizer], cached: Sequence[str] = ()) -> None:
         """Uses ``tokenizers`` (one per modality) in the collate function, after checking every sequence.
 
-        ``cache_keys`` names modalities whose batches also carry each sequence's key (the task's
-        embedding cache looks embeddings up by it).
+        ``cached`` names modalities whose embeddings the task caches: batches carry their sequences
+        and keys instead of tokens (see :class:`~mmfuse.data.collate.MultiModalCollate`).
 
         Raises:
             DataError: a modality without a column, or a sequence some tokenizer rejects (the first
@@ -432,7 +432,7 @@ class TableDataModule(L.LightningDataModule):
             if key not in self._validated:
                 self._validate(modality, tokenizer)
                 self._validated.add(key)
-        self._collate = MultiModalCollate(tokenizers, cache_keys)
+        self._collate = MultiModalCollate(tokenizers, cached)
 
     def _validate(self, modality: str, tokenizer: Tokenizer) -> None:
         assert self._splits is not None

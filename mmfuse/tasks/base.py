@@ -139,7 +139,7 @@ class MultiModalTask(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "attach_tokenizers"):
             if self.embedding_cache is not None:
-                datamodule.attach_tokenizers(self.tokenizers(), cache_keys=self.embedding_cache.modalities)
+                datamodule.attach_tokenizers(self.tokenizers(), cached=self.embedding_cache.modalities)
             else:
                 datamodule.attach_tokenizers(self.tokenizers())
 
@@ -148,7 +148,7 @@ class MultiModalTask(L.LightningModule):
         self,
         inputs: Mapping[str, Mapping[str, Tensor]],
         present: Mapping[str, Tensor] | None = None,
-        cache_keys: Mapping[str, Sequence[str]] | None = None,
+        cached: Mapping[str, Mapping[str, Sequence[str | None]]] | None = None,
     ) -> Tensor:
         """Head outputs ``(B, n_outputs)`` from tokenized inputs ``{modality: tokenizer output}``.
 
@@ -160,40 +160,42 @@ class MultiModalTask(L.LightningModule):
                 may be left out.
             present: ``{modality: (B,) bool}``, False where a sample lacks the modality (its slot
                 holds a stand-in); default: every modality in ``inputs`` is present.
-            cache_keys: ``{modality: [key] * B}``, the batch's ``cache_keys`` (see ``embedding_cache``);
-                without them every backbone runs.
+            cached: the batch's ``cached`` modalities, ``{modality: {"keys": [...], "sequences": [...]}}``
+                (untokenized, for the ``embedding_cache``; see :class:`~mmfuse.data.collate.MultiModalCollate`).
         """
-        return self.head(self.fuse(inputs, present, cache_keys))
+        return self.head(self.fuse(inputs, present, cached))
 
     def _outputs(self, batch: Mapping[str, Any]) -> Tensor:
         """Head outputs of a collated batch, in float32 (under mixed precision the loss and the metrics
         are computed in full precision)."""
-        return MultiModalTask.forward(self, batch["inputs"], batch.get("present"), batch.get("cache_keys")).float()
+        return MultiModalTask.forward(self, batch["inputs"], batch.get("present"), batch.get("cached")).float()
 
     def fuse(
         self,
         inputs: Mapping[str, Mapping[str, Tensor]],
         present: Mapping[str, Tensor] | None = None,
-        cache_keys: Mapping[str, Sequence[str]] | None = None,
+        cached: Mapping[str, Mapping[str, Sequence[str | None]]] | None = None,
     ) -> Tensor:
         """The adapter's fused representation ``(B, output_dim)``; see :meth:`forward`."""
-        if not any(m in inputs for m in self.backbones):
+        cached = cached or {}
+        if not any(m in inputs or m in cached for m in self.backbones):
             raise ValueError(f"the batch holds none of the modalities {sorted(self.backbones)}")
-        batch = next(len(next(iter(inputs[m].values()))) for m in self.backbones if m in inputs)
+        sizes = [len(next(iter(inputs[m].values()))) for m in self.backbones if m in inputs]
+        batch = sizes[0] if sizes else len(next(iter(cached.values()))["keys"])
         features = {}
         for modality, backbone in self.backbones.items():
-            if modality not in inputs:  # no sample of this batch has it: nothing to encode
+            if modality in cached and self.embedding_cache is not None:
+                embeddings, mask = self.embedding_cache.embed(
+                    modality, backbone, cached[modality]["keys"], cached[modality]["sequences"], self.device,
+                    self.dtype, self._compute_precision(), self.global_rank,
+                )  # fmt: skip
+            elif modality not in inputs:  # no sample of this batch has it: nothing to encode
                 empty = torch.zeros(batch, 1, backbone.embed_dim, device=self.device, dtype=self.dtype)
                 features[modality] = (empty, torch.zeros(batch, 1, dtype=torch.bool, device=self.device))
                 continue
-            keys = cache_keys.get(modality) if cache_keys is not None else None
-            if self.embedding_cache is not None and modality in self.embedding_cache.modalities and keys is None:
-                self._warn_no_cache_keys()
-            if keys is not None and self.embedding_cache is not None and modality in self.embedding_cache.modalities:
-                embeddings, mask = self.embedding_cache.embed(
-                    modality, backbone, inputs[modality], keys, self.dtype, self._compute_precision(), self.global_rank
-                )
             else:
+                if self.embedding_cache is not None and modality in self.embedding_cache.modalities:
+                    self._warn_uncached(modality)
                 out = backbone(inputs[modality])
                 embeddings, mask = out.embeddings, out.mask
             if present is not None and modality in present:
@@ -206,14 +208,15 @@ class MultiModalTask(L.LightningModule):
     def _compute_precision(self) -> str:
         return str(self.trainer.precision) if self._trainer is not None else "32-true"
 
-    def _warn_no_cache_keys(self) -> None:
+    def _warn_uncached(self, modality: str) -> None:
         if not self._cache_warned:
             self._cache_warned = True
             from lightning.pytorch.utilities import rank_zero_warn
 
             rank_zero_warn(
-                "embedding_cache is set but the batch has no `cache_keys` (the data module's collate adds them "
-                "when the task attaches its tokenizers), so the backbones run every step"
+                f"embedding_cache: the batch holds {modality} tokens instead of sequences and keys (a data module "
+                f"gives those after `attach_tokenizers(..., cached=...)`, which the task calls in setup), so the "
+                f"backbone runs every step"
             )
 
     def _refresh_cache(self) -> None:

@@ -110,9 +110,9 @@ class ClassificationTask(MultiModalTask):
         """Whether there are two classes (one logit, binary cross-entropy)."""
         return len(self.target_names) == 2
 
-    def forward(self, inputs: Any, present: Any = None, cache_keys: Any = None) -> Tensor:
+    def forward(self, inputs: Any, present: Any = None, cached: Any = None) -> Tensor:
         """Class probabilities ``(B, n_classes)``; see :meth:`MultiModalTask.forward` for the arguments."""
-        return self.probabilities(super().forward(inputs, present, cache_keys))
+        return self.probabilities(super().forward(inputs, present, cached))
 
     def probabilities(self, logits: Tensor) -> Tensor:
         """Class probabilities ``(B, n_classes)`` from the head's logits ``(B, 1)`` or ``(B, n_classes)``."""
@@ -142,7 +142,7 @@ class ClassificationTask(MultiModalTask):
         return loss
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        probs = self(batch["inputs"], batch.get("present"), batch.get("cache_keys")).float().cpu()
+        probs = self(batch["inputs"], batch.get("present"), batch.get("cached")).float().cpu()
         labels = [self.target_names[i] for i in probs.argmax(dim=1).tolist()]
         return {"ids": batch["ids"], "preds": probs, "labels": labels}
 

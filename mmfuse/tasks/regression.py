@@ -91,9 +91,9 @@ class RegressionTask(MultiModalTask):
             self.target_mean.copy_(torch.as_tensor(mean, dtype=self.target_mean.dtype))
             self.target_std.copy_(torch.as_tensor(std, dtype=self.target_std.dtype).clamp(min=1e-6))
 
-    def forward(self, inputs: Any, present: Any = None, cache_keys: Any = None) -> Tensor:
+    def forward(self, inputs: Any, present: Any = None, cached: Any = None) -> Tensor:
         """Predictions ``(B, n_targets)`` in the targets' original units."""
-        return super().forward(inputs, present, cache_keys) * self.target_std + self.target_mean
+        return super().forward(inputs, present, cached) * self.target_std + self.target_mean
 
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
         standardized = self._outputs(batch)
@@ -106,7 +106,7 @@ class RegressionTask(MultiModalTask):
         return loss
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        preds = self(batch["inputs"], batch.get("present"), batch.get("cache_keys"))
+        preds = self(batch["inputs"], batch.get("present"), batch.get("cached"))
         return {"ids": batch["ids"], "preds": preds.float().cpu()}
 
     def _epoch_metrics(self, stage: str) -> tuple[dict[str, Tensor], MetricTable]:
