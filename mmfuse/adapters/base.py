@@ -5,6 +5,11 @@ for a modality lacks that modality (a non-coding transcript has no protein). Eve
 ignore that modality for that sample completely: its output may not depend on what stands in the
 absent slot. :meth:`FusionAdapter.forward` zeroes every masked position before the adapter's
 :meth:`~FusionAdapter.fuse` sees it, so even NaN in a padded or absent slot cannot leak through.
+
+It also hands :meth:`~FusionAdapter.fuse` the embeddings in the dtype of the adapter's parameters.
+Under mixed precision some backbones return bfloat16 embeddings (Enformer, Borzoi) and others
+float32; in the parameters' dtype (float32) residual sums and pooled sums are not rounded to
+bfloat16 at every step, while autocast still runs the matrix products in bfloat16.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ class FusionAdapter(nn.Module, ABC):
 
     @abstractmethod
     def fuse(self, features: Features) -> Tensor:
-        """Fuses checked features (masked positions zeroed) into ``(B, output_dim)``."""
+        """Fuses checked features (masked positions zeroed, in the parameters' dtype) into ``(B, output_dim)``."""
 
     def forward(self, features: Features) -> Tensor:
         """Fuses ``{modality: (embeddings (B, L_m, D_m), mask (B, L_m))}`` into ``(B, output_dim)``.
@@ -72,6 +77,7 @@ class FusionAdapter(nn.Module, ABC):
             raise KeyError(f"{type(self).__name__} was built for {self.modalities} but got no features for {missing}")
         clean: dict[str, tuple[Tensor, Tensor]] = {}
         batch = None
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
         for m in self.modalities:
             x, mask = features[m]
             if x.ndim != 3 or x.shape[-1] != self.input_dims[m]:
@@ -85,6 +91,8 @@ class FusionAdapter(nn.Module, ABC):
                 raise ValueError(f"batch sizes differ between modalities: {m} has {x.shape[0]}, others {batch}")
             batch = x.shape[0]
             mask = mask.bool()
+            if dtype is not None and x.is_floating_point():
+                x = x.to(dtype)
             clean[m] = (x.masked_fill(~mask.unsqueeze(-1), 0.0), mask)
         return self.fuse(clean)
 
@@ -114,12 +122,18 @@ def drop_modalities(features: Features, p: float, generator: torch.Generator | N
     names = list(features)
     flags = presence(features)
     present = torch.stack([flags[m] for m in names], dim=1)  # (B, M)
-    device = present.device
-    drop = (torch.rand(present.shape, generator=generator).to(device) < p) & present
+    drop = (_uniform(present, generator) < p) & present
     emptied = ~(present & ~drop).any(dim=1) & present.any(dim=1)
-    if emptied.any():
-        # keep one randomly chosen present modality of each sample that would lose them all
-        scores = torch.rand(present.shape, generator=generator).to(device).masked_fill(~present, -1.0)
-        keep = torch.nn.functional.one_hot(scores.argmax(dim=1), len(names)).bool()
-        drop &= ~(keep & emptied.unsqueeze(1))
+    # keep one randomly chosen present modality of each sample that would lose them all (done for every
+    # batch: branching on `emptied.any()` would make the host wait for the device at each step)
+    scores = _uniform(present, generator).masked_fill(~present, -1.0)
+    keep = torch.nn.functional.one_hot(scores.argmax(dim=1), len(names)).bool()
+    drop &= ~(keep & emptied.unsqueeze(1))
     return {m: (features[m][0], features[m][1] & ~drop[:, i].unsqueeze(1)) for i, m in enumerate(names)}
+
+
+def _uniform(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Uniform noise shaped and placed like ``like``; drawn on the device itself unless ``generator``
+    lives elsewhere (then drawn there and copied)."""
+    device = generator.device if generator is not None else like.device
+    return torch.rand(like.shape, generator=generator, device=device).to(like.device)

@@ -22,7 +22,10 @@ __all__ = ["InteractionFusion", "masked_log_avg_exp"]
 def masked_log_avg_exp(x: Tensor, mask: Tensor, temperature: Tensor) -> Tensor:
     """``t · log(mean_j exp(x_j / t))`` over the last axis where ``mask`` is true; 0 where none is.
 
-    A smooth maximum: the mean for large ``t``, the maximum as ``t → 0``.
+    A smooth maximum: the mean for large ``t``, the maximum as ``t → 0``. Computed in float32 (or
+    wider) and returned in ``x``'s dtype: in bfloat16, ``x / t`` near ``1 / t`` = 20 has a resolution of
+    0.125 and the final difference of two such numbers cancels most digits, and in float16 a small
+    learned ``t`` overflows ``x / t``.
 
     Examples:
         >>> import torch
@@ -30,11 +33,13 @@ def masked_log_avg_exp(x: Tensor, mask: Tensor, temperature: Tensor) -> Tensor:
         >>> masked_log_avg_exp(x, m, torch.tensor(1e-3)).round(decimals=2)
         tensor([3.])
     """
+    acc = torch.promote_types(x.dtype, torch.float32)
+    temperature = temperature.to(acc)
     count = mask.sum(-1)
-    scaled = (x / temperature).masked_fill(~mask, float("-inf"))
+    scaled = (x.to(acc) / temperature).masked_fill(~mask, float("-inf"))
     scaled = scaled.masked_fill(count.unsqueeze(-1) == 0, 0.0)
-    out = temperature * (torch.logsumexp(scaled, dim=-1) - torch.log(count.clamp(min=1).to(x.dtype)))
-    return out * (count > 0).to(x.dtype)
+    out = temperature * (torch.logsumexp(scaled, dim=-1) - torch.log(count.clamp(min=1).to(acc)))
+    return (out * (count > 0).to(acc)).to(x.dtype)
 
 
 class _Interaction(nn.Module):

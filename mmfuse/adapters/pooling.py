@@ -2,6 +2,11 @@
 
 Every pooling maps ``x`` ``(B, L, D)`` and ``mask`` ``(B, L)`` to ``(B, D)``, ignores masked
 positions, and pools a row without any unmasked position (an absent modality) to zeros.
+
+Under mixed precision (bfloat16/float16 activations) the sums, counts and softmaxes are computed in
+float32 and the result is returned in the input's dtype: a bfloat16 count is inexact beyond 256
+tokens, a float16 sum of a long sequence overflows, and CPU autocast (unlike CUDA's) leaves
+``sum`` and ``softmax`` in the low precision. In float32 the math is unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ PoolingKind = Literal["mean", "max", "cls", "attention"]
 POOLINGS: tuple[str, ...] = ("mean", "max", "cls", "attention")
 
 
+def _accumulation_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half-precision ``x`` (its own dtype if wider): where sums and softmaxes run."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``x`` ``(B, L, D)`` over the positions where ``mask`` ``(B, L)`` is true.
 
@@ -36,8 +46,8 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
         >>> masked_mean(torch.tensor([[[1.0], [3.0], [100.0]]]), torch.tensor([[True, True, False]]))
         tensor([[2.]])
     """
-    weights = mask.to(x.dtype).unsqueeze(-1)
-    return (x * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    total = (x * mask.to(x.dtype).unsqueeze(-1)).sum(1, dtype=_accumulation_dtype(x))
+    return (total / mask.sum(1, keepdim=True).clamp(min=1)).to(x.dtype)
 
 
 def masked_max(x: Tensor, mask: Tensor) -> Tensor:
@@ -83,10 +93,11 @@ class AttentionPooling(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         any_token = mask.any(dim=1, keepdim=True)
-        scores = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf"))
+        acc = _accumulation_dtype(x)
+        scores = self.score(x).squeeze(-1).to(acc).masked_fill(~mask, float("-inf"))
         scores = scores.masked_fill(~any_token, 0.0)  # rows without tokens: finite, zeroed below
         weights = torch.softmax(scores, dim=1).unsqueeze(-1)
-        return (weights * x).sum(1) * any_token.to(x.dtype)
+        return ((weights * x.to(acc)).sum(1) * any_token.to(acc)).to(x.dtype)
 
 
 class Pooling(nn.Module):
@@ -140,6 +151,6 @@ def masked_adaptive_avg_pool(x: Tensor, mask: Tensor, size: int) -> Tensor:
     end = ((i + 1) * n + size - 1) // size
     r = rank.unsqueeze(1)  # (B, 1, L)
     inside = (r >= start.unsqueeze(-1)) & (r < end.unsqueeze(-1)) & mask.unsqueeze(1)  # (B, Q, L)
-    weights = inside.to(x.dtype)
-    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1.0)
-    return weights @ x
+    weights = inside.to(_accumulation_dtype(x))
+    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1.0)  # exact counts, then one rounding
+    return weights.to(x.dtype) @ x

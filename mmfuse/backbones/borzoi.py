@@ -197,9 +197,7 @@ class Borzoi(Backbone):
             base_mask = batch["attention_mask"]
         length = one_hot.shape[1]
         x = F.pad(one_hot.transpose(1, 2), (0, -length % _DOWNSAMPLING))  # (B, 4, L')
-        for attention in self._attention:
-            # borzoi-pytorch caches positional features for the first length (and device) it sees
-            attention.positions = None
+        self._refresh_positions(x)
         n_bins = -(-length // self.bin_size)
         embeddings = self.model.get_embs_after_crop(x).transpose(1, 2)[:, :n_bins]  # (B, bins, D)
         # a bin is real if any base in it is
@@ -208,6 +206,22 @@ class Borzoi(Backbone):
             embeddings = center_crop(embeddings, self.crop_bins, "Borzoi", self.bin_size)
             mask = center_crop(mask, self.crop_bins, "Borzoi", self.bin_size)
         return BackboneOutput(embeddings, mask)
+
+    def _refresh_positions(self, x: Tensor) -> None:
+        """Drops the attention layers' cached positional features where they no longer fit ``x``.
+
+        borzoi-pytorch computes them on its first call and keeps them; recomputing them at every step
+        would be wasted work, so they are dropped only for another length or device, or when they were
+        made under inference mode (validation) and training needs them for backward.
+        """
+        rows = 2 * (x.shape[-1] // _DOWNSAMPLING) - 1  # one per relative distance in the transformer
+        training = not torch.is_inference_mode_enabled()
+        for attention in self._attention:
+            cached = attention.positions
+            if cached is not None and (
+                cached.shape[0] != rows or cached.device != x.device or (training and cached.is_inference())
+            ):
+                attention.positions = None
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", bin_size={self.bin_size}, crop_bins={self.crop_bins}"

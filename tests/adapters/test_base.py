@@ -53,3 +53,12 @@ def test_modality_dropout_keeps_one_present_modality_per_sample():
     everything = presence(drop_modalities(f, p=1.0, generator=generator))
     assert (torch.stack(list(everything.values()), 1).sum(1) == 1).all()
     assert drop_modalities(f, p=0.0) == f
+
+
+def test_modality_dropout_never_reads_values_back_to_the_host():
+    """Meta tensors hold no values: any ``if tensor.any()`` (a host-device synchronisation at every
+    training step on a GPU) would raise here."""
+    f = {m: (torch.empty(4, 3, 2, device="meta"), torch.ones(4, 3, dtype=torch.bool, device="meta"))
+         for m in ("dna", "rna")}  # fmt: skip
+    dropped = drop_modalities(f, p=0.5)
+    assert all(mask.device.type == "meta" for _, mask in dropped.values())

@@ -146,3 +146,29 @@ def test_replicate_presets_describe_the_published_models():
         preset = BORZOI_PRESETS[f"borzoi_replicate_{i}"]
         assert preset.source == f"johahi/borzoi-replicate-{i}" and preset.embed_dim == 1536
         assert preset.max_tokens == 524_288 and preset.config["dim"] == preset.embed_dim
+
+
+def test_positional_features_are_computed_once_per_length():
+    """borzoi-pytorch caches them; they are renewed only for another length, or after validation under
+    inference mode (whose tensors cannot be saved for backward), and give the embeddings of fresh ones."""
+    backbone = Borzoi("tiny")
+    attention = backbone._attention[0]
+    long, short = backbone.tokenizer(DNA[:1]), backbone.tokenizer(DNA[1:])
+    backbone(long)
+    cached = attention.positions
+    backbone(long)
+    assert attention.positions is cached, "recomputed for the same length"
+    backbone(short)  # 140 bp: padded to 256 bp like the 256 bp sequence, same transformer length
+    assert attention.positions is cached
+    backbone(backbone.tokenizer(["ACGT" * 100]))  # 400 bp: padded to 512 bp
+    assert attention.positions.shape[0] != cached.shape[0]
+    with torch.inference_mode():
+        backbone(long)
+    assert attention.positions.is_inference()
+    backbone(long).embeddings.square().mean().backward()  # training again: fresh features
+    backbone.eval()
+    with torch.no_grad():
+        reused = backbone(long).embeddings
+        for module in backbone._attention:
+            module.positions = None
+        torch.testing.assert_close(reused, backbone(long).embeddings, rtol=0, atol=0)
