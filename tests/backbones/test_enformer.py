@@ -103,3 +103,32 @@ def test_official_preset_describes_the_published_model():
     preset = ENFORMER_PRESETS["enformer_official_rough"]
     assert preset.source == "EleutherAI/enformer-official-rough" and preset.embed_dim == 3072
     assert preset.config["use_tf_gamma"] is True
+
+
+@pytest.mark.parametrize("length", [512, 511])  # odd lengths take the library's code
+def test_attention_pooling_gives_the_library_values_and_gradients(length):
+    from enformer_pytorch.modeling_enformer import AttentionPool
+
+    from mmfuse.backbones.enformer import _pool_pairs
+
+    pool = AttentionPool(8)
+    with torch.no_grad():
+        pool.to_attn_logits.weight.normal_(0, 0.5)
+    x = torch.randn(2, 8, length, requires_grad=True)
+    expected = pool(x)
+    grads_expected = torch.autograd.grad((expected * expected).sum(), [x, pool.to_attn_logits.weight])
+    out = _pool_pairs(pool, x)
+    grads = torch.autograd.grad((out * out).sum(), [x, pool.to_attn_logits.weight])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(grads, grads_expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    pools = [m for m in Enformer("tiny").modules() if isinstance(m, AttentionPool)]
+    assert pools and all(m.forward.func is _pool_pairs for m in pools)
+    import copy
+    import pickle
+
+    backbone = Enformer("tiny").eval()
+    batch = backbone.tokenizer(["ACGT" * 64])
+    for clone in (copy.deepcopy(backbone), pickle.loads(pickle.dumps(backbone))):  # e.g. spawned processes
+        torch.testing.assert_close(clone(batch).embeddings, backbone(batch).embeddings)
+        assert all(m.forward.args[0] is m for m in clone.modules() if isinstance(m, AttentionPool))
