@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import SumMetric
 
 from mmfuse.adapters import ConcatFusion, FusionAdapter, drop_modalities
 from mmfuse.backbones import Backbone
@@ -70,6 +70,10 @@ class MultiModalTask(L.LightningModule):
         embedding_cache: keep the embeddings of frozen backbones on disk
             (:class:`~mmfuse.embedding_cache.CacheOptions`): each sequence is embedded once, then read
             back in later epochs and runs.
+        compile_backbones: compile these backbones' forward passes with ``torch.compile``
+            (``true``: every backbone; or a list of modalities). The first steps take longer (and each
+            new shape until shapes are marked dynamic, usually the second); later steps run fused
+            kernels (on CPU it needs a C++ compiler). Measured gains are in docs/performance.md.
     """
 
     #: the epoch metric shown in the progress bar (besides the loss)
@@ -85,6 +89,7 @@ class MultiModalTask(L.LightningModule):
         lr_scheduler: SchedulerFactory | None = None,
         modality_dropout: float = 0.0,
         embedding_cache: CacheOptions | None = None,
+        compile_backbones: bool | list[str] = False,
     ) -> None:
         super().__init__()
         self._save_plain_hyperparameters()
@@ -107,10 +112,19 @@ class MultiModalTask(L.LightningModule):
         self.modality_dropout = modality_dropout
         self.embedding_cache = EmbeddingCache(embedding_cache, backbones) if embedding_cache is not None else None
         self._cache_warned = False
+        compiled = list(backbones) if compile_backbones is True else list(compile_backbones or [])
+        unknown = sorted(set(compiled) - set(backbones))
+        if unknown:
+            raise ConfigError(f"compile_backbones names {unknown}, which have no backbone ({sorted(backbones)})")
+        for modality in compiled:
+            self.backbones[modality].compile()  # lazily, at the first call; the state dict keeps its keys
         # checkpoints of this model may leave out fixed backbone weights (on_save_checkpoint);
         # on_load_checkpoint checks them strictly itself
         self.strict_loading = not self._reloadable_keys()
-        self.train_loss = MeanMetric()  # for the one-line epoch summary
+        # the one-line epoch summary: a running sum on the device (no host sync per step, unlike
+        # MeanMetric's NaN check) and a count of samples, reduced over processes at the epoch's end
+        self.train_loss_sum = SumMetric(nan_strategy="disable")
+        self._train_samples = 0
         self._val_summary = ""
 
     def _num_outputs(self) -> int:
@@ -267,7 +281,8 @@ class MultiModalTask(L.LightningModule):
         self.log(f"{stage}/loss", loss, batch_size=batch_size, on_step=on_step, on_epoch=True,
                  prog_bar=True, sync_dist=not on_step)  # fmt: skip
         if on_step:
-            self.train_loss.update(loss.detach(), weight=batch_size)
+            self.train_loss_sum.update(loss.detach() * batch_size)
+            self._train_samples += batch_size
 
     # epoch ends -----------------------------------------------------------------------------------
     def _epoch_metrics(self, stage: str) -> tuple[dict[str, Tensor], MetricTable | None]:
@@ -292,8 +307,12 @@ class MultiModalTask(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # runs after the epoch's validation: one line per epoch, also where progress bars are off
-        train_loss = self.train_loss.compute().item()
-        self.train_loss.reset()
+        samples = self.trainer.strategy.reduce(
+            torch.tensor(float(self._train_samples), device=self.device), reduce_op="sum"
+        )
+        train_loss = (self.train_loss_sum.compute() / samples.clamp(min=1)).item()
+        self.train_loss_sum.reset()
+        self._train_samples = 0
         self.print(f"epoch {self.current_epoch}: train/loss {train_loss:.4f}{self._val_summary}")
         self._val_summary = ""
         if self.embedding_cache is not None and self.current_epoch == 0:

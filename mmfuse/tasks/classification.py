@@ -55,6 +55,7 @@ class ClassificationTask(MultiModalTask):
             probability (always keeping one).
         embedding_cache: keep the embeddings of frozen backbones on disk, computed once
             (:class:`~mmfuse.embedding_cache.CacheOptions`; see docs/performance.md).
+        compile_backbones: compile these backbones (``true``: all; or modalities) with ``torch.compile``.
 
     Examples:
         >>> from mmfuse.backbones import ESM2
@@ -79,6 +80,7 @@ class ClassificationTask(MultiModalTask):
         lr_scheduler: SchedulerFactory | None = None,
         modality_dropout: float = 0.0,
         embedding_cache: CacheOptions | None = None,
+        compile_backbones: bool | list[str] = False,
     ) -> None:
         names = list(target_names or [])
         if target_names and len(names) < 2:
@@ -86,7 +88,15 @@ class ClassificationTask(MultiModalTask):
         if len(set(names)) != len(names):
             raise ConfigError(f"class names must be distinct; target_names is {names}")
         super().__init__(
-            backbones, adapter, head, target_names, optimizer, lr_scheduler, modality_dropout, embedding_cache
+            backbones,
+            adapter,
+            head,
+            target_names,
+            optimizer,
+            lr_scheduler,
+            modality_dropout,
+            embedding_cache,
+            compile_backbones,
         )
         if not 0.0 <= label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), not {label_smoothing}")

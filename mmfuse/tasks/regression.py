@@ -54,6 +54,7 @@ class RegressionTask(MultiModalTask):
             probability (always keeping one).
         embedding_cache: keep the embeddings of frozen backbones on disk, computed once
             (:class:`~mmfuse.embedding_cache.CacheOptions`; see docs/performance.md).
+        compile_backbones: compile these backbones (``true``: all; or modalities) with ``torch.compile``.
     """
 
     _progress_metric = "spearman"
@@ -70,9 +71,18 @@ class RegressionTask(MultiModalTask):
         lr_scheduler: SchedulerFactory | None = None,
         modality_dropout: float = 0.0,
         embedding_cache: CacheOptions | None = None,
+        compile_backbones: bool | list[str] = False,
     ) -> None:
         super().__init__(
-            backbones, adapter, head, target_names, optimizer, lr_scheduler, modality_dropout, embedding_cache
+            backbones,
+            adapter,
+            head,
+            target_names,
+            optimizer,
+            lr_scheduler,
+            modality_dropout,
+            embedding_cache,
+            compile_backbones,
         )
         self.loss_fn = _LOSSES[loss]
         self.standardize_targets = standardize_targets

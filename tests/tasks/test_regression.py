@@ -55,6 +55,7 @@ def test_python_api_checkpoint_holds_only_plain_hyperparameters(tmp_path):
         "lr_scheduler",
         "modality_dropout",
         "embedding_cache",
+        "compile_backbones",
     }
     assert checkpoint["datamodule_hyper_parameters"]["path"] == "sample"
 
