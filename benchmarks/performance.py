@@ -8,8 +8,9 @@ seconds are not comparable between runs. Sections:
                  modules, optimizer and pre-collated batches: steps/s and overhead (target ≤ 5 %).
 2. ``cache``     frozen backbones, epoch 2 onward, ``embedding_cache`` vs. none: time per epoch and the
                  largest difference between the two loss curves (same seed; target ≥ 10×, identical).
-3. ``bucketing`` length bucketing vs. padding to the global maximum on transcripts of 200 nt–12 kb
-                 (log-normal): time per epoch and the share of padded tokens.
+3. ``bucketing`` length bucketing vs. padding each batch to its longest sequence (mmfuse's default) on
+                 transcripts of 200 nt–12 kb (log-normal): time per epoch and the share of padded tokens,
+                 also what padding every batch to the longest sequence of the data would waste.
 4. ``memory``    every row of every table carries the child's peak RSS (and peak CUDA memory on a GPU);
                  this section adds the preset-sized fine-tuning run with and without activation checkpointing.
 5. ``scaling``   1×, 4× and 16× the data: time per epoch (should grow linearly) and peak RSS (flat).
@@ -21,6 +22,7 @@ seconds are not comparable between runs. Sections:
                  ``--mg-python`` (a Python with modelgenerator installed, see
                  benchmarks/modelgenerator_baseline.py) ModelGenerator runs the same configuration in the
                  same run; otherwise the table compares with the published 0.63 steps/s and 2.4 GB.
+                 Both read their batches through their own data modules (tokenizing included).
 
 ``quick`` and ``preset`` are the two model sizes: the quickstart's tiny backbones on the bundled
 sample data, and the ModelGenerator configuration above (preset-sized: real layer widths).
@@ -160,6 +162,10 @@ def data(size: str, records: int, work: Path, batch: int, lengths: str = "max", 
         rna_len = np.clip(rng.lognormal(np.log(2000), 0.9, len(table)), 200, 12_000).astype(int).tolist()
         prot_len = [max(30, n // 3 - 20) for n in rna_len]
         dna_len = 1024 if size == "quick" else 16_384
+        # crops to what the models read (as the data module's max_lengths would): the preset models at most
+        # 1,000 nt and 500 aa, the tiny ESM2 1,022 aa
+        rna_max, prot_max = (1000, 500) if size == "preset" else (12_000, 1000)
+        rna_len, prot_len = [min(n, rna_max) for n in rna_len], [min(n, prot_max) for n in prot_len]
     table["DNA"] = [_random("ACGT", dna_len, rng) for _ in range(len(table))]
     table["RNA"] = [_random("ACGU", n, rng) for n in rna_len]
     table["Protein"] = [_random("ACDEFGHIKLMNPQRSTVWY", n, rng) for n in prot_len]
@@ -262,7 +268,8 @@ def measure_epochs(spec: dict, work: Path) -> dict:
     dm = data(spec["size"], records=spec.get("records", 64), work=work, batch=spec["batch"],
               lengths=spec.get("lengths", "max"), bucketing=spec.get("bucketing", False),
               genes_factor=spec.get("genes_factor", 1))  # fmt: skip
-    epochs, losses, tokens = [], [], {"real": 0, "padded": 0}
+    epochs, losses = [], []
+    tokens: dict[str, dict[str, int]] = {}  # per modality: real tokens, batch slots, samples, longest
 
     class Clock(L.Callback):
         def on_train_epoch_start(self, trainer, module):
@@ -271,11 +278,14 @@ def measure_epochs(spec: dict, work: Path) -> dict:
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             losses.append(outputs["loss"].item())
             if trainer.current_epoch == 0:
-                for enc in batch["inputs"].values():
+                for m, enc in batch["inputs"].items():
                     mask = enc.get("attention_mask")
                     if mask is not None:
-                        tokens["real"] += int(mask.sum())
-                        tokens["padded"] += mask.numel()
+                        t = tokens.setdefault(m, {"real": 0, "slots": 0, "samples": 0, "longest": 0})
+                        t["real"] += int(mask.sum())
+                        t["slots"] += mask.numel()
+                        t["samples"] += mask.shape[0]
+                        t["longest"] = max(t["longest"], mask.shape[1])
 
         def on_train_epoch_end(self, trainer, module):
             epochs.append(time.perf_counter() - self.t0)
@@ -284,8 +294,10 @@ def measure_epochs(spec: dict, work: Path) -> dict:
     trainer.fit(task, dm)
     del torch
     out = {"epochs": epochs, "losses": losses, **_peak()}
-    if tokens["padded"]:
-        out["padding"] = 1 - tokens["real"] / tokens["padded"]
+    if tokens:
+        real = sum(t["real"] for t in tokens.values())
+        out["padding"] = 1 - real / sum(t["slots"] for t in tokens.values())
+        out["padding_global"] = 1 - real / sum(t["samples"] * t["longest"] for t in tokens.values())
     out["records"] = len(dm.split_ids("train"))
     return out
 
@@ -337,6 +349,16 @@ def run_child(spec: dict) -> dict:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
+def median_of(repeats: int, specs: dict[str, dict]) -> dict[str, dict]:
+    """Runs each spec ``repeats`` times, alternating between them (so drifts of the machine hit all
+    alike), and keeps per spec the run with the median steps/s."""
+    runs: dict[str, list[dict]] = {name: [] for name in specs}
+    for _ in range(repeats):
+        for name, spec in specs.items():
+            runs[name].append(spec["run"]() if "run" in spec else run_child(spec))
+    return {name: sorted(r, key=lambda x: x["steps_per_s"])[len(r) // 2] for name, r in runs.items()}
+
+
 def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
     cells = [[h for h in header]] + [[f"{c:,.3g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
@@ -351,8 +373,10 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
 def section_overhead(args: argparse.Namespace) -> None:
     rows = []
     for size, batch in (("quick", 16), ("preset", 2)):
-        res = {mode: run_child({"kind": "steps", "mode": mode, "size": size, "batch": batch, "steps": args.steps,
-                                "warmup": args.warmup}) for mode in ("loop", "lightning")}  # fmt: skip
+        steps = args.steps * 3 if size == "quick" else args.steps  # quick steps are short: more of them
+        res = median_of(args.repeats, {mode: {"kind": "steps", "mode": mode, "size": size, "batch": batch,
+                                              "steps": steps, "warmup": args.warmup}
+                                       for mode in ("loop", "lightning")})  # fmt: skip
         overhead = res["loop"]["steps_per_s"] / res["lightning"]["steps_per_s"] - 1
         rows.append([size, batch, res["loop"]["steps_per_s"], res["lightning"]["steps_per_s"],
                      f"{overhead:+.1%}", res["loop"]["peak_rss_mb"], res["lightning"]["peak_rss_mb"]])  # fmt: skip
@@ -386,12 +410,14 @@ def section_bucketing(args: argparse.Namespace) -> None:
                 "lengths": "transcripts", "frozen": False}  # fmt: skip
         plain = run_child(base)
         bucketed = run_child({**base, "bucketing": True})
-        rows.append([size, batch, plain["records"], f"{plain['padding']:.0%}", f"{bucketed['padding']:.0%}",
+        rows.append([size, batch, plain["records"], f"{plain['padding_global']:.0%}", f"{plain['padding']:.0%}",
+                     f"{bucketed['padding']:.0%}",
                      plain["epochs"][-1], bucketed["epochs"][-1],
                      f"{plain['epochs'][-1] / bucketed['epochs'][-1]:.2f}×",
                      plain["peak_rss_mb"], bucketed["peak_rss_mb"]])  # fmt: skip
     table("3. Length bucketing vs. none, RNA 200 nt–12 kb (log-normal): padded share of tokens, seconds per epoch",
-          ["size", "batch", "records", "padded (none)", "padded (bucketing)", "s/epoch none", "s/epoch bucketing",
+          ["size", "batch", "records", "padded (global max)", "padded (batch max)", "padded (bucketing)",
+           "s/epoch batch max", "s/epoch bucketing",
            "speed-up", "none peak RSS MB", "bucketing peak RSS MB"], rows)  # fmt: skip
 
 
@@ -434,26 +460,38 @@ def section_startup(args: argparse.Namespace) -> None:
 
 
 def section_modelgenerator(args: argparse.Namespace) -> None:
-    ours = run_child({"kind": "steps", "mode": "lightning", "size": "preset", "batch": 2, "steps": args.steps,
-                      "warmup": args.warmup})  # fmt: skip
-    rows = [["mmfuse", ours["steps_per_s"], ours["peak_rss_mb"], ours["params"], ours["trainable"]]]
+    base = {"kind": "steps", "mode": "datamodule", "size": "preset", "batch": 2, "steps": args.steps,
+            "warmup": args.warmup}  # fmt: skip
+    specs: dict[str, dict] = {"ours": base, "compiled": {**base, "compile": ["dna"], "warmup": args.warmup + 1}}
     reference, source = MG_PUBLISHED, "published (issue 6)"
-    if args.mg_python:
+
+    def modelgenerator() -> dict:
         script = REPO / "benchmarks" / "modelgenerator_baseline.py"
         proc = subprocess.run([args.mg_python, str(script), f"--steps={args.steps}", f"--warmup={args.warmup}"],
                               capture_output=True, text=True, cwd=REPO)  # fmt: skip
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"ModelGenerator baseline failed:\n{proc.stderr[-4000:]}")
-        mg = json.loads(lines[-1].removeprefix("RESULT "))
+        return json.loads(lines[-1].removeprefix("RESULT "))
+
+    if args.mg_python:
+        specs["mg"] = {"run": modelgenerator}
+    results = median_of(args.repeats, specs)
+    ours, compiled = results["ours"], results["compiled"]
+    rows = [["mmfuse", ours["steps_per_s"], ours["peak_rss_mb"], ours["params"], ours["trainable"]],
+            ["mmfuse, compile_backbones: [dna]", compiled["steps_per_s"], compiled["peak_rss_mb"], compiled["params"],
+             compiled["trainable"]]]  # fmt: skip
+    if args.mg_python:
+        mg = results["mg"]
         rows.append(["ModelGenerator 0.1.3 (this run)", mg["steps_per_s"], mg["peak_rss_mb"], mg.get("params", ""),
                      mg.get("trainable", "")])  # fmt: skip
         reference, source = mg, "measured in this run"
     rows.append(["ModelGenerator 0.1.3 (published)", MG_PUBLISHED["steps_per_s"], MG_PUBLISHED["peak_rss_mb"], "", ""])
     table("7. The ModelGenerator configuration (batch 2, fp32, CPU)",
           ["framework", "steps/s", "peak RSS MB", "parameters", "trainable"], rows)  # fmt: skip
-    print(f"\nmmfuse vs ModelGenerator ({source}): {ours['steps_per_s'] / reference['steps_per_s']:.2f}× the steps/s, "
-          f"{ours['peak_rss_mb'] / reference['peak_rss_mb']:.2f}× the peak RSS")  # fmt: skip
+    for label, res in (("mmfuse", ours), ("mmfuse with compile", compiled)):
+        print(f"\n{label} vs ModelGenerator ({source}): {res['steps_per_s'] / reference['steps_per_s']:.2f}× the "
+              f"steps/s, {res['peak_rss_mb'] / reference['peak_rss_mb']:.2f}× the peak RSS")  # fmt: skip
 
 
 def main() -> None:
@@ -462,6 +500,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="measured training steps")
     parser.add_argument("--warmup", type=int, default=3, help="training steps before measuring")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the cache section")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs (median) in sections 1 and 7")
     parser.add_argument("--mg-python", help="Python of an environment with modelgenerator 0.1.3 (see its script)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -249,6 +249,15 @@ class MultiModalTask(L.LightningModule):
     def on_predict_epoch_start(self) -> None:
         self._refresh_cache()
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Moves the batch's tensors; its strings (ids, cached sequences and keys) are left as they are
+        without Lightning walking through them (thousands of strings per batch with a cache)."""
+        if not isinstance(batch, dict) or not ({"ids", "cached"} & batch.keys()):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        strings = {k: batch[k] for k in ("ids", "cached") if k in batch}
+        rest = {k: v for k, v in batch.items() if k not in strings}
+        return {**super().transfer_batch_to_device(rest, device, dataloader_idx), **strings}
+
     # optimisation ---------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
