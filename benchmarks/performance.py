@@ -360,7 +360,12 @@ def median_of(repeats: int, specs: dict[str, dict]) -> dict[str, dict]:
 
 
 def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
-    cells = [[h for h in header]] + [[f"{c:,.3g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    def cell(c: Any) -> str:
+        if isinstance(c, float):
+            return f"{c:,.0f}" if abs(c) >= 1000 else f"{c:.3g}"
+        return f"{c:,}" if isinstance(c, int) else str(c)
+
+    cells = [list(header)] + [[cell(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     print(f"\n### {title}\n")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(cells[0], widths, strict=True)) + " |")

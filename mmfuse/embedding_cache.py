@@ -157,21 +157,30 @@ class EmbeddingStore:
             self._maps[shard] = mapped
         return mapped[row : row + rows]
 
+    def view(self, key: bytes) -> np.ndarray:
+        """The stored rows of ``key``, a read-only memory-mapped ``(rows, dim)`` array (bfloat16 as uint16)."""
+        shard, row, rows = self._entries[key]
+        return self._rows(shard, row, rows)
+
     def get(self, key: bytes) -> Tensor:
         """The stored ``(rows, dim)`` tensor of ``key`` (in the storage precision, on the CPU)."""
-        shard, row, rows = self._entries[key]
-        out = torch.from_numpy(np.array(self._rows(shard, row, rows)))
+        return self.as_tensor(np.array(self.view(key)))
+
+    def as_tensor(self, array: np.ndarray) -> Tensor:
+        """A tensor of the storage precision sharing ``array``'s memory."""
+        out = torch.from_numpy(array)
         return out.view(self.torch_dtype) if self.torch_dtype == torch.bfloat16 else out
+
+    def as_array(self, tensor: Tensor) -> np.ndarray:
+        """``tensor`` (on the CPU, storage precision) as the array the store holds."""
+        return (tensor.view(torch.uint16) if self.torch_dtype == torch.bfloat16 else tensor).numpy()
 
     def put(self, items: Sequence[tuple[bytes, Tensor]]) -> None:
         """Appends ``(key, (rows, dim) tensor)`` items to this process's shard (keys already stored are skipped)."""
         items = [(k, t) for k, t in items if k not in self._entries]
         if not items:
             return
-        arrays = []
-        for _, t in items:
-            t = t.detach().to("cpu", self.torch_dtype).contiguous()
-            arrays.append((t.view(torch.uint16) if self.torch_dtype == torch.bfloat16 else t).numpy())
+        arrays = [self.as_array(t.detach().to("cpu", self.torch_dtype).contiguous()) for _, t in items]
         with open(self.directory / f"{self.shard}.bin", "ab") as data, open(self.directory / f"{self.shard}.idx",
                                                                               "ab") as index:  # fmt: skip
             fcntl.flock(data.fileno(), fcntl.LOCK_EX)
@@ -341,25 +350,27 @@ class EmbeddingCache:
         """
         store = self.store(modality, backbone, compute_precision, rank)
         raw = [bytes.fromhex(k) if k is not None else None for k in keys]
-        rows: dict[bytes, Tensor] = {}
+        rows: dict[bytes, np.ndarray] = {}
         missing = list(dict.fromkeys(k for k in raw if k is not None and k not in store))
         if missing:
             first = {k: raw.index(k) for k in missing}  # one sample per distinct sequence
             tokens = backbone.tokenizer([sequences[first[k]] for k in missing])
             out = backbone({name: value.to(device, non_blocking=True) for name, value in tokens.items()})
-            rows = dict(zip(missing, self._reduce(modality, out.embeddings, out.mask), strict=True))
-            store.put(list(rows.items()))
+            computed = self._reduce(modality, out.embeddings, out.mask)
+            store.put(list(zip(missing, computed, strict=True)))
+            rows = {k: store.as_array(t) for k, t in zip(missing, computed, strict=True)}
             self.computed[modality] += len(missing)
         for k in raw:
             if k is not None and k not in rows:
-                rows[k] = store.get(k)
+                rows[k] = store.view(k)  # memory-mapped: copied once, into the batch below
                 self.read[modality] += 1
         length = max([len(rows[k]) for k in raw if k is not None] + [1])
-        embeddings = torch.zeros(len(raw), length, store.dim, dtype=self.store_dtype)
-        mask = torch.zeros(len(raw), length, dtype=torch.bool)
+        embeddings = np.zeros((len(raw), length, store.dim), dtype=store.np_dtype)
+        mask = np.zeros((len(raw), length), dtype=bool)
         for i, k in enumerate(raw):
             if k is not None:
                 n = len(rows[k])
                 embeddings[i, :n] = rows[k]
                 mask[i, :n] = True
-        return embeddings.to(device, dtype, non_blocking=True), mask.to(device, non_blocking=True)
+        return (store.as_tensor(embeddings).to(device, dtype, non_blocking=True),
+                torch.from_numpy(mask).to(device, non_blocking=True))  # fmt: skip
