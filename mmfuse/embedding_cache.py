@@ -2,8 +2,10 @@
 
 When a backbone's weights are fixed, its embedding of a sequence never changes, so recomputing it
 every epoch (and every run) wastes nearly all of a fusion-only training run. With
-``embedding_cache`` set on the task, the first time a sequence is seen its embeddings are computed
-and appended to a store; from then on (later epochs, later runs, other processes) they are read back.
+``embedding_cache`` set on the task, the sequences of the data set that the store lacks are embedded
+before the first epoch (:meth:`EmbeddingCache.precompute`; or, with data modules that cannot list
+their sequences, the first time a batch holds them) and appended to a store; from then on (later
+epochs, later runs, other processes) they are read back.
 
 Layout on disk (no pickle anywhere)::
 
@@ -17,9 +19,9 @@ its tokenizer, the storage options (precision, pooling, kept tokens) and the com
 changing any of them starts a new store; the key hashes the sequence after the data module's length
 policy (crop), so a new crop gives new keys. Each process writes its own ``rank<R>`` shard, under an
 exclusive file lock (two runs sharing a directory cannot interleave rows); an index record is written
-only after its rows, so a crash never leaves an index entry pointing at missing data. Every process
-reads the records of all shards, refreshed at the start of each epoch, so work done by one rank in
-epoch 1 is reused by all in epoch 2.
+only after its rows, so a crash never leaves an index entry pointing at missing data. The sequences to
+embed are split between processes by key, and every process reads the records of all shards (after a
+barrier, and at the start of each epoch), so each sequence is embedded once.
 """
 
 from __future__ import annotations
@@ -322,6 +324,40 @@ class EmbeddingCache:
     @property
     def store_dtype(self) -> torch.dtype:
         return _STORAGE[self.options.precision][1]
+
+    def precompute(
+        self,
+        modality: str,
+        backbone: Any,
+        sequences: Sequence[str],
+        device: torch.device | str,
+        batch_size: int,
+        compute_precision: str = "32-true",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> int:
+        """Embeds and stores this process's share of the ``sequences`` not stored yet; returns how many.
+
+        Distinct keys are split between processes by their value, so under DDP every sequence is
+        embedded by exactly one rank; batches group sequences of similar length (little padding).
+        """
+        from mmfuse.data.collate import sequence_key
+
+        store = self.store(modality, backbone, compute_precision, rank)
+        todo: dict[bytes, str] = {}
+        for sequence in sequences:
+            key = bytes.fromhex(sequence_key(sequence))
+            if key not in store and int.from_bytes(key[:8], "big") % world_size == rank:
+                todo.setdefault(key, sequence)
+        ordered = sorted(todo.items(), key=lambda item: len(item[1]))
+        for start in range(0, len(ordered), batch_size):
+            chunk = ordered[start : start + batch_size]
+            tokens = backbone.tokenizer([sequence for _, sequence in chunk])
+            out = backbone({name: value.to(device, non_blocking=True) for name, value in tokens.items()})
+            store.put(list(zip([key for key, _ in chunk], self._reduce(modality, out.embeddings, out.mask),
+                               strict=True)))  # fmt: skip
+        self.computed[modality] += len(ordered)
+        return len(ordered)
 
     def embed(
         self,

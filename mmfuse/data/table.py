@@ -508,6 +508,14 @@ class TableDataModule(L.LightningDataModule):
         assert self._splits is not None
         return list(self._splits[split].ids)
 
+    def split_sequences(self, split: str, modality: str) -> list[str]:
+        """The sequences of ``modality`` in one split (``all``: every split), as batches carry them
+        (after the length policy); records lacking the modality are left out."""
+        self.setup()
+        assert self._splits is not None
+        splits = SPLITS if split == "all" else (split,)
+        return [s for name in splits for s in self._splits[name].sequences[modality] if s is not None]
+
     def split_labels(self, split: str) -> np.ndarray | None:
         """Labels of one split, in record order (``None`` for a table without labels)."""
         self.setup()

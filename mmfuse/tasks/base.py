@@ -9,6 +9,7 @@ may add plots (:meth:`MultiModalTask._evaluation_records`, :meth:`MultiModalTask
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ from mmfuse.tasks import report
 from mmfuse.tasks.heads import Head, MLPHead
 from mmfuse.tasks.metrics import MetricTable
 from mmfuse.tokenizers import Tokenizer
+
+# Frozen backbones stay in eval mode on purpose, and the task's own device transfer (strings skipped)
+# is meant to replace the data module's: Lightning's notices about either are noise for mmfuse users.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device` in `LightningModule`")
 
 __all__ = ["AdapterFactory", "HeadFactory", "MultiModalTask", "OptimizerFactory", "SchedulerFactory"]
 
@@ -234,8 +240,44 @@ class MultiModalTask(L.LightningModule):
             )
 
     def _refresh_cache(self) -> None:
+        """Reads what every process stored so far: after a barrier, so under DDP no rank starts an epoch
+        before the others have written what they embedded in the last one."""
         if self.embedding_cache is not None:
+            if self._trainer is not None and self.trainer.world_size > 1:
+                self.trainer.strategy.barrier("mmfuse-embedding-cache")
             self.embedding_cache.refresh()
+
+    def _precompute_cache(self, splits: Sequence[str]) -> None:
+        """Embeds, before the loop starts, every sequence of ``splits`` the cache lacks, each by one
+        process; the loop then only reads (the data module must offer ``split_sequences``)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.embedding_cache is None or not hasattr(datamodule, "split_sequences"):
+            return
+        self._refresh_cache()
+        total = 0
+        for modality in self.embedding_cache.modalities:
+            sequences = [s for split in splits for s in datamodule.split_sequences(split, modality)]
+            total += self.embedding_cache.precompute(
+                modality, self.backbones[modality], sequences, self.device, datamodule.eval_batch_size,
+                self._compute_precision(), self.global_rank, self.trainer.world_size,
+            )  # fmt: skip
+        self._refresh_cache()
+        if total:
+            self.print(self.embedding_cache.summary())
+
+    def on_fit_start(self) -> None:
+        self._precompute_cache(["train", "val"])
+
+    def on_test_start(self) -> None:
+        self._precompute_cache(["test"])
+
+    def on_predict_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self._precompute_cache([getattr(datamodule, "predict_split", "all")])
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "validate":
+            self._precompute_cache(["val"])
 
     def on_train_epoch_start(self) -> None:
         self._refresh_cache()
