@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test test-slow lint
+.PHONY: install quickstart test test-slow lint docs
 
 install: $(VENV)/.installed
 
@@ -28,3 +28,7 @@ test-slow: install
 
 lint: install
 	$(BIN)/ruff check mmfuse tests
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict   # site/ ; `mkdocs serve` to browse

@@ -1,0 +1,138 @@
+"""Writes docs/reference.md, the YAML reference, from the registries and the components' signatures.
+
+    python docs/gen_reference.py          # rewrite docs/reference.md
+    python docs/gen_reference.py --check  # exit 1 if it is out of date (CI: tests/test_docs_site.py)
+
+Every registered backbone, adapter and head (plugins included when installed), the tasks, the data
+modules and the option groups get a table of their YAML options: name, type, default, and the
+description from the docstring's ``Args:`` section.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "reference.md"
+#: arguments the task or the CLI fills in, never written in YAML
+_GIVEN = {"self", "input_dims", "in_dim", "out_dim", "target_names", "dims"}
+
+
+def _args_section(doc: str) -> dict[str, str]:
+    """``{name: description}`` from a Google-style ``Args:`` section."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    out: dict[str, str] = {}
+    inside, current, indent = False, None, None
+    for line in lines:
+        if re.match(r"^(Args|Arguments):\s*$", line):
+            inside, current = True, None
+            continue
+        if inside and re.match(r"^[A-Z][A-Za-z ]+:\s*$", line):  # the next section
+            break
+        if not inside or not line.strip():
+            continue
+        match = re.match(r"^(\s+)(\w+)(?: \([^)]*\))?:\s*(.*)$", line)
+        if match and (indent is None or len(match.group(1)) == indent):
+            indent = len(match.group(1))
+            current = match.group(2)
+            out[current] = match.group(3).strip()
+        elif current is not None:
+            out[current] += " " + line.strip()
+    return out
+
+
+def _type(annotation: object) -> str:
+    if annotation is inspect.Parameter.empty:
+        return ""
+    if isinstance(annotation, str) or typing.get_origin(annotation) is not None:
+        text = str(annotation)
+    else:
+        text = getattr(annotation, "__name__", repr(annotation))
+    text = re.sub(r"\b(?:[a-z_][a-z0-9_]*\.)+([A-Za-z_]\w*)", r"\1", text)  # module paths off
+    return text.replace("NoneType", "None").replace("|", "\\|")
+
+
+def _default(value: object) -> str:
+    if value is inspect.Parameter.empty:
+        return "required"
+    if isinstance(value, type) or callable(value):
+        return getattr(value, "__qualname__", repr(value))
+    return repr(value).replace("|", "\\|")
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def component(cls: type | Callable, heading: str, source: str = "") -> str:
+    """A Markdown section for ``cls``: its summary line and a table of its YAML options."""
+    doc = inspect.getdoc(cls) or ""
+    summary = doc.split("\n\n")[0].replace("\n", " ")
+    described = _args_section(doc) | _args_section(inspect.getdoc(getattr(cls, "__init__", None)) or "")
+    try:
+        hints = typing.get_type_hints(cls.__init__) if isinstance(cls, type) else {}
+    except Exception:
+        hints = {}
+    parameters = [p for p in inspect.signature(cls).parameters.values() if p.name not in _GIVEN
+                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]  # fmt: skip
+    origin = f" ({source})" if source else ""
+    lines = [f"### {heading}", "", f"`class_path: {cls.__name__}`{origin}. {_cell(summary)}", ""]
+    if parameters:
+        lines += ["| option | type | default | description |", "| --- | --- | --- | --- |"]
+        for p in parameters:
+            annotation = hints.get(p.name, p.annotation)
+            lines.append(f"| `{p.name}` | {_type(annotation)} | `{_default(p.default)}` | "
+                         f"{_cell(described.get(p.name, ''))} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def render() -> str:
+    from mmfuse.backbones.finetune import LoraOptions
+    from mmfuse.data import IsoformExpression, SequenceClassification
+    from mmfuse.embedding_cache import CacheOptions
+    from mmfuse.registry import ADAPTERS, BACKBONES, HEADS
+    from mmfuse.tasks import ClassificationTask, RegressionTask
+
+    parts = [
+        "# YAML reference",
+        "",
+        "Generated from the registries by `python docs/gen_reference.py`; do not edit by hand. Each "
+        "component is chosen by its `class_path` and configured by `init_args`. Arguments the task fills "
+        "in (embedding widths, the number of outputs, `target_names`) are not listed.",
+        "",
+        "## Tasks (`model:`)",
+        "",
+    ]
+    parts += [component(cls, cls.__name__) for cls in (RegressionTask, ClassificationTask)]
+    parts += ["## Data modules (`data:`)", ""]
+    parts += [component(cls, cls.__name__) for cls in (IsoformExpression, SequenceClassification)]
+    for title, registry in (("Backbones (`model.init_args.backbones.<modality>`)", BACKBONES),
+                            ("Fusion adapters (`model.init_args.adapter`)", ADAPTERS),
+                            ("Heads (`model.init_args.head`)", HEADS)):  # fmt: skip
+        parts += [f"## {title}", ""]
+        for entry in registry.entries():
+            parts.append(component(entry.obj, entry.name, entry.source))
+    parts += ["## Option groups", ""]
+    parts.append(component(LoraOptions, "LoraOptions (`lora:` of a backbone)"))
+    parts.append(component(CacheOptions, "CacheOptions (`embedding_cache:` of a task)"))
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main() -> int:
+    text = render()
+    if "--check" in sys.argv[1:]:
+        if not OUT.is_file() or OUT.read_text() != text:
+            print(f"{OUT} is out of date: run `python docs/gen_reference.py`", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text)
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
