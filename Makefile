@@ -9,12 +9,13 @@ BIN := $(VENV)/bin
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml examples/mmfuse-plugin-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps "borzoi-pytorch==0.5.1"
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/mmfuse-plugin-example  # tests run it as a real plugin
 	touch $@
 
 quickstart: install

@@ -3,7 +3,7 @@
     python docs/gen_reference.py          # rewrite docs/reference.md
     python docs/gen_reference.py --check  # exit 1 if it is out of date (CI: tests/test_docs_site.py)
 
-Every registered backbone, adapter and head (plugins included when installed), the tasks, the data
+Every built-in backbone, adapter and head (plugins document their own), the tasks, the data
 modules and the option groups get a table of their YAML options: name, type, default, and the
 description from the docstring's ``Args:`` section.
 """
@@ -94,7 +94,7 @@ def render() -> str:
     from mmfuse.backbones.finetune import LoraOptions
     from mmfuse.data import IsoformExpression, SequenceClassification
     from mmfuse.embedding_cache import CacheOptions
-    from mmfuse.registry import ADAPTERS, BACKBONES, HEADS
+    from mmfuse.registry import ADAPTERS, BACKBONES, BUILTIN_SOURCE, HEADS
     from mmfuse.tasks import ClassificationTask, RegressionTask
 
     parts = [
@@ -115,7 +115,8 @@ def render() -> str:
                             ("Heads (`model.init_args.head`)", HEADS)):  # fmt: skip
         parts += [f"## {title}", ""]
         for entry in registry.entries():
-            parts.append(component(entry.obj, entry.name, entry.source))
+            if entry.source == BUILTIN_SOURCE:  # plugins document their own components
+                parts.append(component(entry.obj, entry.name))
     parts += ["## Option groups", ""]
     parts.append(component(LoraOptions, "LoraOptions (`lora:` of a backbone)"))
     parts.append(component(CacheOptions, "CacheOptions (`embedding_cache:` of a task)"))
