@@ -260,7 +260,6 @@ def measure_steps(spec: dict, work: Path) -> dict:
 def measure_epochs(spec: dict, work: Path) -> dict:
     """Seconds per training epoch and the per-step losses (frozen backbones, optional cache/bucketing)."""
     import lightning as L
-    import torch
 
     L.seed_everything(0, verbose=False)
     task = build(spec["size"], frozen=spec.get("frozen", True), work=Path(spec.get("cache_root", work)),
@@ -299,7 +298,6 @@ def measure_epochs(spec: dict, work: Path) -> dict:
 
     trainer = _trainer(work, [Clock()], max_epochs=spec["epochs"], limit_val_batches=0)
     trainer.fit(task, dm)
-    del torch
     out = {"epochs": epochs, "losses": losses, "prep": prep[0], **_peak()}
     if tokens:
         real = sum(t["real"] for t in tokens.values())
