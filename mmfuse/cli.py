@@ -96,6 +96,31 @@ def _check_checkpoint(path: str) -> None:
         raise MmfuseError(f"{path!r} is not a Lightning checkpoint (it has no state_dict)")
 
 
+def _get(namespace: Any, key: str) -> Any:
+    return namespace.get(key) if hasattr(namespace, "get") else None
+
+
+def _last_checkpoints(config: Any) -> list[Path]:
+    """``last*.ckpt`` files where a run of ``config`` (a subcommand's namespace) writes checkpoints."""
+    trainer = config.get("trainer") or {}
+    root = Path(_get(trainer, "default_root_dir") or os.getcwd())
+    directories = [root / "checkpoints", *root.glob("lightning_logs/*/checkpoints")]
+    loggers = _get(trainer, "logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        args = _get(logger, "init_args") or {}
+        save_dir = _get(args, "save_dir") or _get(args, "root_dir")
+        if save_dir:
+            name = _get(args, "name")
+            base = Path(save_dir) / name if name else Path(save_dir)
+            directories += list(base.glob("*/checkpoints"))
+    callbacks = _get(trainer, "callbacks") or []
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+        dirpath = _get(_get(callback, "init_args") or {}, "dirpath")
+        if dirpath:
+            directories.append(Path(dirpath))
+    return [f for d in dict.fromkeys(directories) if d.is_dir() for f in d.glob("last*.ckpt") if f.is_file()]
+
+
 class MmfuseCLI(LightningCLI):
     """LightningCLI with mmfuse's components, argument links and prediction writer.
 
@@ -135,9 +160,55 @@ class MmfuseCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path == "last":
+            ckpt_path = self._resolve_last(subcommand)
         if ckpt_path:
             _check_checkpoint(str(ckpt_path))
         super()._parse_ckpt_path()
+
+    def _resolve_last(self, subcommand: str) -> str | None:
+        """``--ckpt_path last``: the newest ``last*.ckpt`` of the earlier runs of this config.
+
+        Lightning looks for ``last`` only in the new run's own checkpoint directory, which a logger
+        with versions (``version_0``, ``version_1``…) makes a fresh, empty one; so a restarted job
+        would silently train from scratch. mmfuse looks where this config's earlier runs wrote:
+        ``<save_dir>/<name>/*/checkpoints/`` of its logger, the ``dirpath`` of its ``ModelCheckpoint``
+        callbacks and ``<default_root_dir>/lightning_logs/*/checkpoints/``. The run resumes from the
+        newest one it finds, in a new version directory (the loggers would otherwise overwrite the
+        earlier run's metrics); with none, ``fit`` starts from scratch and says so (so a job script
+        may always pass ``--ckpt_path last``), and the other commands fail.
+        """
+        found = sorted(_last_checkpoints(self.config[subcommand]), key=lambda f: f.stat().st_mtime)
+        if found:
+            path = str(found[-1])
+            print(f"Resuming from {path} (the newest last checkpoint of this config's runs)", file=sys.stderr)
+        elif subcommand == "fit":
+            print("--ckpt_path last: no checkpoint of an earlier run found; training from scratch", file=sys.stderr)
+            path = None
+        else:
+            raise MmfuseError(
+                "--ckpt_path last: no last.ckpt found where this config's runs write checkpoints (its logger's "
+                "save_dir/name, its ModelCheckpoint dirpath, or default_root_dir); pass the checkpoint's path"
+            )
+        self.config[subcommand]["ckpt_path"] = path
+        return path
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        # checkpoints are written crash-safe and read with weights_only=True unless the user chose a
+        # CheckpointIO, or a strategy that writes its own (sharded, TPU)
+        from lightning.fabric.plugins import CheckpointIO
+
+        from mmfuse.tasks import AtomicCheckpointIO
+
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        strategy = str(config.get("strategy") or "").lower()
+        accelerator = str(config.get("accelerator") or "").lower()
+        if not any(isinstance(p, CheckpointIO) for p in plugins) and not any(
+            name in strategy or name in accelerator for name in ("deepspeed", "xla", "tpu")
+        ):
+            config["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback

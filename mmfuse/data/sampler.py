@@ -4,20 +4,24 @@
 ``BatchSampler``: it reads the indices of any sampler (random, sequential or distributed) in pools of
 ``pool_size * batch_size``, sorts each pool by length and cuts it into batches. The collate function
 pads each batch to its own longest sequence, so sorted pools waste far fewer padding tokens.
+
+:class:`EpochRandomSampler` shuffles by ``(seed, epoch)`` alone, so a run resumed mid-epoch (the data
+loader skips the batches it already gave) sees the same order as the run it continues.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, Sampler
+from torch.utils.data import BatchSampler, RandomSampler, Sampler
 
 from mmfuse.errors import ConfigError
 
-__all__ = ["BucketBatchSampler", "record_lengths"]
+__all__ = ["BucketBatchSampler", "EpochRandomSampler", "record_lengths"]
 
 
 def record_lengths(sequences: Mapping[str, Sequence[str | None]]) -> np.ndarray:
@@ -42,16 +46,55 @@ def record_lengths(sequences: Mapping[str, Sequence[str | None]]) -> np.ndarray:
     return np.sum(columns, axis=0, dtype=np.int64) if columns else np.zeros(0, dtype=np.int64)
 
 
+def _generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+
+
+class EpochRandomSampler(RandomSampler):
+    """A random permutation of the dataset's indices that depends only on ``seed`` and the epoch.
+
+    Lightning calls :meth:`set_epoch` before each training epoch (as it does for
+    ``DistributedSampler``), so each epoch has its own order, and a run resumed from a checkpoint draws
+    exactly the orders of the run it continues, whatever random numbers were drawn before. It is a
+    ``RandomSampler``, so Lightning knows it shuffles and swaps in a shuffling ``DistributedSampler``
+    (same seed) under DDP.
+
+    Args:
+        data_source: the dataset (only its length is used).
+        seed: the shuffling seed (e.g. the run's ``seed_everything``).
+
+    Examples:
+        >>> sampler = EpochRandomSampler(range(6), seed=0)
+        >>> first = list(sampler); sampler.set_epoch(1)
+        >>> sorted(first) == list(range(6)), list(sampler) != first, list(EpochRandomSampler(range(6), 0)) == first
+        (True, True, True)
+    """
+
+    def __init__(self, data_source: Sequence[Any], seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Chooses the epoch whose permutation :meth:`__iter__` yields."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from torch.randperm(len(self.data_source), generator=_generator(self.seed, self.epoch)).tolist()
+
+
 class BucketBatchSampler(BatchSampler):
     """Batches of indices of similar length, drawn from ``sampler`` a pool at a time.
 
     The indices ``sampler`` yields are read in pools of ``pool_size * batch_size``; each pool is
     sorted by ``lengths`` (longest first, ties in sampler order) and cut into batches, whose order is
-    shuffled within the pool (``shuffle_batches``, with torch's default generator, so
-    ``seed_everything`` repeats it). Each index of ``sampler`` lands in exactly one batch; only the
-    last batch of the last pool can be short. With ``drop_last`` the last ``len(sampler) %
-    batch_size`` indices of the sampler are dropped before sorting, so every batch is full and the
-    dropped records are the sampler's (random) last ones, not the shortest or longest.
+    shuffled within the pool (``shuffle_batches``): by the ``seed`` and ``epoch`` of ``sampler`` when
+    it has them (:class:`EpochRandomSampler`, ``DistributedSampler``), so a resumed run repeats the
+    order, else with torch's default generator (``seed_everything`` repeats it). Each index of
+    ``sampler`` lands in exactly one batch; only the last batch of the last pool can be short. With
+    ``drop_last`` the last ``len(sampler) % batch_size`` indices of the sampler are dropped before
+    sorting, so every batch is full and the dropped records are the sampler's (random) last ones, not
+    the shortest or longest.
 
     Lightning re-creates this sampler with a ``DistributedSampler`` (DDP) or an index-tracking wrapper
     (predict) in place of ``sampler`` and every other argument as given, when the data loader was
@@ -97,14 +140,24 @@ class BucketBatchSampler(BatchSampler):
         pool_indices = self.pool_size * self.batch_size
         keep = len(self) * self.batch_size if self.drop_last else None  # type: ignore[arg-type]
         indices = iter(self.sampler) if keep is None else itertools.islice(self.sampler, keep)
-        while pool := list(itertools.islice(indices, pool_indices)):
-            yield from self._batches(np.asarray(pool, dtype=np.int64))
+        for pool_number in itertools.count():
+            pool = list(itertools.islice(indices, pool_indices))
+            if not pool:
+                return
+            yield from self._batches(np.asarray(pool, dtype=np.int64), pool_number)
 
-    def _batches(self, pool: np.ndarray) -> Iterator[list[int]]:
+    def _batches(self, pool: np.ndarray, pool_number: int = 0) -> Iterator[list[int]]:
         """``pool`` sorted by length (longest first, stable) and cut into batches, in shuffled order."""
         ordered = pool[np.argsort(-self.lengths[pool], kind="stable")].tolist()
         batches = [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
-        order = torch.randperm(len(batches)).tolist() if self.shuffle_batches else range(len(batches))
+        if not self.shuffle_batches:
+            order: Iterable[int] = range(len(batches))
+        elif hasattr(self.sampler, "seed") and hasattr(self.sampler, "epoch"):
+            if pool_number == 0:
+                self._shuffler = _generator(self.sampler.seed + 1, self.sampler.epoch)
+            order = torch.randperm(len(batches), generator=self._shuffler).tolist()
+        else:
+            order = torch.randperm(len(batches)).tolist()
         for b in order:
             yield batches[b]
 

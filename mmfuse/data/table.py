@@ -9,7 +9,9 @@ arrays (:meth:`TableDataModule._labels`).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -17,18 +19,24 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
+from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from mmfuse.data.collate import MultiModalCollate
 from mmfuse.data.errors import DataError
-from mmfuse.data.sampler import BucketBatchSampler, record_lengths
+from mmfuse.data.sampler import BucketBatchSampler, EpochRandomSampler, record_lengths
 from mmfuse.errors import ConfigError
 from mmfuse.tokenizers import InvalidSequenceError, Tokenizer
 
 __all__ = ["Crop", "TableDataModule", "crop_sequence", "read_source", "read_table"]
 
 Crop = Literal["center", "end", "start", "error"]
+
+# torchdata 0.11 calls an API torch deprecated (a no-op): nothing a user can act on
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -158,6 +166,13 @@ def _gene_split(key: str, seed: int, val_fraction: float, test_fraction: float) 
     if u < test_fraction + val_fraction:
         return "val"
     return "train"
+
+
+def shuffle_seed() -> int:
+    """The seed of the training order: the run's ``seed_everything`` (Lightning's ``PL_GLOBAL_SEED``),
+    else torch's initial seed (a new order each run)."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else torch.initial_seed() % 2**63
 
 
 def _sequences(column: pd.Series) -> list[str | None]:
@@ -474,21 +489,42 @@ class TableDataModule(L.LightningDataModule):
                 f"raise val_fraction/test_fraction."
             )
         batch_size = self.batch_size if shuffle else self.eval_batch_size
-        batching: dict[str, Any] = {"batch_size": batch_size, "shuffle": shuffle}
+        sampler = self._train_sampler(dataset) if shuffle else SequentialSampler(dataset)
+        batching: dict[str, Any] = {"batch_size": batch_size, "sampler": sampler}
         if self.bucketing:  # lengths in the order of `dataset`, the splits concatenated for "all"
             parts = [self._splits[s] for s in SPLITS] if split == "all" else [self._splits[split]]
             lengths = np.concatenate([record_lengths(records.sequences) for records in parts])
             batching = {"batch_sampler": BucketBatchSampler(
-                RandomSampler(dataset) if shuffle else SequentialSampler(dataset), batch_size, drop_last=False,
-                lengths=lengths, pool_size=self.bucket_pool, shuffle_batches=shuffle,
+                sampler, batch_size, drop_last=False, lengths=lengths, pool_size=self.bucket_pool,
+                shuffle_batches=shuffle,
             )}  # fmt: skip
-        return DataLoader(
+        # a StatefulDataLoader: Lightning stores how far through the epoch it got in each checkpoint,
+        # and a run resumed from a mid-epoch checkpoint skips the batches already trained on
+        return StatefulDataLoader(
             dataset,
             **batching,
             num_workers=self.num_workers,
             collate_fn=self._collate,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _train_sampler(self, dataset: Dataset) -> Sampler:
+        """The training order: a function of (seed, epoch) alone, so a resumed run repeats it.
+
+        Lightning creates the epoch's iterator (and, resuming mid-epoch, skips the batches already
+        trained on) before it calls ``set_epoch``, so the sampler starts at the trainer's current
+        epoch. Under DDP it is a ``DistributedSampler`` (built here for the same reason; Lightning
+        leaves it in place).
+        """
+        trainer = getattr(self, "trainer", None)
+        epoch = trainer.current_epoch if trainer is not None else 0
+        sampler: EpochRandomSampler | DistributedSampler
+        if trainer is not None and trainer.world_size > 1 and isinstance(trainer.strategy, ParallelStrategy):
+            sampler = DistributedSampler(dataset, trainer.world_size, trainer.global_rank, True, shuffle_seed())
+        else:
+            sampler = EpochRandomSampler(dataset, shuffle_seed())
+        sampler.set_epoch(epoch)
+        return sampler
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

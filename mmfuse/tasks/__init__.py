@@ -1,6 +1,7 @@
 """LightningModules that train fused backbones, their heads, metrics and prediction writers."""
 
 from mmfuse.tasks.base import MultiModalTask
+from mmfuse.tasks.checkpoint_io import AtomicCheckpointIO
 from mmfuse.tasks.classification import ClassificationTask
 from mmfuse.tasks.heads import Head, LinearHead, MLPHead
 from mmfuse.tasks.metrics import ClassificationMetrics, MetricTable, RegressionMetrics, format_table
@@ -8,6 +9,7 @@ from mmfuse.tasks.regression import RegressionTask
 from mmfuse.tasks.writer import PredictionWriter
 
 __all__ = [
+    "AtomicCheckpointIO",
     "ClassificationMetrics",
     "ClassificationTask",
     "Head",

@@ -9,6 +9,7 @@ may add plots (:meth:`MultiModalTask._evaluation_records`, :meth:`MultiModalTask
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -282,6 +283,15 @@ class MultiModalTask(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._refresh_cache()
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # With a fixed seed, each optimiser step draws its random numbers (dropout, modality dropout)
+        # from a generator seeded by (seed, step, process): a run resumed from a checkpoint repeats
+        # the random numbers of the run it continues, and DDP processes draw different ones.
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        if seed is not None:
+            step = self.trainer.global_step * self.trainer.world_size + self.trainer.global_rank
+            torch.manual_seed((int(seed) * 1_000_003 + step) % 2**63)
+
     def on_validation_epoch_start(self) -> None:
         self._refresh_cache()
 
@@ -428,6 +438,13 @@ class MultiModalTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Stores only what training changes: fixed weights of loaded backbones are reloaded from their
         source when the model is rebuilt, so a LoRA run of a 650M-parameter model writes megabytes."""
+        # the epoch's running training loss (summed over processes: every process saves, rank 0
+        # writes), so a run resumed mid-epoch reports the same epoch loss
+        reduce = self.trainer.strategy.reduce if self._trainer is not None else (lambda x, reduce_op: x)
+        running = torch.stack([self.train_loss_sum.sum_value.detach().float(),
+                               torch.tensor(float(self._train_samples), device=self.device)])  # fmt: skip
+        total = reduce(running, reduce_op="sum").cpu()
+        checkpoint["mmfuse_train_loss"] = {"sum": total[0], "samples": int(total[1])}
         omitted = self._reloadable_keys()
         if not omitted:
             return
@@ -455,3 +472,9 @@ class MultiModalTask(L.LightningModule):
                 f"the checkpoint{sources} does not fit the model built from this config: {problem}. Use the "
                 f"config the checkpoint was trained with (saved beside it as config.yaml)."
             )
+        running = checkpoint.get("mmfuse_train_loss")
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        if running and running.get("samples") and rank == 0:  # the others start from zero
+            self.train_loss_sum.reset()
+            self.train_loss_sum.update(running["sum"].to(self.train_loss_sum.device))
+            self._train_samples = int(running["samples"])
