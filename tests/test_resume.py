@@ -21,7 +21,7 @@ from mmfuse.errors import MmfuseError
 from mmfuse.tasks import AtomicCheckpointIO
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
-STEPS_PER_EPOCH = 8  # 50 training records of the 24-gene sample (RNA + protein), batches of 8
+STEPS_PER_EPOCH = 8  # 58 training records of the 24-gene sample (RNA + protein), batches of 8
 
 CONFIG = {
     "seed_everything": 0,

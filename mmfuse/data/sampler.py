@@ -47,7 +47,7 @@ def record_lengths(sequences: Mapping[str, Sequence[str | None]]) -> np.ndarray:
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    return torch.Generator().manual_seed(seed + epoch)  # as DistributedSampler seeds its permutation
 
 
 class EpochRandomSampler(RandomSampler):
@@ -55,7 +55,10 @@ class EpochRandomSampler(RandomSampler):
 
     Lightning calls :meth:`set_epoch` before each training epoch (as it does for
     ``DistributedSampler``), so each epoch has its own order, and a run resumed from a checkpoint draws
-    exactly the orders of the run it continues, whatever random numbers were drawn before. It is a
+    exactly the orders of the run it continues, whatever random numbers were drawn before. The
+    permutation is the one a ``DistributedSampler`` with the same seed shares out among processes, so
+    one process with batches of ``N·B`` sees the batches that ``N`` DDP processes with batches of
+    ``B`` see together. It is a
     ``RandomSampler``, so Lightning knows it shuffles and swaps in a shuffling ``DistributedSampler``
     (same seed) under DDP.
 

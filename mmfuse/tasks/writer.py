@@ -11,8 +11,11 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from mmfuse.errors import ConfigError
+from mmfuse.io import atomic_path
 
 __all__ = ["PredictionWriter"]
+
+_INDEX = "__mmfuse_index"
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -23,7 +26,9 @@ class PredictionWriter(BasePredictionWriter):
 
     Rows are appended to a temporary file beside ``output`` batch by batch (memory stays flat), and
     the file is renamed to ``output`` only when prediction finishes: a crash leaves any earlier file
-    intact. With several processes each rank writes ``<output stem>.rank<N><suffix>``.
+    intact. With several processes (DDP) each rank writes its own ``<output stem>.rank<N><suffix>``
+    the same way; when all have finished, rank 0 joins them into ``output`` in the records' order and
+    removes them (if joining fails, they stay for you to join).
 
     Args:
         output: ``.csv``/``.tsv`` or ``.parquet`` file; default ``predictions.csv`` in the run's log
@@ -34,24 +39,29 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output = output
         self._path: Path | None = None
+        self._final = Path()
         self._tmp: Path | None = None
         self._parquet: Any = None
         self._rows = 0
 
     def _resolve(self, trainer: Trainer) -> Path:
+        """The output file (every rank calls it: ``trainer.log_dir`` is a collective under DDP)."""
         default = Path(trainer.log_dir or trainer.default_root_dir) / "predictions.csv"
         path = Path(self.output) if self.output else default
         if path.suffix.lower() not in (".csv", ".tsv", ".parquet"):
             raise ConfigError(f"predictions output {str(path)!r} must end in .csv, .tsv or .parquet")
-        if trainer.world_size > 1:
-            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         return path
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._path = self._resolve(trainer)
+        self._final = self._resolve(trainer)
+        self._path = self._final
+        if trainer.world_size > 1:
+            self._path = self._final.with_name(f"{self._final.stem}.rank{trainer.global_rank}{self._final.suffix}")
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self._path.with_name(f".{self._path.name}.partial")
         self._tmp.unlink(missing_ok=True)
+        if trainer.world_size > 1:  # a rank's file of an earlier run must not be joined into this one
+            self._path.unlink(missing_ok=True)
         self._parquet, self._rows = None, 0
 
     def write_on_batch_end(
@@ -74,6 +84,8 @@ class PredictionWriter(BasePredictionWriter):
         if "labels" in prediction:
             frame.insert(frame.shape[1], "predicted", list(prediction["labels"]), allow_duplicates=True)
         frame.insert(0, id_column, list(prediction["ids"]), allow_duplicates=True)
+        if trainer.world_size > 1 and batch_indices is not None:  # restores the records' order when joining
+            frame[_INDEX] = list(batch_indices)
         if frame.columns.duplicated().any():
             raise ConfigError(
                 f"prediction columns {list(frame.columns)} repeat a name (a target or class named like the "
@@ -97,10 +109,38 @@ class PredictionWriter(BasePredictionWriter):
         assert self._tmp is not None and self._path is not None
         if self._parquet is not None:
             self._parquet.close()
-        if self._rows == 0:
+        if self._rows:
+            self._tmp.replace(self._path)
+        if trainer.world_size == 1:
+            if self._rows:
+                print(f"Wrote {self._rows} predictions to {self._path}")
             return
-        self._tmp.replace(self._path)
-        print(f"Wrote {self._rows} predictions to {self._path}")
+        trainer.strategy.barrier("predictions written")  # every rank's file is in place
+        if trainer.is_global_zero:
+            self._join(trainer)
+
+    def _join(self, trainer: Trainer) -> None:
+        """Rank 0 joins the ranks' files into the output, in the records' order."""
+        final = self._final
+        parts = [final.with_name(f"{final.stem}.rank{r}{final.suffix}") for r in range(trainer.world_size)]
+        parts = [p for p in parts if p.is_file()]
+        if not parts:
+            return
+        suffix = final.suffix.lower()
+        read = (
+            pd.read_parquet if suffix == ".parquet" else lambda f: pd.read_csv(f, sep="\t" if suffix == ".tsv" else ",")
+        )
+        frame = pd.concat([read(p) for p in parts], ignore_index=True)
+        if _INDEX in frame.columns:
+            frame = frame.sort_values(_INDEX, kind="stable").drop(columns=_INDEX)
+        with atomic_path(final) as tmp:
+            if suffix == ".parquet":
+                frame.to_parquet(tmp, index=False)
+            else:
+                frame.to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
+        for part in parts:
+            part.unlink()
+        print(f"Wrote {len(frame)} predictions to {final} (joined from {len(parts)} processes)")
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if self._parquet is not None:

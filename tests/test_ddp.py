@@ -1,0 +1,103 @@
+"""Lightning's DDP strategy on CPU (two gloo processes) through the ``mmfuse`` command.
+
+The training order is the permutation a ``DistributedSampler`` shares out (see
+:class:`~mmfuse.data.sampler.EpochRandomSampler`), so two processes with batches of 8 see, step by
+step, exactly the records one process sees with batches of 16; DDP averages their gradients, so
+without dropout the two runs follow the same path up to floating-point summation order. The stated
+tolerance: weights within 1e-4, validation metrics within 1e-4 (they are reduced over both
+processes by torchmetrics). Predictions from two processes are joined into one file in record order.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+CONFIG = {
+    "seed_everything": 0,
+    "trainer": {
+        "max_epochs": 2,
+        "accelerator": "cpu",
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "log_every_n_steps": 1,
+        "num_sanity_val_steps": 0,
+        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "r"}},
+        "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}}],
+    },
+    "model": {
+        "class_path": "RegressionTask",
+        "init_args": {
+            "backbones": {
+                "rna": {"class_path": "NucleotideTransformer", "init_args": {"preset": "tiny", "modality": "rna"}},
+                "protein": {"class_path": "ESM2", "init_args": {"preset": "tiny"}},
+            },
+            "adapter": {"class_path": "ConcatFusion", "init_args": {"hidden_dim": 32}},
+            "head": {"class_path": "MLPHead", "init_args": {"hidden_dims": [32], "dropout": 0.0}},
+        },
+    },
+    "data": {
+        "class_path": "IsoformExpression",
+        "init_args": {"path": "sample", "sample_genes": 24, "val_fraction": 0.2,
+                      "modalities": {"rna": "RNA", "protein": "Protein"}},
+    },
+}  # fmt: skip
+
+
+def _mmfuse(workdir: Path, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([sys.executable, "-m", "mmfuse", *args], cwd=workdir, env=env, capture_output=True,
+                            text=True, timeout=280)  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result.stdout + result.stderr
+
+
+def _val_rows(workdir: Path) -> list[dict[str, str]]:
+    metrics = workdir / "runs/r/version_0/metrics.csv"
+    return [r for r in csv.DictReader(metrics.open()) if r.get("val/loss")]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``(single, ddp)`` work directories, each trained for two epochs and then predicting."""
+    dirs = {}
+    for name, batch, extra in (("single", 16, []), ("ddp", 8, ["--trainer.strategy=ddp", "--trainer.devices=2"])):
+        workdir = tmp_path_factory.mktemp(name)
+        (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+        _mmfuse(workdir, "fit", "--config", "config.yaml", f"--data.init_args.batch_size={batch}", *extra)
+        ckpt = "runs/r/version_0/checkpoints/last.ckpt"
+        _mmfuse(workdir, "predict", "--config", "config.yaml", f"--data.init_args.batch_size={batch}",
+                "--ckpt_path", ckpt, "--predictions.output", "preds.csv", *extra)  # fmt: skip
+        dirs[name] = workdir
+    return dirs["single"], dirs["ddp"]
+
+
+def test_two_ddp_processes_train_as_one_process_with_twice_the_batch(runs):
+    single, ddp = runs
+    a, b = (torch.load(d / "runs/r/version_0/checkpoints/last.ckpt", weights_only=True) for d in runs)
+    assert a["global_step"] == b["global_step"] == 2 * 4  # 58 records: batches 16,16,16,10 and 2×(8,8,8,5)
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, atol=1e-4, rtol=1e-4, msg=key)
+    rows_a, rows_b = _val_rows(single), _val_rows(ddp)
+    assert len(rows_a) == len(rows_b) == 2
+    for row_a, row_b in zip(rows_a, rows_b, strict=True):
+        for metric in ("val/loss", "val/r2", "val/pearson", "val/spearman"):
+            assert float(row_b[metric]) == pytest.approx(float(row_a[metric]), abs=1e-4), metric
+    assert float(rows_a[0]["val/loss"]) != pytest.approx(float(rows_a[1]["val/loss"]), abs=1e-4)  # it trains
+
+
+def test_ddp_predictions_are_joined_into_one_file_in_record_order(runs):
+    single, ddp = runs
+    a, b = (pd.read_csv(d / "preds.csv") for d in runs)
+    assert list(b["transcript_id"]) == list(a["transcript_id"]) and len(a) > 50
+    numeric = a.columns.drop("transcript_id")
+    assert (b[numeric] - a[numeric]).abs().to_numpy().max() < 1e-3
+    assert not list(ddp.glob("preds.rank*")) and not list(ddp.glob(".preds*"))  # parts joined and removed
