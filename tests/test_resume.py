@@ -32,7 +32,8 @@ CONFIG = {
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "log_every_n_steps": 1,
-        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "crash"}},
+        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                   "init_args": {"save_dir": "runs", "name": "crash"}},
         "callbacks": [
             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
              "init_args": {"every_n_train_steps": 1, "save_last": True}},
