@@ -92,7 +92,7 @@ def component(cls: type | Callable, heading: str, source: str = "") -> str:
 
 def render() -> str:
     from mmfuse.backbones.finetune import LoraOptions
-    from mmfuse.data import IsoformExpression, SequenceClassification
+    from mmfuse.data import CellClassification, IsoformExpression, SequenceClassification, TFBinding
     from mmfuse.embedding_cache import CacheOptions
     from mmfuse.registry import ADAPTERS, BACKBONES, BUILTIN_SOURCE, HEADS
     from mmfuse.tasks import ClassificationTask, RegressionTask
@@ -109,7 +109,8 @@ def render() -> str:
     ]
     parts += [component(cls, cls.__name__) for cls in (RegressionTask, ClassificationTask)]
     parts += ["## Data modules (`data:`)", ""]
-    parts += [component(cls, cls.__name__) for cls in (IsoformExpression, SequenceClassification)]
+    data_modules = (IsoformExpression, SequenceClassification, TFBinding, CellClassification)
+    parts += [component(cls, cls.__name__) for cls in data_modules]
     for title, registry in (("Backbones (`model.init_args.backbones.<modality>`)", BACKBONES),
                             ("Fusion adapters (`model.init_args.adapter`)", ADAPTERS),
                             ("Heads (`model.init_args.head`)", HEADS)):  # fmt: skip

@@ -26,6 +26,10 @@ _SAMPLE_DATA = {
                           "--data.init_args.val_fraction=0.2"],  # a validation split however small the real one
     "SequenceClassification": ["--data.init_args.path=sample", "--data.init_args.sample_genes=24",
                                "--data.init_args.val_fraction=0.2"],
+    "CellClassification": ["--data.init_args.path=sample", "--data.init_args.sample_cells=60",
+                           "--data.init_args.val_fraction=0.2"],  # layer and gene_id_column: ignored for the sample
+    # peaks/genome/proteins are ignored with path: sample, whose cell types are HepG2 and MCF-7 only
+    "TFBinding": ["--data.init_args.path=sample", "--data.init_args.sample_peaks=48", "--data.init_args.contexts=null"],
 }  # fmt: skip
 
 

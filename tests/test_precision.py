@@ -177,16 +177,19 @@ def tiny_kwargs(tmp_path_factory) -> dict[str, dict]:
     """Constructor arguments of a small random model of each registered backbone (as in
     tests/backbones/test_backbones.py); HuggingFaceEncoder reads a tiny random BERT from disk."""
     from tests.backbones.conftest import make_tiny_hf
+    from tests.backbones.test_backbones import NO_PRESETS
 
-    kwargs = {name: {"preset": "tiny"} for name in BACKBONES.names()}
+    kwargs = {name: NO_PRESETS.get(name, {"preset": "tiny"}) for name in BACKBONES.names()}
     kwargs["HuggingFaceEncoder"] = {"source": str(make_tiny_hf("bert", tmp_path_factory.mktemp("tiny-bert")))}
     return kwargs
 
 
 @pytest.mark.parametrize("name", BACKBONES.names())
 def test_backbone_under_bf16_autocast_is_finite_and_close_to_fp32(name, tiny_kwargs, sequences):
+    from tests.backbones.test_backbones import CATEGORIES
+
     backbone = BACKBONES.get(name)(**tiny_kwargs[name]).eval()  # dropout off: both runs see the same model
-    batch = backbone.tokenizer(sequences[backbone.modality])
+    batch = backbone.tokenizer({**sequences, **CATEGORIES}[backbone.modality])
     with torch.no_grad():
         reference = backbone(batch)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -2,6 +2,7 @@
 
 from mmfuse.backbones.base import Backbone, BackboneOutput
 from mmfuse.backbones.borzoi import BORZOI_PRESETS, Borzoi
+from mmfuse.backbones.context import ContextEmbedding
 from mmfuse.backbones.enformer import ENFORMER_PRESETS, Enformer
 from mmfuse.backbones.esm import ESM2, ESM2_PRESETS
 from mmfuse.backbones.geneformer import GENEFORMER_PRESETS, Geneformer
@@ -19,6 +20,7 @@ __all__ = [
     "Backbone",
     "BackboneOutput",
     "Borzoi",
+    "ContextEmbedding",
     "Enformer",
     "Geneformer",
     "HuggingFaceEncoder",

@@ -8,8 +8,14 @@ import torch
 from mmfuse.backbones import Backbone, BackboneOutput
 from mmfuse.registry import BACKBONES
 
+#: constructor arguments of backbones without presets (nothing pretrained, e.g. a learned embedding)
+NO_PRESETS = {"ContextEmbedding": {"categories": ["HepG2", "K562", "MCF-7"], "embed_dim": 16, "tokens": 2}}
 #: constructor arguments giving a small, randomly initialised model of each registered backbone
-TINY = {name: {"preset": "tiny"} for name in BACKBONES.names()}
+TINY = {name: NO_PRESETS.get(name, {"preset": "tiny"}) for name in BACKBONES.names()}
+#: example inputs of modalities that are names, not sequences (tests/conftest.py has the sequences)
+CATEGORIES = {"context": ["MCF-7", "HepG2"]}
+#: backbones giving every input the same number of tokens: nothing is padded
+FIXED_LENGTH = {"ContextEmbedding"}
 
 
 def _build(name: str, **kwargs) -> Backbone:
@@ -27,6 +33,11 @@ def name(request) -> str:
     return request.param
 
 
+@pytest.fixture
+def sequences(sequences) -> dict[str, list[str]]:
+    return {**sequences, **CATEGORIES}
+
+
 def test_output_shapes_and_mask(name, sequences):
     backbone = _build(name)
     assert isinstance(backbone, Backbone)
@@ -37,7 +48,10 @@ def test_output_shapes_and_mask(name, sequences):
     assert (b, dim) == (2, backbone.embed_dim)
     assert out.mask.shape == (b, length) and out.mask.dtype == torch.bool
     assert out.mask[0].all(), "the longest sequence fills the batch"
-    assert 0 < out.mask[1].sum() < length, "the shorter sequence is padded"
+    if name in FIXED_LENGTH:
+        assert out.mask.all()
+    else:
+        assert 0 < out.mask[1].sum() < length, "the shorter sequence is padded"
     assert torch.isfinite(out.embeddings).all()
 
 
@@ -77,7 +91,8 @@ def test_tokenizer_rejects_unknown_letters(name):
     from mmfuse.tokenizers import InvalidSequenceError
 
     backbone = _build(name)
-    # cell encoders read GENE:value lists, not letters: their message names the entry instead
-    match = "'!' is not a GENE:value pair" if backbone.modality == "cell" else "letter '!'"
+    # cell encoders read GENE:value lists and context encoders names, not letters: their message names the entry
+    match = {"cell": "'!' is not a GENE:value pair", "context": "'!' is not among the"}.get(backbone.modality,
+                                                                                          "letter '!'")  # fmt: skip
     with pytest.raises(InvalidSequenceError, match=match):
         backbone.tokenizer(["!"])
