@@ -61,11 +61,58 @@ def _component_hints(message: str) -> list[str]:
     return hints
 
 
+_NOT_ACCEPTED = re.compile(r"Option '([\w.]+)' is not accepted\. Got value: Namespace\(class_path='([\w.]+)'")
+_NOT_OPTION = re.compile(r"does not accept option '([\w.]+)'")
+_TOP_LEVEL = ("seed_everything", "trainer", "model", "data", "predictions", "ckpt_path", "optimizer", "lr_scheduler")
+
+
+def _parameters(class_path: str) -> list[str]:
+    """Names of the constructor arguments of the class at ``class_path`` (empty if it cannot be found)."""
+    import inspect
+    import pydoc
+
+    cls = pydoc.locate(class_path)
+    if not inspect.isclass(cls):
+        return []
+    try:
+        parameters = inspect.signature(cls.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _option_hints(message: str) -> list[str]:
+    """One line per misspelled option in jsonargparse's (deeply nested) message, with the closest name."""
+    hints = []
+    for option, class_path in dict.fromkeys(_NOT_ACCEPTED.findall(message)):
+        known = _parameters(class_path)
+        name = class_path.rsplit(".", 1)[-1]
+        takes = f" ({name} takes: {', '.join(known)})" if known else ""
+        hints.append(f"'{option}' is not an option of {name}{_did_you_mean(option, known)}{takes}")
+    for key in dict.fromkeys(_NOT_OPTION.findall(message)):
+        head, _, rest = key.partition(".")
+        if head not in _TOP_LEVEL:
+            hints.append(f"'{head}' is not a section of the config{_did_you_mean(head, _TOP_LEVEL)}")
+        elif head == "trainer" and rest:
+            option = rest.split(".")[0]
+            known = _parameters("lightning.pytorch.Trainer")
+            hints.append(f"'{option}' is not an option of the Trainer{_did_you_mean(option, known)}")
+    return hints
+
+
 class _Parser(LightningArgumentParser):
-    """Adds, to jsonargparse's message for an unresolvable class name, the registry's known names."""
+    """Adds, to jsonargparse's message for an unresolvable class name, the registry's known names, and for
+    a misspelled option or section, the closest correct one."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        hints = _component_hints(message)
+        hints = _component_hints(message) + _option_hints(message)
         if hints:  # nested parsers may have added them mid-message already: keep one copy, at the end
             lines = [line for line in message.rstrip().splitlines() if line.strip() not in hints]
             message = "\n".join(lines + hints)

@@ -71,7 +71,7 @@ def tiny_overrides(config: Path, workdir: Path) -> list[str]:
 
 
 def test_there_are_experiments():
-    assert {p.parent.name for p in CONFIGS} >= {"isoformer", "modelgenerator_concat"}
+    assert {p.parent.name for p in CONFIGS} >= {"isoformer", "modelgenerator_concat", "tf_bind", "geneformer"}
     for folder in {p.parent for p in CONFIGS}:
         assert (folder / "README.md").is_file(), f"{folder.name}/ needs a README"
 
