@@ -7,6 +7,7 @@ subclass ``transformers.PreTrainedModel`` in ways transformers 5 cannot save or 
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,15 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(
+            f"{path} holds Python objects besides tensors ({str(exc).splitlines()[0]}); mmfuse reads pickled "
+            f"weights with torch.load(weights_only=True) and will not run code from them. Use the checkpoint's "
+            f"model.safetensors, or, where you trust the file, convert it: "
+            f"safetensors.torch.save_file(torch.load(path, weights_only=False), 'model.safetensors')."
+        ) from None
 
 
 def load_aliased_state_dict(module: nn.Module, state_dict: Mapping[str, Tensor], what: str) -> None:
