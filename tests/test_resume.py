@@ -196,3 +196,34 @@ def test_ckpt_path_last_without_checkpoints(workdirs, monkeypatch, capsys):
     assert "no checkpoint of an earlier run found; training from scratch" in capsys.readouterr().err
     with pytest.raises(MmfuseError, match="no last.ckpt found .* pass the checkpoint's path"):
         _parsed_config(monkeypatch, "test", "--config", "config.yaml", "--ckpt_path", "last")
+
+
+def test_prediction_that_dies_midway_leaves_the_earlier_predictions_whole(tmp_path):
+    import lightning as L
+
+    from mmfuse.backbones import ESM2
+    from mmfuse.data import IsoformExpression
+    from mmfuse.tasks import PredictionWriter, RegressionTask
+
+    output = tmp_path / "preds.csv"
+    output.write_text("transcript_id,Brain\nearlier,1.0\n")
+    dm = IsoformExpression(path="sample", sample_genes=12, batch_size=4, modalities={"protein": "Protein"})
+    task = RegressionTask({"protein": ESM2("tiny")}, target_names=dm.target_names)
+    calls = []
+    step = task.predict_step
+
+    def dies_on_the_third_batch(batch, batch_idx, *args):
+        calls.append(batch_idx)
+        if batch_idx == 2:
+            raise MemoryError("out of memory")  # after two batches were written to the partial file
+        return step(batch, batch_idx, *args)
+
+    task.predict_step = dies_on_the_third_batch
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[PredictionWriter(str(output))]
+    )
+    with pytest.raises(MemoryError):
+        trainer.predict(task, dm, return_predictions=False)
+    assert calls == [0, 1, 2]
+    assert output.read_text() == "transcript_id,Brain\nearlier,1.0\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["preds.csv"]  # the partial file is removed
