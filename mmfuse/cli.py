@@ -140,7 +140,10 @@ def _check_checkpoint(path: str) -> None:
             f"truncated (a crash while writing it); use an earlier checkpoint."
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise MmfuseError(f"{path!r} is not a Lightning checkpoint (it has no state_dict)")
+        raise MmfuseError(
+            f"{path!r} is not a Lightning checkpoint (it has no state_dict); pass a .ckpt file written by "
+            f"`mmfuse fit` (weights alone load through a backbone's `source`)"
+        )
 
 
 def _get(namespace: Any, key: str) -> Any:

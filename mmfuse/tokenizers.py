@@ -6,7 +6,9 @@ no tokenization happens in the training step. Each maps a list of strings to a p
     {"input_ids": LongTensor (B, L), "attention_mask": BoolTensor (B, L)}
 
 Bad input raises :class:`InvalidSequenceError` carrying the index of the offending sequence in the
-batch, so the collate function can name the record.
+batch, so the collate function can name the record. Lowercase letters read as their uppercase
+(soft-masked genomes); whitespace anywhere in a sequence is refused, never stripped (a line break
+inside a table cell often means a split or shifted column), with the fix in the message.
 
 The vocabularies are written here (no network): ESM2's 33 tokens, Nucleotide Transformer's 4,107
 (6-mers, single nucleotides, specials) and Enformer's five bases. Tests compare them with the
@@ -44,11 +46,14 @@ class InvalidSequenceError(MmfuseError, ValueError):
     Attributes:
         index: position of the sequence in the batch given to the tokenizer (``None`` if unknown).
         reason: the message without the location, so callers can re-raise naming their record.
+        limit: for a sequence that is too long, about how many letters the tokenizer accepts (so a data
+            module can say what to crop to); ``None`` otherwise.
     """
 
-    def __init__(self, reason: str, index: int | None = None) -> None:
+    def __init__(self, reason: str, index: int | None = None, limit: int | None = None) -> None:
         self.reason = reason
         self.index = index
+        self.limit = limit
         where = f"sequence {index} of the batch: " if index is not None else ""
         super().__init__(where + reason)
 
@@ -139,13 +144,41 @@ def _codes(sequence: str, table: np.ndarray, alphabet: str, index: int | None) -
     return codes
 
 
+#: IUPAC codes of ambiguous nucleotides (N aside), which the nucleotide models do not read
+_IUPAC_AMBIGUOUS = "RYSWKMBDHV"
+
+
 def _bad_letter(sequence: str, pos: int, alphabet: str) -> str:
-    start = max(0, pos - 5)
-    context = sequence[start : pos + 6]
-    return (
-        f"letter {sequence[pos]!r} at position {pos} (…{context}…) is not in the alphabet {alphabet}. "
-        f"Replace it (unknown bases are written N, unknown residues X) or remove the record."
-    )
+    """Why ``sequence[pos]`` cannot be read, and what to write instead (by the kind of letter and alphabet)."""
+    letter = sequence[pos]
+    context = repr(sequence[max(0, pos - 5) : pos + 6])[1:-1]  # a line break shows as \n
+    where = f"letter {letter!r} at position {pos} (…{context}…)"
+    if letter.isspace():
+        return (
+            f"{where} is whitespace: a sequence is one unbroken string of letters, and mmfuse removes no spaces or "
+            f"line breaks (they often mean a split or shifted column). Remove them from the column (pandas: "
+            f"table[column].str.replace(r'\\s+', '', regex=True)) or remove the record."
+        )
+    upper = letter.upper()
+    if set(alphabet.upper()) <= set("ACGTUN"):  # a nucleotide model
+        if upper == "U" and "T" in alphabet:
+            fix = "this model reads DNA, where RNA's U is written T: replace U by T (pandas: .str.replace('U', 'T'))"
+        elif upper == "T" and "U" in alphabet:
+            fix = "this model reads RNA, where DNA's T is written U: replace T by U"
+        elif upper in _IUPAC_AMBIGUOUS:
+            fix = (
+                f"IUPAC ambiguity codes ({', '.join(_IUPAC_AMBIGUOUS)}) are not read; write ambiguous and unknown "
+                f"bases as N (pandas: .str.replace('[{_IUPAC_AMBIGUOUS}]', 'N', regex=True))"
+            )
+        else:
+            fix = "write unknown bases as N"
+    elif upper == "*":
+        fix = "'*' is a stop codon inside the protein (a final one is dropped): translate only up to the first stop"
+    elif set("ACDEFGHIKLMNPQRSTVWY") <= set(alphabet.upper()):  # a protein model
+        fix = "write unknown residues as X"
+    else:
+        fix = "replace it"
+    return f"{where} is not in the alphabet {alphabet}; {fix}, or remove the record."
 
 
 def _pad(rows: list[np.ndarray], pad_id: int) -> dict[str, Tensor]:
@@ -240,6 +273,7 @@ class CharTokenizer(BatchEncoder):
                 f"{len(sequence)} letters is longer than {self.name} accepts ({limit} letters). "
                 f"Crop the sequence in the data (or raise the backbone's max_length if the model allows it).",
                 index,
+                limit=limit,
             )
         if not self.prefix and not self.suffix:
             return codes
@@ -307,6 +341,7 @@ class KmerTokenizer(BatchEncoder):
                 f"({self.max_tokens}, about {(self.max_tokens - 1) * self.k} nt). Crop the sequence in the "
                 f"data (IsoFormer keeps the 3' end of transcripts).",
                 index,
+                limit=(self.max_tokens - 1) * self.k,
             )
         return ids
 

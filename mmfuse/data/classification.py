@@ -171,6 +171,8 @@ class SequenceClassification(TableDataModule):
             )
         return classes
 
+    _label_option = "label_column"
+
     def _label_columns(self) -> list[str]:
         return [self.label_column]
 

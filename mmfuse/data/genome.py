@@ -78,7 +78,9 @@ def open_genome(path: str | Path) -> Any:
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"genome FASTA {str(path)!r} does not exist")
+        raise DataError(
+            f"genome FASTA {str(path)!r} does not exist; give the path of the genome FASTA (plain or bgzip-compressed)"
+        )
     try:
         return pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=True)
     except Exception as exc:

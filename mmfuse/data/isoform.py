@@ -147,6 +147,8 @@ class IsoformExpression(TableDataModule):
         self.target_names: list[str] = list(target_columns or preset.target_columns)
         self.nan_targets = nan_targets
 
+    _label_option = "target_columns"
+
     def _label_columns(self) -> list[str]:
         return self.target_names
 

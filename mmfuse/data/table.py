@@ -175,6 +175,11 @@ def shuffle_seed() -> int:
     return int(seed) if seed is not None else torch.initial_seed() % 2**63
 
 
+def _is_missing(value: Any) -> bool:
+    """Whether a table cell is empty: ``None``, NaN or ``pd.NA``."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
 def _sequences(column: pd.Series) -> list[str | None]:
     """Strings of a sequence column; missing values (NaN, None, empty or blank) become ``None``."""
     return [s if isinstance(s, str) and s.strip() else None for s in column.tolist()]
@@ -265,6 +270,8 @@ class TableDataModule(L.LightningDataModule):
             raise ConfigError("val_fraction and test_fraction must be in [0, 1) and sum to less than 1")
         if not modalities:
             raise ConfigError("`modalities` is empty: map each modality to its column, e.g. {dna: DNA}")
+        if missing_modalities not in ("mask", "error"):
+            raise ConfigError(f"`missing_modalities` is 'mask' or 'error', not {missing_modalities!r}")
         self.path = path
         self.modalities = dict(modalities)
         self.id_column = id_column
@@ -285,18 +292,26 @@ class TableDataModule(L.LightningDataModule):
             unknown = sorted(set(keys) - set(self.modalities))
             if unknown:
                 raise ConfigError(
-                    f"`{option}` names {unknown}, which are not among the modalities {sorted(self.modalities)}"
+                    f"`{option}` names {unknown}, which are not among the modalities {sorted(self.modalities)}; "
+                    f"use those names (or map the modality to its column in `modalities`)"
                 )
         bad = {m: n for m, n in self.max_lengths.items() if not isinstance(n, int) or n < 1}
         if bad:
             raise ConfigError(f"`max_lengths` must be positive whole numbers of letters, not {bad}")
+        policies = {m: c for m, c in self.crop.items() if c not in _KEPT and c != "error"}
+        if policies:
+            raise ConfigError(f"`crop` policies are center, end, start or error, not {policies}")
         self.crop_counts: dict[str, int] = {}
         self._splits: dict[str, _Records] | None = None
         self._collate: MultiModalCollate | None = None
         self._validated: set[str] = set()
         self.absent_counts: dict[str, int] = {}
+        self._split_by: str | None = None  # how setup split the records, for an empty split's message
 
     # subclass hooks -------------------------------------------------------------------------------
+    #: the option that names the label columns, in messages
+    _label_option = "label columns"
+
     def _label_columns(self) -> list[str]:
         """Columns holding the labels (required for fit/validate/test, optional for predict)."""
         raise NotImplementedError
@@ -325,7 +340,9 @@ class TableDataModule(L.LightningDataModule):
         if len(duplicated):
             raise DataError(
                 f"{len(duplicated)} ids occur more than once in column {self.id_column!r} of {self.path} "
-                f"(e.g. {', '.join(map(repr, duplicated[:3]))}); ids must be unique."
+                f"(e.g. {', '.join(map(repr, duplicated[:3]))}); ids must be unique. Make them unique (drop repeated "
+                f"rows, or rename the ids), or set id_column to a column with one value per record"
+                f"{self._unique_columns(table)}."
             )
         labels = None
         # prediction needs no labels: every record is predicted, whatever its label holds
@@ -333,6 +350,8 @@ class TableDataModule(L.LightningDataModule):
             table, labels = self._labels(table)
             ids = table[self.id_column].astype(str)
         splits = self._assign_splits(table)
+        for modality, column in self.modalities.items():
+            self._check_text(table[column], ids, modality, column)
         sequences = self._crop({m: _sequences(table[c]) for m, c in self.modalities.items()})
         keep = self._check_missing(ids.tolist(), sequences)
         splits = np.where(keep, splits, "dropped")
@@ -348,15 +367,32 @@ class TableDataModule(L.LightningDataModule):
         rank_zero_info(f"{type(self).__name__}: {int(keep.sum())} records from {self.path} ({counts})")
 
     def _check_columns(self, table: pd.DataFrame, needs_labels: bool) -> None:
-        required = [self.id_column, *self.modalities.values()]
+        options = {self.id_column: "`id_column`"} | {c: f"`modalities.{m}`" for m, c in self.modalities.items()}
         if needs_labels:
-            required += self._label_columns()
-        missing = [c for c in required if c not in table.columns]
+            options |= {c: f"`{self._label_option}`" for c in self._label_columns() if c not in options}
+        missing = [c for c in options if c not in table.columns]
         if missing:
+            named = list(dict.fromkeys(options[c] for c in missing))
             raise DataError(
                 f"{self.path} lacks column(s) {', '.join(map(repr, missing[:5]))}"
                 f"{' …' if len(missing) > 5 else ''}. Its columns are: {', '.join(map(str, table.columns[:40]))}. "
-                f"Map yours with the data module's id_column / modalities / label options."
+                f"Set the data module's {' and '.join(named)} to the table's column names, or add the column(s)."
+            )
+
+    def _unique_columns(self, table: pd.DataFrame) -> str:
+        """`` (columns with unique values: a, b)``: the columns that could be ids, or ``""``."""
+        skip = {self.id_column, *self.modalities.values(), *self._label_columns()}
+        found = [str(c) for c in table.columns if c not in skip and table[c].notna().all() and table[c].is_unique]
+        return f" (columns with unique values: {', '.join(found[:5])})" if found else ""
+
+    def _check_text(self, column: pd.Series, ids: pd.Series, modality: str, name: str) -> None:
+        """Refuses values that are neither text nor missing (numbers: the modality mapped to a wrong column)."""
+        odd = [i for i, v in enumerate(column.tolist()) if not isinstance(v, str) and not _is_missing(v)]
+        if odd:
+            examples = ", ".join(f"{ids.iloc[i]!r} ({column.iloc[i]})" for i in odd[:3])
+            raise DataError(
+                f"column {name!r} of {self.path}, the {modality} sequences, holds {len(odd)} value(s) that are not "
+                f"text, e.g. {examples}. Map {modality} to the column holding its sequences in `modalities`."
             )
 
     def _crop(self, sequences: dict[str, list[str | None]]) -> dict[str, list[str | None]]:
@@ -410,10 +446,13 @@ class TableDataModule(L.LightningDataModule):
             raw = table[self.split_column].astype(str).str.strip().str.lower()
             unknown = sorted(set(raw) - set(_SPLIT_ALIASES))
             if unknown:
+                first = table[self.id_column].iloc[int(np.flatnonzero(raw == unknown[0])[0])]
                 raise DataError(
-                    f"column {self.split_column!r} of {self.path} holds {', '.join(map(repr, unknown[:5]))}; "
-                    f"use train, val or test."
+                    f"column {self.split_column!r} of {self.path} holds {', '.join(map(repr, unknown[:5]))}; use "
+                    f"train, val or test (first such record: {str(first)!r}), or set split_column to another name "
+                    f"if that column is not a split."
                 )
+            self._split_by = None
             return raw.map(_SPLIT_ALIASES).to_numpy()
         if self.gene_column is not None and self.gene_column not in table.columns:
             raise DataError(
@@ -422,6 +461,10 @@ class TableDataModule(L.LightningDataModule):
             )
         keys = table[self.gene_column if self.gene_column is not None else self.id_column].astype(str)
         cache = {k: _gene_split(k, self.split_seed, self.val_fraction, self.test_fraction) for k in keys.unique()}
+        by = f"{self.gene_column!r}" if self.gene_column is not None else "record"
+        self._split_by = (
+            f"by {by} ({len(cache)} values), val_fraction {self.val_fraction}, test_fraction {self.test_fraction}"
+        )
         return keys.map(cache).to_numpy()
 
     # tokenizers -----------------------------------------------------------------------------------
@@ -453,6 +496,7 @@ class TableDataModule(L.LightningDataModule):
         assert self._splits is not None
         problems = []
         count = 0
+        limit = None
         for records in self._splits.values():
             for rid, sequence in zip(records.ids, records.sequences[modality], strict=True):
                 if sequence is None:  # absent, handled by _check_missing
@@ -461,14 +505,25 @@ class TableDataModule(L.LightningDataModule):
                     tokenizer.validate(sequence)
                 except InvalidSequenceError as exc:
                     count += 1
+                    limit = exc.limit or limit
                     if len(problems) < 3:
                         problems.append(f"  record {rid!r}: {exc.reason}")
         if count:
             column = self.modalities[modality]
             raise DataError(
                 f"{count} {modality} sequence(s) (column {column!r} of {self.path}) cannot be read by "
-                f"{tokenizer.name}:\n" + "\n".join(problems)
+                f"{tokenizer.name}:\n" + "\n".join(problems) + (self._crop_hint(modality, limit) if limit else "")
             )
+
+    def _crop_hint(self, modality: str, limit: int) -> str:
+        """How to crop sequences of ``modality`` that are longer than a tokenizer's ``limit`` letters."""
+        policy = self.crop[modality]
+        kept = (_KEPT_PROTEIN if modality == "protein" else _KEPT).get(policy)
+        how = f" (crop: {policy} keeps {kept})" if kept else " and a `crop` policy for it (center, end or start)"
+        return (
+            f"\nTo crop the too long ones when the data is read, set the data module's "
+            f"`max_lengths: {{{modality}: {limit}}}`{how}; they are counted in crop_counts."
+        )
 
     # loaders --------------------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -484,10 +539,7 @@ class TableDataModule(L.LightningDataModule):
         else:
             dataset = self._splits[split]
         if len(dataset) == 0:
-            raise DataError(
-                f"the {split!r} split of {self.path} is empty; fill the {self.split_column!r} column or "
-                f"raise val_fraction/test_fraction."
-            )
+            raise DataError(f"the {split!r} split of {self.path} is empty; {self._fill(split)}")
         batch_size = self.batch_size if shuffle else self.eval_batch_size
         sampler = self._train_sampler(dataset) if shuffle else SequentialSampler(dataset)
         batching: dict[str, Any] = {"batch_size": batch_size, "sampler": sampler}
@@ -507,6 +559,20 @@ class TableDataModule(L.LightningDataModule):
             collate_fn=self._collate,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _fill(self, split: str) -> str:
+        """Why ``split`` is empty and how to give it records."""
+        if split == "all":
+            return "no record is left: check the options that drop records (missing_modalities, missing labels)."
+        if self._split_by is None:
+            fix = f"the table's {self.split_column!r} column marks no record {split}: mark some"
+        elif split == "train":
+            fix = f"records are split {self._split_by}: lower val_fraction and test_fraction"
+        else:
+            fix = f"records are split {self._split_by}: raise {split}_fraction"
+        skip = {"val": ", or set trainer.limit_val_batches: 0 to train without validation",
+                "test": ", or test on another table"}.get(split, "")  # fmt: skip
+        return f"{fix}{skip}."
 
     def _train_sampler(self, dataset: Dataset) -> Sampler:
         """The training order: a function of (seed, epoch) alone, so a resumed run repeats it.

@@ -59,6 +59,21 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
+
+
+def _target_difference(saved: list[str], given: list[str]) -> str:
+    """How the checkpoint's targets differ from the data module's, briefly."""
+    if len(saved) != len(given):
+        return (f"it was trained with {len(saved)} targets ({_names(saved)}), the data module gives "
+                f"{len(given)} ({_names(given)})")  # fmt: skip
+    differ = [i for i, (a, b) in enumerate(zip(saved, given, strict=True)) if a != b]
+    first = differ[0]
+    return (f"it was trained with target_names {_names(saved)}; target {first} is {saved[first]!r} in the "
+            f"checkpoint but {given[first]!r} in the data module ({len(differ)} differ)")  # fmt: skip
+
+
 class MultiModalTask(L.LightningModule):
     """Base LightningModule of mmfuse tasks.
 
@@ -462,15 +477,22 @@ class MultiModalTask(L.LightningModule):
         if reloaded:  # fixed backbone weights come from their sources, not from the checkpoint
             omitted = self._reloadable_keys()
             expected = {k: v for k, v in expected.items() if k not in omitted}
-        problem = state_dict_mismatch(expected, checkpoint.get("state_dict", {}))
         saved = checkpoint.get("hyper_parameters", {}).get("target_names")
-        if not problem and saved is not None and list(saved) != self.target_names:
-            problem = f"it was trained with target_names {list(saved)}, the data module gives {self.target_names}"
+        problem = None
+        if saved is not None and list(saved) != self.target_names:  # the clearer cause, said first
+            problem = _target_difference(list(saved), self.target_names)
+        problem = problem or state_dict_mismatch(expected, checkpoint.get("state_dict", {}))
         if problem:
             sources = f" (its fixed backbone weights come from {reloaded})" if reloaded else ""
             raise CheckpointMismatchError(
                 f"the checkpoint{sources} does not fit the model built from this config: {problem}. Use the "
-                f"config the checkpoint was trained with (saved beside it as config.yaml)."
+                f"config the checkpoint was trained with (saved beside it as config.yaml)"
+                + (
+                    ", or give the data the trained targets, in that order (the data module's target columns / "
+                    "classes)."
+                    if saved is not None and list(saved) != self.target_names
+                    else "."
+                )
             )
         running = checkpoint.get("mmfuse_train_loss")
         rank = self.trainer.global_rank if self._trainer is not None else 0
