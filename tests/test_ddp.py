@@ -21,6 +21,8 @@ import pytest
 import torch
 import yaml
 
+from mmfuse.cli import main
+
 CONFIG = {
     "seed_everything": 0,
     "trainer": {
@@ -52,12 +54,20 @@ CONFIG = {
 }  # fmt: skip
 
 
-def _mmfuse(workdir: Path, *args: str) -> str:
+def _mmfuse(workdir: Path, *args: str, in_process: bool = False) -> None:
+    """Runs the ``mmfuse`` command in ``workdir``: in a new process (DDP launches its own), or in this one."""
+    if in_process:
+        cwd = os.getcwd()
+        os.chdir(workdir)
+        try:
+            main(list(args))
+        finally:
+            os.chdir(cwd)
+        return
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     result = subprocess.run([sys.executable, "-m", "mmfuse", *args], cwd=workdir, env=env, capture_output=True,
                             text=True, timeout=280)  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result.stdout + result.stderr
 
 
 def _val_rows(workdir: Path) -> list[dict[str, str]]:
@@ -72,10 +82,12 @@ def runs(tmp_path_factory):
     for name, batch, extra in (("single", 16, []), ("ddp", 8, ["--trainer.strategy=ddp", "--trainer.devices=2"])):
         workdir = tmp_path_factory.mktemp(name)
         (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-        _mmfuse(workdir, "fit", "--config", "config.yaml", f"--data.init_args.batch_size={batch}", *extra)
+        single = not extra  # the one-process run needs no process of its own
+        _mmfuse(workdir, "fit", "--config", "config.yaml", f"--data.init_args.batch_size={batch}", *extra,
+                in_process=single)  # fmt: skip
         ckpt = "runs/r/version_0/checkpoints/last.ckpt"
         _mmfuse(workdir, "predict", "--config", "config.yaml", f"--data.init_args.batch_size={batch}",
-                "--ckpt_path", ckpt, "--predictions.output", "preds.csv", *extra)  # fmt: skip
+                "--ckpt_path", ckpt, "--predictions.output", "preds.csv", *extra, in_process=single)  # fmt: skip
         dirs[name] = workdir
     return dirs["single"], dirs["ddp"]
 

@@ -101,25 +101,7 @@ def test_predictions_from_a_fresh_process_equal_the_model_in_memory(
     np.testing.assert_allclose(written[list(GTEX_TISSUES)].to_numpy(), torch.cat(preds).numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_truncated_checkpoint_is_refused_clearly(trained, quickstart, run_mmfuse, tmp_path):
-    _, checkpoint, _ = trained
-    broken = tmp_path / "broken.ckpt"
-    broken.write_bytes(checkpoint.read_bytes()[:5000])
-    result = run_mmfuse("test", "--config", str(quickstart), "--ckpt_path", str(broken))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert f"cannot read checkpoint '{broken}'" in result.stderr and "truncated" in result.stderr
-
-
-def test_checkpoint_with_pickled_objects_is_refused(quickstart, run_mmfuse, tmp_path):
-    evil = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"thing": Path("x")}}, evil)
-    result = run_mmfuse("test", "--config", str(quickstart), "--ckpt_path", str(evil))
-    assert result.returncode == 1 and "weights_only=True" in result.stderr
-
-
-def test_missing_checkpoint(quickstart, run_mmfuse, tmp_path):
-    result = run_mmfuse("test", "--config", str(quickstart), "--ckpt_path", str(tmp_path / "nope.ckpt"))
-    assert result.returncode == 1 and "does not exist" in result.stderr
+# truncated, missing and pickled-object checkpoints: tests/test_bad_input.py (the checkpoint cases)
 
 
 def test_checkpoint_of_another_model_is_refused(trained, quickstart, run_mmfuse, tmp_path):
