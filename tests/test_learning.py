@@ -21,6 +21,7 @@ from mmfuse.registry import ADAPTERS
 THRESHOLD = 0.3
 
 
+@pytest.mark.slow  # half a minute: with the adapters' learning runs in `make test-slow`, which CI runs too
 def test_quickstart_learns_held_out_genes(quickstart, tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["mmfuse"])
     cli = MmfuseCLI(
