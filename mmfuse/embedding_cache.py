@@ -329,7 +329,7 @@ class EmbeddingCache:
         self,
         modality: str,
         backbone: Any,
-        sequences: Sequence[str],
+        sequences: Sequence[str | None],
         device: torch.device | str,
         batch_size: int,
         compute_precision: str = "32-true",
@@ -340,19 +340,23 @@ class EmbeddingCache:
 
         Distinct keys are split between processes by their value, so under DDP every sequence is
         embedded by exactly one rank; batches group sequences of similar length (little padding).
+        ``sequences`` may be lazy (a data module's records store, read by index): it is read once to
+        key it, and again, batch by batch, for what this process embeds; no list of them is made.
         """
         from mmfuse.data.collate import sequence_key
 
         store = self.store(modality, backbone, compute_precision, rank)
-        todo: dict[bytes, str] = {}
-        for sequence in sequences:
+        todo: dict[bytes, tuple[int, int]] = {}  # key -> (position in `sequences`, length)
+        for i, sequence in enumerate(sequences):
+            if sequence is None:
+                continue
             key = bytes.fromhex(sequence_key(sequence))
             if key not in store and int.from_bytes(key[:8], "big") % world_size == rank:
-                todo.setdefault(key, sequence)
-        ordered = sorted(todo.items(), key=lambda item: len(item[1]))
+                todo.setdefault(key, (i, len(sequence)))
+        ordered = sorted(todo.items(), key=lambda item: item[1][1])
         for start in range(0, len(ordered), batch_size):
             chunk = ordered[start : start + batch_size]
-            tokens = backbone.tokenizer([sequence for _, sequence in chunk])
+            tokens = backbone.tokenizer([sequences[i] for _, (i, _) in chunk])
             out = backbone({name: value.to(device, non_blocking=True) for name, value in tokens.items()})
             store.put(list(zip([key for key, _ in chunk], self._reduce(modality, out.embeddings, out.mask),
                                strict=True)))  # fmt: skip

@@ -260,6 +260,8 @@ class CharTokenizer(BatchEncoder):
             mapping[alias] = mapping[target]
         self._table = _lookup_table(mapping, _INVALID)
         self._accepted = "".join(mapping)
+        #: the letters it reads (either case): data modules check tables in bulk (with :attr:`max_letters`)
+        self.letters = self._accepted
 
     def encode(self, sequence: str, index: int | None = None) -> np.ndarray:
         """Token ids of one sequence, special tokens included."""
@@ -278,6 +280,11 @@ class CharTokenizer(BatchEncoder):
         if not self.prefix and not self.suffix:
             return codes
         return np.concatenate([self.prefix, codes, self.suffix]).astype(np.int64)
+
+    @property
+    def max_letters(self) -> int | None:
+        """The most letters that always fit (``None``: no limit)."""
+        return None if self.max_tokens is None else self.max_tokens - len(self.prefix) - len(self.suffix)
 
     def __repr__(self) -> str:
         return f"CharTokenizer({self.name!r}, alphabet={self.alphabet!r}, max_tokens={self.max_tokens})"
@@ -315,6 +322,7 @@ class KmerTokenizer(BatchEncoder):
         mapping["U"] = mapping["T"]
         self._table = _lookup_table(mapping, _INVALID)
         self._accepted = "ACGTUN"
+        self.letters = self._accepted
         self._powers = 4 ** np.arange(k - 1, -1, -1)
 
     def encode(self, sequence: str, index: int | None = None) -> np.ndarray:
@@ -344,6 +352,11 @@ class KmerTokenizer(BatchEncoder):
                 limit=(self.max_tokens - 1) * self.k,
             )
         return ids
+
+    @property
+    def max_letters(self) -> int | None:
+        """The most letters that always fit: at worst (N between letters) one token each, after ``<cls>``."""
+        return None if self.max_tokens is None else self.max_tokens - 1
 
     def __repr__(self) -> str:
         return f"KmerTokenizer({self.name!r}, k={self.k}, max_tokens={self.max_tokens})"

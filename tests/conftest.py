@@ -8,6 +8,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")  # raised by Lightning's CLI, not by mmfuse
+# records stores (mmfuse/data/records.py) go to a fresh directory, not the user's ~/.cache
+import tempfile  # noqa: E402
+
+os.environ["MMFUSE_CACHE"] = tempfile.mkdtemp(prefix="mmfuse-test-cache-")
 
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -2,7 +2,9 @@
 
 The override is what a user would type: the whole ``backbones`` mapping given again on the command
 line with ``preset: tiny`` (weights, sources and crops of the real checkpoints dropped), and the bundled
-sample data in place of the published data set.
+sample data in place of the published data set: written in that data set's own layout when the config
+names one (IsoFormer's ``GTEx_final.csv`` with a genome to cut DNA from, ModelGenerator's TSV files),
+so the published files' reading path trains too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from mmfuse.cli import MmfuseCLI, load_components
+from mmfuse.data.layouts import write_isoformer_layout, write_modelgenerator_layout
 from mmfuse.registry import BACKBONES
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -62,12 +65,23 @@ def tiny_overrides(config: Path, workdir: Path) -> list[str]:
         "--trainer.accelerator=cpu",
         f"--trainer.default_root_dir={workdir}",
     ]
-    data_args = spec["data"].get("init_args") or {}
-    if data_args.get("columns"):  # the sample data has the default column names
-        overrides.append("--data.init_args.columns=null")
+    overrides += _published_layout(spec["data"].get("init_args") or {}, workdir)
     if "embedding_cache" in spec["model"]["init_args"]:
         overrides.append(f"--model.init_args.embedding_cache.directory={workdir / 'cache'}")
     return overrides
+
+
+def _published_layout(data_args: dict, workdir: Path) -> list[str]:
+    """The sample written in the layout of the data set a config reads (``columns:``), and the options reading it."""
+    if data_args.get("columns") == "isoformer":
+        csv, genome = write_isoformer_layout(workdir / "isoformer", num_genes=24)
+        overrides = [f"--data.init_args.path={csv.parents[1]}", "--data.init_args.val_fraction=0.2"]
+        if data_args.get("genome"):  # the sample's DNA windows are 1,024 bp
+            overrides.append(f"--data.init_args.genome={json.dumps({'fasta': str(genome), 'window': 1024})}")
+        return overrides
+    if data_args.get("columns") == "modelgenerator":
+        return [f"--data.init_args.path={write_modelgenerator_layout(workdir / 'modelgenerator', num_genes=24)}"]
+    return []
 
 
 def test_there_are_experiments():

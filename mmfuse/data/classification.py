@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -139,21 +139,20 @@ class SequenceClassification(TableDataModule):
             if len(names) < 2 or len(set(names)) != len(names):
                 raise ConfigError(f"`classes` must list at least 2 distinct class names, not {names}")
             self._classes = names
-        self._table: pd.DataFrame | None = None  # read early for target_names, handed on to setup
 
     @property
     def target_names(self) -> list[str]:
         """The class names, in class-index order: ``classes``, or else read from the table (once)."""
         if self._classes is None:
-            self._table = self._read()
-            self._classes = self._infer_classes(self._table)
+            store = self.records()
+            if self.label_column not in store.names:
+                raise DataError(
+                    f"{self.path} has no label column {self.label_column!r} to take the classes from. Set "
+                    f"label_column, or list the classes (in the order the model was trained with) in `classes`. "
+                    f"Its columns are: {', '.join(map(str, store.names[:40]))}."
+                )
+            self._classes = self._infer_classes(store.frame([self.label_column]))
         return self._classes
-
-    def _read(self, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        table, self._table = self._table, None
-        if table is not None:
-            return table
-        return super()._read({self.label_column: str, **(dtype or {})})
 
     def _infer_classes(self, table: pd.DataFrame) -> list[str]:
         if self.label_column not in table.columns:

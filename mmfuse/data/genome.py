@@ -196,11 +196,12 @@ def _tissue_matrix(
     return tissues, matrix
 
 
-def _schema(tissues: list[str]) -> Any:
+def _schema(tissues: list[str], coordinates: bool = False) -> Any:
     import pyarrow as pa
 
     columns = [(name, pa.string()) for name in ("transcript_id", "gene_id", "annotation_transcript_id",
-               "annotation_gene_id", "contig", "strand", "biotype", "DNA", "RNA", "Protein")]  # fmt: skip
+               "annotation_gene_id", "contig", "strand", "biotype", "DNA", "RNA", "Protein")
+               if not (coordinates and name == "DNA")]  # fmt: skip
     columns += [(name, pa.int64()) for name in ("tss", "cds_start", "cds_end", "utr5_length", "utr3_length")]
     return pa.schema(columns + [(tissue, pa.float32()) for tissue in tissues])
 
@@ -217,6 +218,7 @@ def build_isoform_table(
     min_samples: int = 1,
     bad_values: Literal["error", "skip"] = "error",
     chunk_rows: int = 256,
+    coordinates: bool = False,
 ) -> BuildSummary:
     """Writes the isoform-expression table (Parquet) for the transcripts in both inputs.
 
@@ -233,6 +235,10 @@ def build_isoform_table(
         bad_values: ``error`` on NaN or negative TPM (naming the line), or ``skip`` those transcripts
             (counted).
         chunk_rows: transcripts per chunk read and per Parquet row group.
+        coordinates: leave the ``DNA`` column out (its ``contig``, ``strand`` and 0-based ``tss``
+            locate the window): the table stays small, and the data module cuts each window from the
+            genome when it reads the record (``genome: {fasta: FASTA, contig_column: contig,
+            tss_column: tss, window: WINDOW}``).
 
     Returns:
         The counts of what was written and left out.
@@ -264,7 +270,7 @@ def build_isoform_table(
                         samples = [str(c) for c in chunk.columns[2:]]
                         tissues, matrix = _tissue_matrix(samples, sample_tissue, min_samples)
                         summary.tissues = tissues
-                        schema = _schema(tissues)
+                        schema = _schema(tissues, coordinates)
                         writer = pq.ParquetWriter(tmp, schema)
                     values = chunk.iloc[:, 2:].to_numpy(dtype=np.float64)
                     bad = ~(values >= 0)  # NaN compares false
@@ -293,6 +299,8 @@ def build_isoform_table(
                             continue
                         row = transcript_sequences(genome, transcript, window)
                         summary.padded += row.pop("padded")
+                        if coordinates:
+                            del row["DNA"]
                         summary.noncoding += not row["Protein"]
                         row.update(
                             transcript_id=str(tid), gene_id=str(gid), annotation_transcript_id=transcript.transcript_id,

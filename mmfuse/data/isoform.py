@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from mmfuse.data.errors import DataError
 from mmfuse.data.table import Crop, TableDataModule, read_table
 from mmfuse.data.tissues import GTEX_TISSUES
+from mmfuse.data.windows import GenomeWindows
 
 __all__ = ["COLUMN_PRESETS", "ColumnPreset", "IsoformExpression", "read_table"]
 
@@ -21,23 +22,36 @@ _DEFAULT_ID, _DEFAULT_GENE = "transcript_id", "gene_id"
 
 @dataclass(frozen=True)
 class ColumnPreset:
-    """The column names of one public isoform-expression data set."""
+    """The column names (and file) of one public isoform-expression data set."""
 
     modalities: dict[str, str]
     target_columns: tuple[str, ...]
-    id_column: str = _DEFAULT_ID
-    gene_column: str = _DEFAULT_GENE
+    id_column: str | None = _DEFAULT_ID
+    gene_column: str | None = _DEFAULT_GENE
+    #: the file read from the hub repository (or a local copy of it) instead of its loading script
+    file: str | None = None
+    #: DNA cut from a genome by these columns, when the table gives coordinates instead of sequences
+    coordinates: tuple[str, str, str, str] | None = None
+    #: share of the training genes that validate when the data set has no validation split
+    val_fraction: float = 0.1
 
 
 COLUMN_PRESETS: dict[str, ColumnPreset] = {
-    # InstaDeepAI/multi_omics_transcript_expression (IsoFormer, https://arxiv.org/abs/2406.14150): its
-    # card lists the 30 tissues and its loading script emits DNA/RNA/Protein; the id and gene columns
-    # are those of the card's "(gene_id, transcript_id) pair", not checked against the files.
-    "isoformer": ColumnPreset(dict(_DEFAULT_MODALITIES), GTEX_TISSUES),
-    # genbio-ai/transcript_isoform_expression_prediction (ModelGenerator): columns as its card lists
-    # them; labels_0 … labels_29 hold log2(1e-4 + TPM) in 30 tissues; splits by chromosome.
+    # InstaDeepAI/multi_omics_transcript_expression (IsoFormer, https://arxiv.org/abs/2406.14150), its
+    # transcript_expression/GTEx_final.csv: transcript_id_gtex, gene_id_gtex, split (train/test), chr,
+    # strand, start, end (1-based, inclusive), RNA, 5UTR, CDS, 3UTR, Protein, the 30 tissues. No DNA:
+    # the loading script cuts it from GRCh38 (TSS = start on +, end on -); set `genome:`. Validation:
+    # 5 % of the training genes, as the paper.
+    "isoformer": ColumnPreset(
+        {"rna": "RNA", "protein": "Protein"}, GTEX_TISSUES, "transcript_id_gtex", "gene_id_gtex",
+        file="transcript_expression/GTEx_final.csv", coordinates=("chr", "strand", "start", "end"), val_fraction=0.05,
+    ),  # fmt: skip
+    # genbio-ai/transcript_isoform_expression_prediction (ModelGenerator): train_*.tsv, validation.tsv,
+    # test.tsv (splits by chromosome) with dna_seq, rna_seq, protein_seq and labels_0 … labels_29
+    # (log2(1e-4 + TPM) in 30 tissues); no id or gene column: ids are FILE:ROW.
     "modelgenerator": ColumnPreset(
-        {"dna": "dna_seq", "rna": "rna_seq", "protein": "protein_seq"}, tuple(f"labels_{i}" for i in range(30))
+        {"dna": "dna_seq", "rna": "rna_seq", "protein": "protein_seq"}, tuple(f"labels_{i}" for i in range(30)),
+        id_column=None, gene_column=None,
     ),
 }
 
@@ -51,16 +65,23 @@ class IsoformExpression(TableDataModule):
     access, download a hub data set first (``hf download ID --repo-type dataset --local-dir DIR``)
     and set ``path: DIR``.
 
-    Column defaults follow the public IsoFormer data set: ``DNA``, ``RNA``, ``Protein`` and the 30
-    GTEx tissues. ``columns`` picks the names of a known data set: ``isoformer``
-    (InstaDeepAI/multi_omics_transcript_expression) or ``modelgenerator``
-    (genbio-ai/transcript_isoform_expression_prediction: ``dna_seq``, ``rna_seq``, ``protein_seq``,
-    ``labels_0`` … ``labels_29``); ``modalities``, ``target_columns``, ``id_column`` and
-    ``gene_column`` given explicitly win over it.
+    Column defaults are those of the bundled sample and of ``mmfuse data build-isoform``: ``DNA``,
+    ``RNA``, ``Protein``, ``transcript_id``, ``gene_id`` and the 30 GTEx tissues. ``columns`` picks the
+    layout of a published data set: ``isoformer`` (InstaDeepAI/multi_omics_transcript_expression's
+    ``transcript_expression/GTEx_final.csv``, read from the hub id, a local copy of the repository or
+    the file; it has coordinates, not DNA, so give ``genome:`` GRCh38 to cut the windows) or
+    ``modelgenerator`` (genbio-ai/transcript_isoform_expression_prediction: a directory of
+    ``train_*.tsv``/``validation.tsv``/``test.tsv`` with ``dna_seq``, ``rna_seq``, ``protein_seq``,
+    ``labels_0`` … ``labels_29``; ids are ``FILE:ROW``); ``modalities``, ``target_columns``,
+    ``id_column``, ``gene_column`` and ``val_fraction`` given explicitly win over it.
 
-    Records are split by the data set's splits (``validation``, ``valid`` and ``dev`` read as val),
-    else by the ``split`` column when the table has one (values train/val/test), else
-    deterministically by gene, so that all isoforms of a gene fall in the same split. An empty
+    Records are split by the data set's splits (``validation``, ``valid`` and ``dev`` read as val; a
+    directory's files by their names), else by the ``split`` column when the table has one (values
+    train/val/test; when none is val, ``val_fraction`` of the training genes validate), else
+    deterministically by gene, so that all isoforms of a gene fall in the same split. Sequences are
+    not held in memory: the table is read once into a memory-mapped records store
+    (``records_dir``) and each record is read, its DNA window cut from the genome, when a DataLoader
+    worker needs it. An empty
     sequence (a non-coding transcript has no protein) marks that modality absent for the record
     (``missing_modalities``). Sequences longer than ``max_lengths`` are cropped once, by modality:
     DNA keeps its middle (around the TSS), RNA its 3' end (the 3'UTR, as IsoFormer does), a protein
@@ -79,7 +100,8 @@ class IsoformExpression(TableDataModule):
         gene_column: gene of each record, used for the split; ``null`` splits by record.
         columns: column names of a known data set (``isoformer`` or ``modelgenerator``), see above.
         split_column: column holding train/val/test; used when present in the table.
-        val_fraction: share of genes in the validation split (when splitting by gene).
+        val_fraction: share of genes in the validation split (when splitting by gene, or carved from
+            the training genes; default: the preset's, else 0.1).
         test_fraction: share of genes in the test split (when splitting by gene).
         split_seed: seed of the split by gene.
         nan_targets: ``error`` on NaN/inf targets, or ``drop`` those records (counted and logged).
@@ -100,11 +122,15 @@ class IsoformExpression(TableDataModule):
             its own longest sequence (as ``group_by_length`` of the Hugging Face Trainer).
         bucket_pool: with ``bucketing``, batches' worth of records sorted by length together; larger
             pools pad less but make batches less random.
+        genome: cut DNA from a genome FASTA by the table's coordinates: its path (the preset's
+            coordinate columns are used), or :class:`~mmfuse.data.windows.GenomeWindows` options.
+        records_dir: where the memory-mapped records store is written once per source (default
+            ``$MMFUSE_CACHE/records``, else ``~/.cache/mmfuse/records``).
 
     Examples:
         >>> dm = IsoformExpression("sample", sample_genes=6, max_lengths={"rna": 300})
         >>> dm.setup("fit")
-        >>> max(len(s) for s in dm._splits["train"].sequences["rna"] if s), dm.crop_counts["rna"] > 0
+        >>> max(len(s) for s in dm.split_sequences("train", "rna")), dm.crop_counts["rna"] > 0
         (300, True)
     """
 
@@ -113,11 +139,11 @@ class IsoformExpression(TableDataModule):
         path: str = "sample",
         modalities: dict[str, str] | None = None,
         target_columns: list[str] | None = None,
-        id_column: str = _DEFAULT_ID,
+        id_column: str | None = _DEFAULT_ID,
         gene_column: str | None = _DEFAULT_GENE,
         columns: Literal["isoformer", "modelgenerator"] | None = None,
         split_column: str = "split",
-        val_fraction: float = 0.1,
+        val_fraction: float | None = None,
         test_fraction: float = 0.1,
         split_seed: int = 0,
         nan_targets: Literal["error", "drop"] = "error",
@@ -133,21 +159,34 @@ class IsoformExpression(TableDataModule):
         dataset_revision: str | None = None,
         bucketing: bool = False,
         bucket_pool: int = 100,
+        genome: GenomeWindows | str | None = None,
+        records_dir: str | None = None,
     ) -> None:
         preset = COLUMN_PRESETS[columns] if columns is not None else ColumnPreset(_DEFAULT_MODALITIES, GTEX_TISSUES)
         # the signature's defaults stand for "not given": the preset fills them
         id_column = preset.id_column if id_column == _DEFAULT_ID else id_column
         gene_column = preset.gene_column if gene_column == _DEFAULT_GENE else gene_column
+        val_fraction = preset.val_fraction if val_fraction is None else val_fraction
+        if isinstance(genome, str) and preset.coordinates is not None:
+            contig, strand, start, end = preset.coordinates
+            genome = GenomeWindows(genome, contig_column=contig, strand_column=strand, start_column=start,
+                                   end_column=end)  # fmt: skip
+        given = dict(modalities or preset.modalities)
+        if genome is not None and modalities is None:
+            given.pop(genome.modality if isinstance(genome, GenomeWindows) else "dna", None)
+        self._preset_file = preset.file
         super().__init__(
-            path, dict(modalities or preset.modalities), id_column, gene_column, split_column, val_fraction,
+            path, given, id_column, gene_column, split_column, val_fraction,
             test_fraction, split_seed, missing_modalities, predict_split, batch_size, eval_batch_size, num_workers,
-            sample_genes, sample_seed, max_lengths, crop, dataset_revision, bucketing, bucket_pool,
+            sample_genes, sample_seed, max_lengths, crop, dataset_revision, bucketing, bucket_pool, genome,
+            records_dir,
         )  # fmt: skip
         self.save_hyperparameters()
         self.target_names: list[str] = list(target_columns or preset.target_columns)
         self.nan_targets = nan_targets
 
     _label_option = "target_columns"
+    _numeric_label_columns = True
 
     def _label_columns(self) -> list[str]:
         return self.target_names
@@ -160,7 +199,9 @@ class IsoformExpression(TableDataModule):
             examples = []
             for i in bad_rows[:3]:
                 column = self.target_names[int(np.flatnonzero(bad[i])[0])]
-                examples.append(f"{str(table[self.id_column].iloc[i])!r} ({column}: {table[column].iloc[i]})")
+                value = table[column].iloc[i]
+                value = "nan" if value is None else value
+                examples.append(f"{str(table[self.id_column].iloc[i])!r} ({column}: {value})")
             raise DataError(
                 f"{len(bad_rows)} record(s) of {self.path} have missing, NaN or infinite targets, e.g. "
                 f"{', '.join(examples)}. Fix the table, or set nan_targets: drop to leave those records out."

@@ -399,9 +399,6 @@ class CellClassification(SequenceClassification):
         return list(dict.fromkeys(c for c in named if c is not None))
 
     def _read(self, dtype: Any = None) -> pd.DataFrame:
-        table, self._table = self._table, None  # read early for target_names (see SequenceClassification)
-        if table is not None:
-            return table
         if self.path == "sample":
             from mmfuse.data.cell_sample import make_cell_sample
 

@@ -272,7 +272,7 @@ class MultiModalTask(L.LightningModule):
         self._refresh_cache()
         total = 0
         for modality in self.embedding_cache.modalities:
-            sequences = [s for split in splits for s in datamodule.split_sequences(split, modality)]
+            sequences = datamodule.split_sequences(list(splits), modality)  # lazy: read from the records store
             total += self.embedding_cache.precompute(
                 modality, self.backbones[modality], sequences, self.device, datamodule.eval_batch_size,
                 self._compute_precision(), self.global_rank, self.trainer.world_size,

@@ -283,3 +283,25 @@ def test_output_is_read_by_isoform_expression_and_the_cli_reports(tmp_path, geno
     assert pd.read_parquet(out).columns[-1] == "Liver"  # --min-samples 2: Brain and Lung left out
     with pytest.raises(SystemExit):
         main(args[:-4] + ["--window", "0"])
+
+
+def test_coordinates_table_cuts_the_same_windows_when_read(tmp_path, genome, capsys):
+    models = [_bed12_model()] + [
+        {"contig": "chr17", "strand": "-+"[i % 2], "id": f"T{i}", "gene": f"G{i}",
+         "exons": [(2000 + 300 * i, 2200 + 300 * i)]}
+        for i in range(6)
+    ]
+    gtf = _write_gtf(tmp_path / "a.gtf", models)
+    gct, attributes = _write_expression(tmp_path, {m["id"]: [1, 2, 3, 4] for m in models})
+    common = ["data", "build-isoform", "--fasta", str(genome), "--annotation", str(gtf), "--expression", str(gct),
+              "--sample-tissues", str(attributes), "--window", "128"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "full.parquet")]) == 0
+    assert main([*common, "--out", str(tmp_path / "coords.parquet"), "--coordinates"]) == 0
+    full, coords = pd.read_parquet(tmp_path / "full.parquet"), pd.read_parquet(tmp_path / "coords.parquet")
+    assert "DNA" not in coords.columns and coords["tss"].tolist() == full["tss"].tolist()
+    dm = IsoformExpression(str(tmp_path / "coords.parquet"), target_columns=["Liver"], val_fraction=0.0,
+                           test_fraction=0.0, modalities={"rna": "RNA"},
+                           genome={"fasta": str(genome), "window": 128, "contig_column": "contig", "tss_column": "tss"})
+    dm.setup("fit")
+    windows = {r["id"]: r["sequences"]["dna"] for r in dm._splits["train"]}
+    assert windows == dict(zip(full["transcript_id"], full["DNA"], strict=True))

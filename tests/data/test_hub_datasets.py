@@ -52,11 +52,18 @@ def test_directory_of_data_files_is_read_with_load_dataset(table, tmp_path):
     folder.mkdir()
     table.iloc[:20].to_csv(folder / "train.csv", index=False)
     table.iloc[20:].to_csv(folder / "test.csv", index=False)
-    dm = SequenceClassification(path=str(folder), label_column="expression_level")
+    dm = SequenceClassification(path=str(folder), label_column="expression_level", val_fraction=0.0)
     dm.setup("fit")
     assert dm.split_ids("train") == table.transcript_id.iloc[:20].tolist()
     assert dm.split_ids("test") == table.transcript_id.iloc[20:].tolist() and dm.split_ids("val") == []
     assert dm.target_names == ["high", "low", "medium"]
+    # no file is named for validation: val_fraction of the training genes validate, whole genes at a time
+    carved = SequenceClassification(path=str(folder), label_column="expression_level", val_fraction=0.3)
+    carved.setup("fit")
+    train, val = carved.split_ids("train"), carved.split_ids("val")
+    assert val and sorted(train + val) == sorted(table.transcript_id.iloc[:20])
+    gene = dict(zip(table.transcript_id, table.gene_id, strict=True))
+    assert not {gene[r] for r in train} & {gene[r] for r in val}
 
 
 def test_unknown_split_names_are_refused(table, tmp_path):
@@ -99,27 +106,27 @@ def test_missing_table_file_is_not_taken_for_a_hub_id(tmp_path):
         IsoformExpression(path="data/table.csv").setup("fit")
 
 
-@pytest.mark.parametrize("preset", sorted(COLUMN_PRESETS))
-def test_column_presets_map_the_published_names(table, tmp_path, preset):
-    names = COLUMN_PRESETS[preset]
+def test_modelgenerator_preset_reads_its_names_and_numbers_the_records(table, tmp_path):
+    names = COLUMN_PRESETS["modelgenerator"]
     renamed = table.rename(columns={"DNA": names.modalities["dna"], "RNA": names.modalities["rna"],
                                     "Protein": names.modalities["protein"],
                                     **dict(zip(GTEX_TISSUES, names.target_columns, strict=True))})  # fmt: skip
-    dm = IsoformExpression(path=str(_csv(renamed, tmp_path / "t.csv")), columns=preset)
+    dm = IsoformExpression(path=str(_csv(renamed.drop(columns=["transcript_id", "gene_id"]), tmp_path / "t.csv")),
+                           columns="modelgenerator")  # fmt: skip
     assert dm.modalities == names.modalities and dm.target_names == list(names.target_columns)
     dm.setup("fit")
-    reference = IsoformExpression(path=str(_csv(table, tmp_path / "r.csv")))
-    reference.setup("fit")
-    for split in SPLITS:
-        assert dm.split_ids(split) == reference.split_ids(split)
-        np.testing.assert_array_equal(dm.split_labels(split), reference.split_labels(split))
+    assert sorted(_all_ids(dm), key=lambda r: int(r.split(":")[1])) == [f"t.csv:{i}" for i in range(len(table))]
+    targets = table[list(GTEX_TISSUES)].to_numpy(dtype=np.float32)
+    for split in SPLITS:  # ids FILE:ROW join back to the table's rows
+        rows = [int(r.split(":")[1]) for r in dm.split_ids(split)]
+        np.testing.assert_array_equal(dm.split_labels(split), targets[rows])
 
 
 def test_modelgenerator_preset_names():
     preset = COLUMN_PRESETS["modelgenerator"]
     assert preset.modalities == {"dna": "dna_seq", "rna": "rna_seq", "protein": "protein_seq"}
     assert preset.target_columns[0] == "labels_0" and preset.target_columns[-1] == "labels_29"
-    assert (preset.id_column, preset.gene_column) == ("transcript_id", "gene_id")
+    assert (preset.id_column, preset.gene_column) == (None, None)  # the published files have neither
 
 
 def test_explicit_options_override_the_preset():

@@ -1,0 +1,179 @@
+"""Records read by row from a :class:`~mmfuse.data.records.RecordStore`, in the process that reads them.
+
+:class:`RecordReader` knows, per store row, which modalities are present and how long each sequence
+is once cropped (two small arrays computed in blocks over the store, never a list of sequences); it
+reads a record's sequences when the record is indexed, cutting DNA windows from the genome and
+applying the crop there. :class:`SplitRecords` is one split's ``Dataset``; :class:`SequenceView`
+one modality of some splits, read lazily (what the embedding cache fills itself from).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from mmfuse.data.records import RecordStore, numeric_mask
+from mmfuse.data.windows import WindowReader
+
+__all__ = ["RecordReader", "SequenceView", "SplitRecords", "crop_sequence"]
+
+Crop = Literal["center", "end", "start", "error"]
+
+
+def crop_sequence(sequence: str, max_length: int, policy: Crop) -> str:
+    """``sequence`` cut to ``max_length`` letters by ``policy`` (``error``: unchanged).
+
+    ``center`` keeps the middle: with ``d = len(sequence) - max_length`` letters to drop, it drops
+    ``d // 2`` at the start and the rest (one more when ``d`` is odd) at the end.
+
+    Examples:
+        >>> crop_sequence("ABCDEFG", 4, "center"), crop_sequence("ABCDEFG", 4, "end")
+        ('BCDE', 'DEFG')
+    """
+    if len(sequence) <= max_length or policy == "error":
+        return sequence
+    if policy == "start":
+        return sequence[:max_length]
+    if policy == "end":
+        return sequence[len(sequence) - max_length :]
+    start = (len(sequence) - max_length) // 2
+    return sequence[start : start + max_length]
+
+
+class ColumnStats:
+    """Per row of one sequence column: present (not null, not blank), length, and cells that are not text."""
+
+    def __init__(self, store: RecordStore, column: str) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = len(store)
+        self.present = np.zeros(n, dtype=bool)
+        self.lengths = np.zeros(n, dtype=np.int64)
+        self.not_text = np.zeros(n, dtype=bool)
+        for start, block in store.blocks(column):
+            stop = start + len(block)
+            if not (pa.types.is_string(block.type) or pa.types.is_large_string(block.type)):
+                self.not_text[start:stop] = ~np.asarray(block.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+                continue
+            blank = pc.equal(pc.utf8_trim_whitespace(block), "").fill_null(True)
+            self.present[start:stop] = ~np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool)
+            self.lengths[start:stop] = pc.utf8_length(block).fill_null(0).to_numpy(zero_copy_only=False)
+            self.not_text[start:stop] = numeric_mask(block)
+        self.present &= ~self.not_text
+
+
+class RecordReader:
+    """Reads a record's id and sequences by store row (see the module docstring).
+
+    Args:
+        store: the records.
+        id_column: the store column holding record ids.
+        columns: ``{modality: store column}`` of the sequences held in the table.
+        windows: the genome windows and their modality, if DNA is cut from a genome.
+        present: ``(N, M)`` whether store row ``n`` has modality ``m`` (the order of :attr:`modalities`).
+        lengths: ``(N, M)`` letters of each sequence as read (after the crop).
+        crops: ``{modality: (max_length, policy)}`` applied when a sequence is read.
+    """
+
+    def __init__(self, store: RecordStore, id_column: str, columns: Mapping[str, str],
+                 windows: tuple[str, WindowReader] | None, present: np.ndarray, lengths: np.ndarray,
+                 crops: Mapping[str, tuple[int, Crop]]) -> None:  # fmt: skip
+        self.store, self.id_column, self.columns, self.windows = store, id_column, dict(columns), windows
+        self.modalities = [*self.columns, *([windows[0]] if windows else [])]
+        self.present, self.lengths, self.crops = present, lengths, dict(crops)
+        self._arrays: dict[str, Any] | None = None
+        self._reads = 0
+
+    def _column(self, name: str) -> Any:
+        if self._arrays is None:  # per process (a spawned worker unpickles the store, and maps it again)
+            self._arrays = {c: self.store.column(c) for c in {self.id_column, *self.columns.values()}}
+        return self._arrays[name]
+
+    def record_id(self, row: int) -> str:
+        return str(self.store.cell(self._column(self.id_column), row))
+
+    def sequence(self, modality: str, row: int, record_id: str | None = None) -> str | None:
+        """The sequence of ``modality`` at store row ``row`` (cropped), or ``None`` where it is absent."""
+        j = self.modalities.index(modality)
+        if not self.present[row, j]:
+            return None
+        if self.windows is not None and modality == self.windows[0]:
+            sequence = self.windows[1](row, record_id if record_id is not None else self.record_id(row))
+        else:
+            sequence = self.store.cell(self._column(self.columns[modality]), row)
+            self._reads += 1
+            if self._reads % 2048 == 0:  # let the pages read so far leave this process's resident memory
+                self.store.release()
+        crop = self.crops.get(modality)
+        return crop_sequence(sequence, crop[0], crop[1]) if crop else sequence
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_arrays": None}
+
+
+class SplitRecords(Dataset):
+    """One split: store rows read as records ``{"id", "sequences", "target"}`` when indexed."""
+
+    def __init__(self, reader: RecordReader, rows: np.ndarray, labels: np.ndarray | None) -> None:
+        self.reader, self.rows, self.labels = reader, np.asarray(rows, dtype=np.int64), labels
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = int(self.rows[i])
+        rid = self.reader.record_id(row)
+        item: dict[str, Any] = {
+            "id": rid, "sequences": {m: self.reader.sequence(m, row, rid) for m in self.reader.modalities}
+        }
+        if self.labels is not None:
+            item["target"] = self.labels[i]
+        return item
+
+    @property
+    def ids(self) -> list[str]:
+        """The records' ids, in order (read from the store on each call)."""
+        return [self.reader.record_id(int(row)) for row in self.rows]
+
+    @property
+    def sequences(self) -> dict[str, SequenceView]:
+        """``{modality: lazy sequences, None where absent}`` in record order."""
+        return {m: SequenceView(self.reader, m, self.rows, keep_absent=True) for m in self.reader.modalities}
+
+    def lengths(self) -> np.ndarray:
+        """``(N,)`` letters per record, summed over modalities, as read (for length bucketing)."""
+        return self.reader.lengths[self.rows].sum(axis=1)
+
+
+class SequenceView(Sequence):
+    """The sequences of one modality at some store rows, read when indexed or iterated.
+
+    Args:
+        reader: the records.
+        modality: the modality.
+        rows: store rows, in order.
+        keep_absent: keep rows lacking the modality (as ``None``); else they are left out.
+    """
+
+    def __init__(self, reader: RecordReader, modality: str, rows: np.ndarray, keep_absent: bool = False) -> None:
+        self.reader, self.modality = reader, modality
+        j = reader.modalities.index(modality)
+        self.rows = rows if keep_absent else rows[reader.present[rows, j]]
+        self.lengths = reader.lengths[self.rows, j]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return self.reader.sequence(self.modality, int(self.rows[i]))
+
+    def __iter__(self) -> Iterator[str | None]:
+        for row in self.rows:
+            yield self.reader.sequence(self.modality, int(row))
+        self.reader.store.release()
