@@ -23,6 +23,9 @@ import yaml
 
 from mmfuse.cli import main
 
+# two-process runs (half a minute): with the learning runs in `make test-slow`, which CI runs too
+pytestmark = pytest.mark.slow
+
 CONFIG = {
     "seed_everything": 0,
     "trainer": {

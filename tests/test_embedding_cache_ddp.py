@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 SCRIPT = textwrap.dedent(
     """
@@ -44,6 +45,9 @@ SCRIPT = textwrap.dedent(
     """
 )
 
+
+# two-process runs (half a minute): with the learning runs in `make test-slow`, which CI runs too
+pytestmark = pytest.mark.slow
 
 def test_two_ranks_write_their_own_shards_and_reuse_each_others(tmp_path):
     script = tmp_path / "ddp_cache.py"

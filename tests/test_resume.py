@@ -96,6 +96,7 @@ def workdirs(tmp_path):
     return dirs
 
 
+@pytest.mark.slow  # three processes (20 s): in `make test-slow`, which CI runs too
 def test_run_killed_mid_epoch_resumes_to_the_same_weights_and_metrics(workdirs):
     straight, killed = workdirs
     reference = _fit(straight)  # runs alongside the killed one

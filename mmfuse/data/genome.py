@@ -125,8 +125,11 @@ def _coding_region(transcript: Transcript, exons: list[tuple[int, int]]) -> tupl
     return positions[0], positions[1] + 1
 
 
-def transcript_sequences(genome: Any, transcript: Transcript, window: int) -> dict[str, Any]:
-    """DNA window, RNA, Protein and CDS coordinates of one transcript (see the module docstring)."""
+def transcript_sequences(genome: Any, transcript: Transcript, window: int, dna: bool = True) -> dict[str, Any]:
+    """DNA window, RNA, Protein and CDS coordinates of one transcript (see the module docstring).
+
+    ``dna=False`` leaves the window out (``DNA`` is ``None``) but still says whether it would be padded.
+    """
     contig, minus = transcript.contig, transcript.strand == "-"
     length = len(genome[contig])
     exons = transcript.ordered_exons()
@@ -139,10 +142,12 @@ def transcript_sequences(genome: Any, transcript: Transcript, window: int) -> di
     rna = "".join(_reverse_complement(p) for p in pieces) if minus else "".join(pieces)
     tss, half = transcript.tss, window // 2
     start = tss - (window - half - 1) if minus else tss - half
-    dna, padded = _fetch(genome, contig, start, start + window)
-    if minus:
-        dna = _reverse_complement(dna)
-    row: dict[str, Any] = {"DNA": dna, "RNA": rna, "Protein": "", "cds_start": None, "cds_end": None}
+    if dna:
+        window_dna, padded = _fetch(genome, contig, start, start + window)
+        window_dna = _reverse_complement(window_dna) if minus else window_dna
+    else:
+        window_dna, padded = None, start < 0 or start + window > length
+    row: dict[str, Any] = {"DNA": window_dna, "RNA": rna, "Protein": "", "cds_start": None, "cds_end": None}
     region = _coding_region(transcript, exons)
     if region is not None:
         cds_start, cds_end = region
@@ -297,7 +302,7 @@ def build_isoform_table(
                         if transcript.contig not in genome:
                             summary.missing_contigs[transcript.contig] += 1
                             continue
-                        row = transcript_sequences(genome, transcript, window)
+                        row = transcript_sequences(genome, transcript, window, dna=not coordinates)
                         summary.padded += row.pop("padded")
                         if coordinates:
                             del row["DNA"]

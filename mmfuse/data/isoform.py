@@ -192,7 +192,11 @@ class IsoformExpression(TableDataModule):
         return self.target_names
 
     def _labels(self, table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-        values = table[self.target_names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        targets = table[self.target_names]
+        if not all(pd.api.types.is_numeric_dtype(kind) for kind in targets.dtypes):  # text (CSV cells read as text)
+            targets = targets.apply(pd.to_numeric, errors="coerce")
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
+            values = targets.to_numpy(dtype=np.float32)
         bad = ~np.isfinite(values)
         bad_rows = np.flatnonzero(bad.any(axis=1))
         if len(bad_rows) and self.nan_targets == "error":
@@ -211,7 +215,7 @@ class IsoformExpression(TableDataModule):
             keep = np.ones(len(table), dtype=bool)
             keep[bad_rows] = False
             table, values = table[keep].reset_index(drop=True), values[keep]
-        return table, values.astype(np.float32)
+        return table, values
 
     def target_stats(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of each target over the training split."""

@@ -20,7 +20,7 @@ import hashlib
 import json
 import mmap
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,16 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.sources import _BATCH_ROWS, SPLIT_ALIASES, SourcePart, _part_batches, _part_names, source_parts
+from mmfuse.data.sources import (
+    _BATCH_ROWS,
+    BLOCKS,
+    SPLIT_ALIASES,
+    RowTooLong,
+    SourcePart,
+    part_batches,
+    part_columns,
+    source_parts,
+)
 from mmfuse.io import atomic_path
 
 __all__ = ["ROW_ID", "RecordStore", "default_records_dir", "open_records"]
@@ -91,7 +100,7 @@ def open_records(
     if isinstance(parts, list):
         splits: list[tuple[str | None, Any]] = [(p.split, p) for p in parts]
         description: Any = [_stat(p.path) + [p.split] for p in parts]
-        names = list(dict.fromkeys(n for p in parts for n in _part_names(p)))
+        names = list(dict.fromkeys(n for p in parts for n in part_columns(p)))
     else:
         splits = _dataset_splits(parts)
         description = [[s, d._fingerprint] for s, d in splits]
@@ -103,13 +112,18 @@ def open_records(
     key = _digest({"v": _VERSION, "source": description, "columns": kept, "split": split_column if has_split else None})
     directory = Path(records_dir).expanduser() if records_dir is not None else default_records_dir()
     target = directory / f"{key}.arrow"
-    if not target.is_file():
-        _write(target, splits, kept, split_column if has_split else None, names, path)
+    for block in BLOCKS:
+        if target.is_file():
+            break
+        try:
+            _write(target, splits, kept, split_column if has_split else None, names, path, block)
+        except RowTooLong:
+            continue
     return RecordStore.open(target)
 
 
 def _write(target: Path, splits: list[tuple[str | None, Any]], kept: list[str], split_column: str | None,
-           names: list[str], source: str) -> None:  # fmt: skip
+           names: list[str], source: str, block: int) -> None:  # fmt: skip
     import pyarrow as pa
 
     with atomic_path(target) as tmp:
@@ -117,10 +131,10 @@ def _write(target: Path, splits: list[tuple[str | None, Any]], kept: list[str], 
         try:
             for split, part in splits:
                 label = part.path.name if isinstance(part, SourcePart) else (split or "data")
-                present = [c for c in kept if c in (_part_names(part) if isinstance(part, SourcePart)
+                present = [c for c in kept if c in (part_columns(part) if isinstance(part, SourcePart)
                                                     else part.column_names)]  # fmt: skip
                 if isinstance(part, SourcePart):
-                    batches = _part_batches(part, present)
+                    batches = part_batches(part, present, block)
                 else:
                     batches = (t for t in part.select_columns(present).with_format("arrow").iter(_BATCH_ROWS))
                 row = 0
@@ -220,26 +234,37 @@ class RecordStore:
     def column_names(self) -> list[str]:
         return list(self.table.column_names)
 
-    def frame(self, columns: Sequence[str], numeric: Sequence[str] = ()) -> pd.DataFrame:
+    def frame(self, columns: Sequence[str], numeric: Mapping[str, Any] | None = None,
+              categorical: Sequence[str] = ()) -> pd.DataFrame:  # fmt: skip
         """The (small) ``columns`` as a DataFrame (text as Python strings); never the sequences.
 
-        ``numeric`` columns stored as text (CSV) are parsed in Arrow when every cell is a number or
-        missing, so a table's targets do not become millions of Python strings; a column with other
-        text is left as text (the caller's check names the record).
+        ``numeric`` (``{column: "float32" | "float64"}``) columns stored as text (CSV) are parsed in
+        Arrow when every cell is a number or missing, and ``categorical`` ones (a split, a contig, a
+        strand) become pandas categoricals, so a table of 170k records does not become millions of
+        Python strings; a numeric column with other text is left as text (the caller's check names
+        the record).
         """
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        numeric = dict(numeric or {})
         table = self.table.select([c for c in dict.fromkeys(columns) if c in self.table.column_names])
-        for name in numeric:
-            if name in table.column_names and pa.types.is_string(table.schema.field(name).type):
+        for name in table.column_names:
+            column, kind = table.column(name), table.schema.field(name).type
+            if name in numeric and (pa.types.is_string(kind) or pa.types.is_floating(kind)):
                 try:
-                    parsed = pc.cast(table.column(name), pa.float64())
+                    column = pc.cast(column, pa.type_for_alias(numeric[name]))
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                     continue
-                table = table.set_column(table.column_names.index(name), name, parsed)
-        frame = table.to_pandas()
+            elif name in categorical and pa.types.is_string(kind):
+                column = pc.dictionary_encode(column)
+            else:
+                continue
+            table = table.set_column(table.column_names.index(name), name, column)
+        frame = table.to_pandas(split_blocks=True)
+        del table
         self.release()
+        pa.default_memory_pool().release_unused()
         return frame
 
     def blocks(self, column: str, size: int = 8192) -> Iterator[tuple[int, Any]]:

@@ -1,4 +1,11 @@
-"""Reading a table: a CSV/TSV/Parquet file, a local ``datasets`` directory or a Hugging Face hub data set."""
+"""Where a table comes from, and reading it in blocks: CSV/TSV/Parquet files, a directory of them (split by
+their names), a ``datasets`` directory or a Hugging Face hub data set (or one file of its repository).
+
+:func:`source_parts` finds the files (or the ``datasets`` object), :func:`part_columns` and
+:func:`part_batches` read one file's header and its record batches (CSV/TSV through pyarrow in small
+blocks, cells as text); :mod:`mmfuse.data.records` writes them into the records store.
+:func:`read_table` reads a whole small table into pandas (metadata tables, not sequences).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,8 @@ import pandas as pd
 
 from mmfuse.data.errors import DataError
 
-__all__ = ["SPLIT_ALIASES", "SourcePart", "read_source", "read_table", "source_parts"]
+__all__ = ["BLOCKS", "SPLIT_ALIASES", "RowTooLong", "SourcePart", "part_batches", "part_columns", "read_table",
+           "source_parts"]
 
 #: split names a table or a ``DatasetDict`` may use, and the split each means
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -24,7 +32,13 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 #: what pandas reads as missing in a CSV cell (its default na_values), so both readers agree
 _NULLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
           "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # fmt: skip
-_BLOCK = 64 << 20  # CSV block: larger than any row (a materialised 196,608 bp window is 0.2 MB)
+#: CSV block sizes tried in turn: small blocks keep the conversion's memory small (a 1 GB table peaks about
+#: 0.2 GB over the baseline with 4 MB), a larger one is needed only for a row longer than the block
+BLOCKS = (4 << 20, 64 << 20, 1 << 30)
+
+
+class RowTooLong(DataError):
+    """A CSV/TSV row longer than the block it is read in (the reader retries with a larger block)."""
 _BATCH_ROWS = 4096
 _DATA_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq")
 
@@ -132,7 +146,7 @@ def _header(path: Path, delimiter: str) -> list[str]:
     return next(csv.reader([first], delimiter=delimiter), [])
 
 
-def _part_names(part: SourcePart) -> list[str]:
+def part_columns(part: SourcePart) -> list[str]:
     if _is_parquet(part.path):
         import pyarrow.parquet as pq
 
@@ -144,8 +158,8 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq")
 
 
-def _part_batches(part: SourcePart, columns: list[str]) -> Iterator[Any]:
-    """Record batches of ``columns`` of one file (CSV/TSV cells as text, missing as null)."""
+def part_batches(part: SourcePart, columns: list[str], block: int = BLOCKS[0]) -> Iterator[Any]:
+    """Record batches of ``columns`` of one file (CSV/TSV cells as text, missing as null), read in ``block`` bytes."""
     import pyarrow as pa
 
     if _is_parquet(part.path):
@@ -156,18 +170,19 @@ def _part_batches(part: SourcePart, columns: list[str]) -> Iterator[Any]:
     from pyarrow import csv as pcsv
 
     delimiter = _delimiter(part.path)
-    reader = pcsv.open_csv(
-        pa.input_stream(str(part.path)),
-        read_options=pcsv.ReadOptions(block_size=_BLOCK),
-        parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
-        convert_options=pcsv.ConvertOptions(
-            column_types=dict.fromkeys(columns, pa.string()), include_columns=columns,
-            null_values=_NULLS, strings_can_be_null=True, quoted_strings_can_be_null=True,
-        ),  # fmt: skip
-    )
     try:
-        yield from reader
+        yield from pcsv.open_csv(
+            pa.input_stream(str(part.path)),
+            read_options=pcsv.ReadOptions(block_size=block, use_threads=False),  # one block in memory at a time
+            parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types=dict.fromkeys(columns, pa.string()), include_columns=columns,
+                null_values=_NULLS, strings_can_be_null=True, quoted_strings_can_be_null=True,
+            ),  # fmt: skip
+        )
     except pa.ArrowInvalid as exc:
+        if "straddl" in str(exc) and block < BLOCKS[-1]:
+            raise RowTooLong(f"{part.path} has a row longer than {block >> 20} MB") from None
         kind = "TSV" if delimiter == "\t" else "CSV"
         raise DataError(f"cannot read {part.path} as a {kind} table: {exc}") from None
 
@@ -192,69 +207,3 @@ def read_table(path: str | Path, dtype: Mapping[str, Any] | None = None) -> pd.D
     if kind == ".csv":
         return pd.read_csv(path, dtype=dtype)
     raise DataError(f"cannot tell the format of {str(path)!r}: name it .csv, .tsv or .parquet (optionally .gz)")
-
-
-def read_source(
-    path: str, revision: str | None = None, dtype: Mapping[str, Any] | None = None, split_column: str = "split"
-) -> pd.DataFrame:
-    """Reads a table file, a local ``datasets`` directory or a Hugging Face hub data set into one table.
-
-    A data set with several splits (a ``DatasetDict``) gets a ``split_column`` holding each record's
-    split (``validation``, ``valid`` and ``dev`` read as ``val``; any such column it had is replaced);
-    one with a single split does not, so its records are split as those of a table file.
-
-    Args:
-        path: a CSV/TSV/Parquet file; a directory saved by ``Dataset.save_to_disk`` or
-            ``DatasetDict.save_to_disk``, or holding data files ``datasets.load_dataset`` reads; or a
-            hub id such as ``InstaDeepAI/multi_omics_transcript_expression``.
-        revision: branch, tag or commit of a hub data set (ignored for local paths).
-        dtype: ``{column: type}`` for CSV/TSV files (see :func:`read_table`).
-        split_column: the column that receives the split names of a ``DatasetDict``.
-
-    Raises:
-        DataError: a missing file, or a hub data set that cannot be loaded (e.g. offline), with the
-            command that downloads it.
-    """
-    local = Path(path).expanduser()
-    if local.is_dir():
-        import datasets  # lazy: a heavy import that `mmfuse --help` does without
-
-        if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
-            return _dataset_table(datasets.load_from_disk(str(local)), split_column)
-        return _dataset_table(datasets.load_dataset(str(local)), split_column)
-    if local.exists() or not _HUB_ID.match(path) or path.lower().endswith(_TABLE_SUFFIXES):
-        return read_table(local, dtype)
-    import datasets
-
-    try:
-        loaded = datasets.load_dataset(path, revision=revision)
-    except Exception as exc:  # offline, unknown id, gated, a loading script datasets no longer runs, ...
-        at = f" at revision {revision!r}" if revision else ""
-        raise DataError(
-            f"cannot load the Hugging Face data set {path!r}{at} ({type(exc).__name__}: {exc}). "
-            f"{path!r} is neither a local file nor a directory, so it was taken for a hub id. To use it "
-            f"offline, download it first: `hf download {path} --repo-type dataset --local-dir DIR"
-            f"{f' --revision {revision}' if revision else ''}` and set `path: DIR`."
-        ) from exc
-    return _dataset_table(loaded, split_column)
-
-
-def _dataset_table(loaded: Any, split_column: str) -> pd.DataFrame:
-    """A ``Dataset`` or ``DatasetDict`` as one table (with ``split_column`` filled for several splits)."""
-    if not hasattr(loaded, "keys"):  # a Dataset
-        return loaded.to_pandas()
-    names = list(loaded.keys())
-    if len(names) == 1:
-        return loaded[names[0]].to_pandas()
-    unknown = [n for n in names if n.lower() not in SPLIT_ALIASES]
-    if unknown:
-        raise DataError(
-            f"the data set has splits {names}; {unknown} cannot be read as train, validation or test. "
-            f"Rename them (e.g. with DatasetDict.save_to_disk), or save one table with a split column."
-        )
-    parts = []
-    for name in names:
-        part = loaded[name].to_pandas()
-        part[split_column] = SPLIT_ALIASES[name.lower()]
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)

@@ -31,14 +31,14 @@ from mmfuse.data.errors import DataError
 from mmfuse.data.records import ROW_ID, RecordStore, open_records
 from mmfuse.data.rows import ColumnStats, Crop, RecordReader, SequenceView, SplitRecords, crop_sequence
 from mmfuse.data.sampler import BucketBatchSampler, EpochRandomSampler
-from mmfuse.data.sources import read_source, read_table
+from mmfuse.data.sources import read_table
 from mmfuse.data.splits import SplitRule
 from mmfuse.data.validate import validate_sequences
 from mmfuse.data.windows import GenomeWindows, WindowReader
 from mmfuse.errors import ConfigError
 from mmfuse.tokenizers import Tokenizer
 
-__all__ = ["Crop", "GenomeWindows", "TableDataModule", "crop_sequence", "read_source", "read_table"]
+__all__ = ["Crop", "GenomeWindows", "TableDataModule", "crop_sequence", "read_table"]
 
 # torchdata 0.11 calls an API torch deprecated (a no-op): nothing a user can act on
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
@@ -56,7 +56,7 @@ class TableDataModule(TableChecks, L.LightningDataModule):
 
     Args:
         path: the table file (CSV/TSV/Parquet, optionally compressed), a local ``datasets``
-            directory, a Hugging Face hub data set id (see :func:`read_source`), or ``sample`` for
+            directory, a Hugging Face hub data set id (see :func:`~mmfuse.data.sources.source_parts`), or ``sample`` for
             the bundled synthetic data set.
         modalities: ``{modality: column}``; modalities must cover the task's backbones.
         id_column: unique record id, written next to predictions; ``null``: the file and data row
@@ -246,7 +246,12 @@ class TableDataModule(TableChecks, L.LightningDataModule):
         store = self.records()
         self._check_columns(store.names, needs_labels=stage != "predict")
         meta = [self.id_column, self.gene_column, self.split_column, *self._label_columns(), *self._coordinate_columns]
-        table = store.frame([c for c in meta if c is not None], numeric=self._numeric_labels)
+        table = store.frame(
+            [c for c in meta if c is not None],
+            numeric={**dict.fromkeys(self._numeric_labels, "float32"),
+                     **dict.fromkeys(self._coordinate_columns[2:], "float64")},  # fmt: skip
+            categorical=[self.split_column, *(self._coordinate_columns[:2])],
+        )
         table["__row__"] = np.arange(len(table))
         ids = table[self.id_column].astype(str)
         duplicated = ids[ids.duplicated()].unique()
@@ -279,10 +284,10 @@ class TableDataModule(TableChecks, L.LightningDataModule):
     def _reader(self, store: RecordStore, table: pd.DataFrame, ids: list[str]) -> RecordReader:
         """Which modalities each store row has and their lengths (computed in blocks), and the genome windows."""
         self._stats = {m: ColumnStats(store, c) for m, c in self.modalities.items()}
-        present = np.stack([s.present for s in self._stats.values()] + [np.ones(len(store), bool)] * (
-            self.genome_windows is not None), axis=1) if self.served else np.zeros((len(store), 0), bool)  # fmt: skip
-        lengths = np.stack([s.lengths for s in self._stats.values()] + [np.full(len(store), 0)] * (
-            self.genome_windows is not None), axis=1)  # fmt: skip
+        present = np.ones((len(store), len(self.served)), dtype=bool)  # by `served`: columns, then the genome's
+        lengths = np.zeros((len(store), len(self.served)), dtype=np.int64)
+        for j, stats in enumerate(self._stats.values()):
+            present[:, j], lengths[:, j] = stats.present, stats.lengths
         windows = None
         if self.genome_windows is not None:
             reader = WindowReader(self.genome_windows, table, ids, self.path)

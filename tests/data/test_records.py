@@ -183,3 +183,21 @@ def test_ids_keep_their_leading_zeros(tmp_path):
     dm = IsoformExpression(str(tmp_path / "t.csv"), test_fraction=0.0, val_fraction=0.0)
     dm.setup("fit")
     assert dm.split_ids("train")[:2] == ["00000", "00001"]
+
+
+def test_a_row_longer_than_the_csv_block_is_read_with_a_larger_block(tmp_path, monkeypatch):
+    import mmfuse.data.records as records
+    import mmfuse.data.sources as sources
+
+    monkeypatch.setattr(records, "BLOCKS", (2048, 1 << 20))
+    monkeypatch.setattr(sources, "BLOCKS", (2048, 1 << 20))
+    tried = []
+    real = records._write
+    monkeypatch.setattr(records, "_write", lambda *a: tried.append(a[-1]) or real(*a))
+    table = make_sample_table(3)  # DNA windows of 1,024 bp: a row is about 2 kB
+    table.loc[1, "DNA"] = "ACGT" * 1000  # 4 kB
+    table.to_csv(tmp_path / "t.csv", index=False)
+    dm = IsoformExpression(str(tmp_path / "t.csv"), test_fraction=0.0, val_fraction=0.0)
+    dm.setup("fit")
+    assert dm._splits["train"][1]["sequences"]["dna"] == "ACGT" * 1000 and len(dm.split_ids("train")) == len(table)
+    assert tried == [2048, 1 << 20]  # the first block was too small for the 4 kB row
