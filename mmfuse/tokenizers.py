@@ -60,7 +60,13 @@ class InvalidSequenceError(MmfuseError, ValueError):
 
 @runtime_checkable
 class Tokenizer(Protocol):
-    """What the collate function needs from a backbone's tokenizer."""
+    """What the collate function needs from a backbone's tokenizer.
+
+    A tokenizer may also say which letters it reads (``letters``, either case) and how many always
+    fit (``max_letters``, ``None`` for no limit), as :class:`CharTokenizer` and :class:`KmerTokenizer`
+    do: data modules then check a whole table in bulk and call :meth:`validate` only on the sequences
+    that may fail (:mod:`mmfuse.data.validate`); without them every sequence goes through ``validate``.
+    """
 
     name: str
 

@@ -180,8 +180,6 @@ def _normalise(table: Any, kept: list[str]) -> Any:
                 column = column.cast(column.type.value_type)
             elif pa.types.is_null(column.type):
                 column = column.cast(pa.string())
-            elif pa.types.is_null(column.type):
-                column = column.cast(pa.string())
         else:
             column = pa.nulls(table.num_rows, pa.string())
         arrays.append(column)

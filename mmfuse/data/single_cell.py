@@ -398,7 +398,7 @@ class CellClassification(SequenceClassification):
         named += [c for c in self.modalities.values() if c != EXPRESSION]
         return list(dict.fromkeys(c for c in named if c is not None))
 
-    def _read(self, dtype: Any = None) -> pd.DataFrame:
+    def _read(self) -> pd.DataFrame:
         if self.path == "sample":
             from mmfuse.data.cell_sample import make_cell_sample
 

@@ -205,7 +205,7 @@ class TableDataModule(TableChecks, L.LightningDataModule):
     #: the file of a known hub data set, read instead of running its loading script (presets set it)
     _preset_file: str | None = None
 
-    def _read(self, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame | None:
+    def _read(self) -> pd.DataFrame | None:
         """A table built in memory (the sample data; subclasses that assemble their records), or
         ``None``: ``path`` is read into the records store."""
         if self.path == "sample":

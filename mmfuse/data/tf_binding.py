@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -250,7 +250,7 @@ class TFBinding(SequenceClassification):
         return list(self._contexts)
 
     # reading --------------------------------------------------------------------------------------
-    def _read(self, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def _read(self) -> pd.DataFrame:
         if not self.sample:
             files = {"peaks": self.peaks, "genome": self.genome, "proteins": self.proteins, "negatives": self.negatives}
             absent = [f"{k} {v!r}" for k, v in files.items() if v is not None and not Path(v).expanduser().is_file()]

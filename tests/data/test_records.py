@@ -201,3 +201,18 @@ def test_a_row_longer_than_the_csv_block_is_read_with_a_larger_block(tmp_path, m
     dm.setup("fit")
     assert dm._splits["train"][1]["sequences"]["dna"] == "ACGT" * 1000 and len(dm.split_ids("train")) == len(table)
     assert tried == [2048, 1 << 20]  # the first block was too small for the 4 kB row
+
+
+def test_a_spawned_worker_maps_the_store_again_and_reopens_the_genome(isoformer):
+    import pickle
+
+    csv, genome = isoformer
+    dm = IsoformExpression(str(csv), columns="isoformer", genome={"fasta": str(genome), "window": 1024})
+    dm.setup("fit")
+    records = dm._splits["train"]
+    payload = pickle.dumps(records)  # what a spawn-started DataLoader worker receives
+    assert len(payload) < 100_000  # the store's path, not its contents
+    again = pickle.loads(payload)
+    assert again.reader.store.path == records.reader.store.path and again.reader.windows[1]._genome is None
+    for i in (0, len(records) - 1):
+        assert again[i]["sequences"] == records[i]["sequences"] and again[i]["id"] == records[i]["id"]
