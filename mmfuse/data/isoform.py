@@ -28,7 +28,8 @@ class ColumnPreset:
     target_columns: tuple[str, ...]
     id_column: str | None = _DEFAULT_ID
     gene_column: str | None = _DEFAULT_GENE
-    #: the file read from the hub repository (or a local copy of it) instead of its loading script
+    #: the file read from the hub repository (or a local copy of it) instead of its loading script, or a
+    #: pattern of the files fetched from the hub (read as a local copy of them is)
     file: str | None = None
     #: DNA cut from a genome by these columns, when the table gives coordinates instead of sequences
     coordinates: tuple[str, str, str, str] | None = None
@@ -51,7 +52,7 @@ COLUMN_PRESETS: dict[str, ColumnPreset] = {
     # (log2(1e-4 + TPM) in 30 tissues); no id or gene column: ids are FILE:ROW.
     "modelgenerator": ColumnPreset(
         {"dna": "dna_seq", "rna": "rna_seq", "protein": "protein_seq"}, tuple(f"labels_{i}" for i in range(30)),
-        id_column=None, gene_column=None,
+        id_column=None, gene_column=None, file="*.tsv",
     ),
 }
 

@@ -61,7 +61,7 @@ def _split_of_name(name: str) -> str | None:
 
 
 def _directory_parts(directory: Path, preset_file: str | None) -> list[SourcePart]:
-    if preset_file and (directory / preset_file).is_file():  # a local copy of the hub repository
+    if preset_file and not _is_pattern(preset_file) and (directory / preset_file).is_file():  # a repository copy
         return [SourcePart(directory / preset_file)]
     files = sorted(p for p in directory.iterdir() if p.is_file() and _is_data_file(p))
     if not files and (directory / "data").is_dir():
@@ -88,6 +88,10 @@ def _is_data_file(path: Path) -> bool:
     return bool(suffixes) and suffixes[-1] in _DATA_SUFFIXES and not path.name.startswith(".")
 
 
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
 def source_parts(path: str, revision: str | None = None, preset_file: str | None = None) -> list[SourcePart] | Any:
     """The files of a source, or a ``datasets`` object for saved and hub data sets.
 
@@ -97,7 +101,9 @@ def source_parts(path: str, revision: str | None = None, preset_file: str | None
             repository holding ``preset_file``, or one saved by ``save_to_disk``; or a hub id.
         revision: branch, tag or commit of a hub data set.
         preset_file: the file of a known hub data set (e.g. ``transcript_expression/GTEx_final.csv``
-            for IsoFormer's), fetched alone from the hub instead of running its loading script.
+            for IsoFormer's), fetched alone from the hub instead of running its loading script; or a
+            pattern of its files (``*.tsv``), fetched and read as a local copy would be (the same
+            splits from the file names, the same ``FILE:ROW`` ids).
     """
     local = Path(path).expanduser()
     if local.is_dir():
@@ -114,6 +120,11 @@ def source_parts(path: str, revision: str | None = None, preset_file: str | None
     fix = (f"download it first: `hf download {path} --repo-type dataset --local-dir DIR"
            f"{f' --revision {revision}' if revision else ''}` and set `path: DIR`")  # fmt: skip
     try:
+        if preset_file and _is_pattern(preset_file):
+            from huggingface_hub import snapshot_download
+
+            copy = snapshot_download(path, repo_type="dataset", revision=revision, allow_patterns=[preset_file])
+            return _directory_parts(Path(copy), None)
         if preset_file:
             from huggingface_hub import hf_hub_download
 

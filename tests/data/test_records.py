@@ -216,3 +216,22 @@ def test_a_spawned_worker_maps_the_store_again_and_reopens_the_genome(isoformer)
     assert again.reader.store.path == records.reader.store.path and again.reader.windows[1]._genome is None
     for i in (0, len(records) - 1):
         assert again[i]["sequences"] == records[i]["sequences"] and again[i]["id"] == records[i]["id"]
+
+
+def test_a_modelgenerator_hub_id_is_fetched_and_read_as_its_local_copy(tmp_path, monkeypatch):
+    directory = write_modelgenerator_layout(tmp_path / "copy", GENES)
+    calls = []
+
+    def snapshot(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return str(directory)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot)
+    from_hub = IsoformExpression("genbio-ai/transcript_isoform_expression_prediction", columns="modelgenerator")
+    from_hub.setup("fit")
+    local = IsoformExpression(str(directory), columns="modelgenerator")
+    local.setup("fit")
+    assert calls == [("genbio-ai/transcript_isoform_expression_prediction",
+                      {"repo_type": "dataset", "revision": None, "allow_patterns": ["*.tsv"]})]  # fmt: skip
+    for split in SPLITS:  # the same splits and the same FILE:ROW ids either way
+        assert from_hub.split_ids(split) == local.split_ids(split) and from_hub.split_ids(split)
