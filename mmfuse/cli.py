@@ -396,9 +396,19 @@ def main(argv: Sequence[str] | None = None) -> Any:
         user_error = _user_error(exc)
         if user_error is None or os.environ.get("MMFUSE_DEBUG"):
             raise
-        print(f"mmfuse: error: {user_error}", file=sys.stderr)
+        print(f"mmfuse: error: {_message(user_error)}", file=sys.stderr)
         raise SystemExit(1) from None
     return 0
+
+
+def _message(exc: BaseException) -> str:
+    """``exc``'s message; for one re-raised from a DataLoader worker (torch puts the worker's traceback in
+    the message), the original message alone."""
+    text = str(exc)
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    if text.startswith("Caught ") and "Original Traceback" in text and prefix in text:
+        return text[text.rindex(prefix) + len(prefix) :].strip()
+    return text
 
 
 def _user_error(exc: BaseException) -> BaseException | None:

@@ -3,6 +3,8 @@ Biopython, on both strands, at contig ends, with contig names spelt either way; 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pyfaidx
@@ -144,3 +146,42 @@ def test_a_modality_read_from_a_column_and_the_genome_is_refused(genome):
 def test_reverse_complement_agrees_with_biopython():
     sequence = "".join(np.random.default_rng(0).choice(list("ACGTN"), 500))
     assert reverse_complement(sequence) == str(Seq(sequence).reverse_complement())
+
+
+def test_a_bad_letter_in_the_genome_ends_the_cli_run_in_one_error_line(tmp_path, monkeypatch, capsys):
+    from mmfuse.cli import main
+    from mmfuse.data.layouts import write_isoformer_layout
+
+    csv, genome = write_isoformer_layout(tmp_path / "iso", num_genes=6)
+    lines = genome.read_text().splitlines()
+    genome.write_text("\n".join(line if line.startswith(">") else "*" + line[1:] for line in lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["mmfuse"])
+    tiny = {"dna": {"class_path": "Enformer", "init_args": {"preset": "tiny"}}}
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--model=RegressionTask", f"--model.backbones={json.dumps(tiny)}", "--model.adapter=ConcatFusion",
+              "--data=IsoformExpression", f"--data.path={tmp_path / 'iso'}", "--data.columns=isoformer",
+              f"--data.genome={json.dumps({'fasta': str(genome), 'window': 1024})}", "--data.modalities={}",
+              "--data.num_workers=1", "--data.val_fraction=0.3", "--data.batch_size=64", "--trainer.max_steps=1",
+              "--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+              "--trainer.enable_progress_bar=false"])  # fmt: skip
+    assert info.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert errors[-1].startswith("mmfuse: error: record 'SYNT") and "the genome holds '*' at chr" in errors[-1]
+    assert not any("Traceback" in line for line in errors)
+
+
+def test_an_error_reraised_from_a_worker_is_reported_as_its_own_message():
+    from torch._utils import ExceptionWrapper
+
+    from mmfuse.cli import _message
+
+    try:
+        raise DataError("record 'T1': the genome holds '*' at chr1:5 (1-based), which is not a DNA letter")
+    except DataError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")  # what torch sends back
+    with pytest.raises(DataError) as info:
+        wrapped.reraise()
+    assert "Original Traceback" in str(info.value)
+    assert _message(info.value) == "record 'T1': the genome holds '*' at chr1:5 (1-based), which is not a DNA letter"
+    assert _message(DataError("plain")) == "plain"
