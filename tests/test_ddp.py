@@ -1,4 +1,6 @@
-"""Lightning's DDP strategy on CPU (two gloo processes) through the ``mmfuse`` command.
+"""Lightning's DDP strategy on CPU (two gloo processes) through the ``mmfuse`` command, on the flagship's
+data path: IsoFormer's ``GTEx_final.csv`` layout with DNA windows cut from a genome, read from a records
+store that rank 0 writes in ``prepare_data`` and both ranks memory-map.
 
 The training order is the permutation a ``DistributedSampler`` shares out (see
 :class:`~mmfuse.data.sampler.EpochRandomSampler`), so two processes with batches of 8 see, step by
@@ -22,6 +24,7 @@ import torch
 import yaml
 
 from mmfuse.cli import main
+from mmfuse.data.layouts import write_isoformer_layout
 
 # two-process runs (half a minute): with the learning runs in `make test-slow`, which CI runs too
 pytestmark = pytest.mark.slow
@@ -42,6 +45,8 @@ CONFIG = {
         "class_path": "RegressionTask",
         "init_args": {
             "backbones": {
+                # frozen (eval mode): its batch norm does not see the batch, which differs between the runs
+                "dna": {"class_path": "Enformer", "init_args": {"preset": "tiny", "freeze": True}},
                 "rna": {"class_path": "NucleotideTransformer", "init_args": {"preset": "tiny", "modality": "rna"}},
                 "protein": {"class_path": "ESM2", "init_args": {"preset": "tiny"}},
             },
@@ -49,10 +54,9 @@ CONFIG = {
             "head": {"class_path": "MLPHead", "init_args": {"hidden_dims": [32], "dropout": 0.0}},
         },
     },
-    "data": {
+    "data": {  # path and genome: the sample written in the published layout (the fixture)
         "class_path": "IsoformExpression",
-        "init_args": {"path": "sample", "sample_genes": 24, "val_fraction": 0.2,
-                      "modalities": {"rna": "RNA", "protein": "Protein"}},
+        "init_args": {"columns": "isoformer", "val_fraction": 0.2, "max_lengths": {"rna": 2000}},
     },
 }  # fmt: skip
 
@@ -81,10 +85,13 @@ def _val_rows(workdir: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """``(single, ddp)`` work directories, each trained for two epochs and then predicting."""
+    csv, genome = write_isoformer_layout(tmp_path_factory.mktemp("data"), num_genes=24)
+    data = {**CONFIG["data"]["init_args"], "path": str(csv), "genome": {"fasta": str(genome), "window": 1024}}
+    config = {**CONFIG, "data": {**CONFIG["data"], "init_args": data}}
     dirs = {}
     for name, batch, extra in (("single", 16, []), ("ddp", 8, ["--trainer.strategy=ddp", "--trainer.devices=2"])):
         workdir = tmp_path_factory.mktemp(name)
-        (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         single = not extra  # the one-process run needs no process of its own
         _mmfuse(workdir, "fit", "--config", "config.yaml", f"--data.init_args.batch_size={batch}", *extra,
                 in_process=single)  # fmt: skip
@@ -98,7 +105,7 @@ def runs(tmp_path_factory):
 def test_two_ddp_processes_train_as_one_process_with_twice_the_batch(runs):
     single, ddp = runs
     a, b = (torch.load(d / "runs/r/version_0/checkpoints/last.ckpt", weights_only=True) for d in runs)
-    assert a["global_step"] == b["global_step"] == 2 * 4  # 58 records: batches 16,16,16,10 and 2×(8,8,8,5)
+    assert a["global_step"] == b["global_step"] == 2 * 4  # 54 records: batches 16,16,16,6 and 2×(8,8,8,3)
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, atol=1e-4, rtol=1e-4, msg=key)
     rows_a, rows_b = _val_rows(single), _val_rows(ddp)
@@ -112,7 +119,7 @@ def test_two_ddp_processes_train_as_one_process_with_twice_the_batch(runs):
 def test_ddp_predictions_are_joined_into_one_file_in_record_order(runs):
     single, ddp = runs
     a, b = (pd.read_csv(d / "preds.csv") for d in runs)
-    assert list(b["transcript_id"]) == list(a["transcript_id"]) and len(a) > 50
-    numeric = a.columns.drop("transcript_id")
+    assert list(b["transcript_id_gtex"]) == list(a["transcript_id_gtex"]) and len(a) > 50
+    numeric = a.columns.drop("transcript_id_gtex")
     assert (b[numeric] - a[numeric]).abs().to_numpy().max() < 1e-3
     assert not list(ddp.glob("preds.rank*")) and not list(ddp.glob(".preds*"))  # parts joined and removed

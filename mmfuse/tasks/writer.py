@@ -10,6 +10,7 @@ import pandas as pd
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from mmfuse.data.records import ROW_ID
 from mmfuse.errors import ConfigError
 from mmfuse.io import atomic_path
 
@@ -76,6 +77,7 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         assert self._tmp is not None and self._path is not None
         id_column = getattr(trainer.datamodule, "id_column", "id") if trainer.datamodule is not None else "id"
+        id_column = "id" if id_column == ROW_ID else id_column  # ids the data module made (FILE:ROW)
         names = list(getattr(pl_module, "target_names", []))
         preds = prediction["preds"].numpy()
         if len(names) != preds.shape[1]:

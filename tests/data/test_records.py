@@ -235,3 +235,24 @@ def test_a_modelgenerator_hub_id_is_fetched_and_read_as_its_local_copy(tmp_path,
                       {"repo_type": "dataset", "revision": None, "allow_patterns": ["*.tsv"]})]  # fmt: skip
     for split in SPLITS:  # the same splits and the same FILE:ROW ids either way
         assert from_hub.split_ids(split) == local.split_ids(split) and from_hub.split_ids(split)
+
+
+def test_predictions_of_a_table_without_ids_carry_file_and_row(tmp_path, monkeypatch, capsys):
+    import json
+
+    from mmfuse.cli import main
+
+    write_modelgenerator_layout(tmp_path / "mg", 6)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["mmfuse"])
+    rna = {"rna": {"class_path": "NucleotideTransformer", "init_args": {"preset": "tiny", "modality": "rna"}}}
+    main(["predict", "--model=RegressionTask", f"--model.backbones={json.dumps(rna)}", "--model.adapter=ConcatFusion",
+          "--data=IsoformExpression", "--data.path=mg", "--data.columns=modelgenerator",
+          '--data.modalities={"rna": "rna_seq"}', '--data.max_lengths={"rna": 1000}', "--trainer.accelerator=cpu",
+          "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+          "--predictions.output=preds.csv"])  # fmt: skip
+    predictions = pd.read_csv(tmp_path / "preds.csv")
+    files = {name: len(pd.read_csv(tmp_path / "mg" / name, sep="\t")) for name in
+             ("train_0.tsv", "train_1.tsv", "validation.tsv", "test.tsv")}  # fmt: skip
+    expected = {f"{name}:{i}" for name, n in files.items() for i in range(n)}
+    assert predictions.columns[0] == "id" and set(predictions["id"]) == expected
