@@ -37,7 +37,7 @@ from mmfuse.data.errors import DataError
 from mmfuse.data.tissues import GTEX_TISSUES
 from mmfuse.io import atomic_path
 
-__all__ = ["BuildSummary", "build_isoform_table", "open_genome", "transcript_sequences"]
+__all__ = ["BuildSummary", "build_isoform_table", "open_genome", "padded_slice", "transcript_sequences"]
 
 DEFAULT_WINDOW = 196_608  # Enformer's input length
 _MITOCHONDRIAL = {"MT", "chrM", "M", "chrMT"}
@@ -97,7 +97,7 @@ def _reverse_complement(sequence: str) -> str:
     return str(Seq(sequence).reverse_complement())
 
 
-def _fetch(genome: Any, contig: str, start: int, end: int) -> tuple[str, bool]:
+def padded_slice(genome: Any, contig: str, start: int, end: int) -> tuple[str, bool]:
     """Genome[start:end] on ``contig``, ``N`` past its ends; also whether padding was needed."""
     length = len(genome[contig])
     left, right = max(0, -start), max(0, end - length)
@@ -143,7 +143,7 @@ def transcript_sequences(genome: Any, transcript: Transcript, window: int, dna: 
     tss, half = transcript.tss, window // 2
     start = tss - (window - half - 1) if minus else tss - half
     if dna:
-        window_dna, padded = _fetch(genome, contig, start, start + window)
+        window_dna, padded = padded_slice(genome, contig, start, start + window)
         window_dna = _reverse_complement(window_dna) if minus else window_dna
     else:
         window_dna, padded = None, start < 0 or start + window > length

@@ -44,7 +44,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.classification import SequenceClassification
 from mmfuse.data.errors import DataError
-from mmfuse.data.genome import DEFAULT_WINDOW, _fetch, open_genome
+from mmfuse.data.genome import DEFAULT_WINDOW, open_genome, padded_slice
 from mmfuse.data.peaks import IntervalIndex, outside, read_peaks, read_proteins, sample_free
 from mmfuse.data.table import Crop
 from mmfuse.errors import ConfigError
@@ -388,7 +388,7 @@ class TFBinding(SequenceClassification):
             centre = int(summit) if self.center == "summit" and summit >= 0 else (int(start) + int(end)) // 2
             key = (contig, centre)
             if key not in windows:  # regions shared by experiments share one string
-                windows[key] = _fetch(genome, contig, centre - half, centre - half + self.window)
+                windows[key] = padded_slice(genome, contig, centre - half, centre - half + self.window)
             sequence, padded = windows[key]
             dna.append(sequence)
             self.summary.padded += padded

@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.data.errors import DataError
+from mmfuse.data.genome import DEFAULT_WINDOW, open_genome, padded_slice
 
 __all__ = ["DEFAULT_WINDOW", "GenomeWindows", "WindowReader", "reverse_complement"]
 
-DEFAULT_WINDOW = 196_608  # Enformer's input length
 _COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 _IUPAC_TO_N = str.maketrans("RYKMSWBDHVryksmwbdhv", "N" * 20)
 _NOT_DNA = re.compile(r"[^ACGTN]")
@@ -130,8 +130,6 @@ class WindowReader:
     def genome(self) -> Any:
         """The pyfaidx ``Fasta``, opened in this process (a file handle is not shared across a fork)."""
         if self._genome is None or self._pid != os.getpid():
-            from mmfuse.data.genome import open_genome
-
             self._genome, self._pid = open_genome(self.path), os.getpid()
         return self._genome
 
@@ -208,11 +206,7 @@ class WindowReader:
         contig = self.contigs[self.code[row]]
         start = int(self.starts[row])
         end = start + self.options.window
-        genome = self.genome()
-        length = len(genome[contig])
-        inner = genome[contig][max(0, start) : min(end, length)] if min(end, length) > max(0, start) else ""
-        window = "N" * max(0, -start) + inner + "N" * max(0, end - length)
-        window = window.translate(_IUPAC_TO_N)
+        window = padded_slice(self.genome(), contig, start, end)[0].translate(_IUPAC_TO_N)
         bad = _NOT_DNA.search(window)
         if bad:
             where = start + bad.start()
