@@ -1,6 +1,8 @@
 """LightningModules that train fused backbones, their heads, metrics and prediction writers."""
 
 from mmfuse.tasks.base import MultiModalTask
+
+FusionTask = MultiModalTask  # the new name (the model-layer redesign in progress)
 from mmfuse.tasks.checkpoint_io import AtomicCheckpointIO
 from mmfuse.tasks.classification import ClassificationTask
 from mmfuse.tasks.heads import Head, LinearHead, MLPHead
@@ -12,6 +14,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "ClassificationMetrics",
     "ClassificationTask",
+    "FusionTask",
     "Head",
     "LinearHead",
     "MLPHead",
