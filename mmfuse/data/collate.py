@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,39 +36,32 @@ class MultiModalCollate:
     Batch layout::
 
         {"ids": [str] * B,
-         "inputs": {modality: tokenizer output, e.g. {"input_ids": (B, L), "attention_mask": (B, L)}},
+         "inputs": {modality: tokenizer output},
          "present": {modality: (B,) bool},  # False: the record lacks that modality
-         "target": (B, T) float32 or (B,) int64,   # when the records carry labels
-         "cached": {modality: {"keys": [str | None] * B, "sequences": [str | None] * B}}}
+         "target": (B, T) float32 or (B,) int64}   # when the records carry labels
+
+    A tokenizer's output is whatever its backbone reads: token tensors
+    (``{"input_ids": (B, L), "attention_mask": (B, L)}``) or plain lists, e.g. an embedding cache's
+    ``{"keys": [str] * B, "sequences": [str] * B}``; the collate function passes it on unchanged.
 
     A record without a modality gets a stand-in in its slot (the batch's shortest present sequence,
     so nothing is padded further) and ``present`` False, which the task turns into an all-masked row
     that adapters ignore. A modality no record of the batch has is left out of ``inputs``.
 
-    Modalities in ``cached`` are not tokenized: they go to ``cached`` as sequences with their
-    :func:`sequence_key` (``None`` where a record lacks the modality); the task's embedding cache
-    reads their embeddings by key and tokenizes only the sequences it has not stored yet.
-
     Args:
         tokenizers: one tokenizer per modality; other modalities of the records are ignored.
-        cached: modalities whose embeddings the task caches.
     """
 
-    def __init__(self, tokenizers: Mapping[str, Tokenizer], cached: Iterable[str] = ()) -> None:
+    def __init__(self, tokenizers: Mapping[str, Tokenizer]) -> None:
         self.tokenizers = dict(tokenizers)
-        self.cached = tuple(cached)
 
     def __call__(self, records: Sequence[Record]) -> dict[str, Any]:
         ids = [r["id"] for r in records]
-        inputs, present, cached = {}, {}, {}
+        inputs, present = {}, {}
         for modality, tokenizer in self.tokenizers.items():
             sequences = [r["sequences"][modality] for r in records]
             have = [s is not None for s in sequences]
             present[modality] = torch.tensor(have, dtype=torch.bool)
-            if modality in self.cached:
-                keys = [sequence_key(s) if s is not None else None for s in sequences]
-                cached[modality] = {"keys": keys, "sequences": sequences}
-                continue
             if not any(have):
                 continue
             if not all(have):
@@ -82,6 +75,4 @@ class MultiModalCollate:
         batch: dict[str, Any] = {"ids": ids, "inputs": inputs, "present": present}
         if records and "target" in records[0]:
             batch["target"] = torch.from_numpy(np.stack([r["target"] for r in records]))
-        if cached:
-            batch["cached"] = cached
         return batch

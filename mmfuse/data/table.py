@@ -310,11 +310,10 @@ class TableDataModule(TableChecks, L.LightningDataModule):
         return splits
 
     # tokenizers -----------------------------------------------------------------------------------
-    def attach_tokenizers(self, tokenizers: Mapping[str, Tokenizer], cached: Sequence[str] = ()) -> None:
+    def attach_tokenizers(self, tokenizers: Mapping[str, Tokenizer]) -> None:
         """Uses ``tokenizers`` (one per modality) in the collate function, after checking every sequence.
 
-        ``cached`` names modalities whose embeddings the task caches: batches carry their sequences
-        and keys instead of tokens (see :class:`~mmfuse.data.collate.MultiModalCollate`).
+        Each modality's batch entry is its tokenizer's output (see :class:`~mmfuse.data.collate.MultiModalCollate`).
 
         Raises:
             DataError: a modality without a column, or a sequence some tokenizer rejects (the first
@@ -336,7 +335,7 @@ class TableDataModule(TableChecks, L.LightningDataModule):
             if key not in self._validated:
                 self._validate(modality, tokenizer)
                 self._validated.add(key)
-        self._collate = MultiModalCollate(tokenizers, cached)
+        self._collate = MultiModalCollate(tokenizers)
 
     def _validate(self, modality: str, tokenizer: Tokenizer) -> None:
         assert self._splits is not None

@@ -31,3 +31,29 @@ def test_a_modality_no_record_has_is_left_out():
     assert set(batch["inputs"]) == {"rna"}
     assert batch["present"]["protein"].tolist() == [False, False]
     assert torch.equal(batch["present"]["rna"], torch.tensor([True, True]))
+
+
+class _ListTokenizer:
+    """A tokenizer returning plain lists (as an embedding cache's does): keys and sequences."""
+
+    name = "lists"
+
+    def __call__(self, sequences):
+        return {"keys": [f"k{s}" for s in sequences], "sequences": list(sequences)}
+
+    def validate(self, sequence):
+        pass
+
+
+def test_a_tokenizer_may_return_lists_and_absent_records_get_the_stand_in():
+    batch = MultiModalCollate({"rna": TOKENIZER, "protein": _ListTokenizer()})(_records("ACGTACGT", None, "GG"))
+    assert batch["inputs"]["protein"] == {"keys": ["kACGTACGT", "kGG", "kGG"], "sequences": ["ACGTACGT", "GG", "GG"]}
+    assert batch["present"]["protein"].tolist() == [True, False, True]
+    assert batch["inputs"]["rna"]["input_ids"].shape == (3, 3)
+    assert set(batch) == {"ids", "inputs", "present", "target"}
+
+
+def test_a_list_tokenizer_of_a_modality_no_record_has_is_left_out():
+    batch = MultiModalCollate({"rna": TOKENIZER, "protein": _ListTokenizer()})(_records(None, None))
+    assert set(batch["inputs"]) == {"rna"}
+    assert batch["present"]["protein"].tolist() == [False, False]
