@@ -16,7 +16,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from mmfuse.data.errors import DataError
 from mmfuse.data.sources import SPLIT_ALIASES
 
-__all__ = ["SplitRule", "gene_split", "uniform"]
+__all__ = ["SPLITS", "SplitRule", "gene_split", "uniform"]
+
+#: the splits of a data module, in the order "all" concatenates them
+SPLITS = ("train", "val", "test")
 
 
 def uniform(key: str, seed: int) -> float:

@@ -11,47 +11,30 @@ arrays (:meth:`TableDataModule._labels`).
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
-from lightning.pytorch.strategies import ParallelStrategy
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
-from torchdata.stateful_dataloader import StatefulDataLoader
 
 from mmfuse.data.checks import _DEFAULT_CROP, _KEPT, TableChecks
 from mmfuse.data.collate import MultiModalCollate
 from mmfuse.data.errors import DataError
-from mmfuse.data.records import ROW_ID, RecordStore, open_records
-from mmfuse.data.rows import ColumnStats, Crop, RecordReader, SequenceView, SplitRecords, crop_sequence
-from mmfuse.data.sampler import BucketBatchSampler, EpochRandomSampler
+from mmfuse.data.records import ROW_ID, RecordStore
+from mmfuse.data.rows import Crop, SequenceView, SplitRecords, crop_sequence
 from mmfuse.data.sources import read_table
-from mmfuse.data.splits import SplitRule
-from mmfuse.data.validate import validate_sequences
-from mmfuse.data.windows import GenomeWindows, WindowReader
+from mmfuse.data.splits import SPLITS, SplitRule
+from mmfuse.data.table_loaders import TableLoaders
+from mmfuse.data.table_store import TableStore
+from mmfuse.data.windows import GenomeWindows
 from mmfuse.errors import ConfigError
-from mmfuse.tokenizers import Tokenizer
 
 __all__ = ["Crop", "GenomeWindows", "TableDataModule", "crop_sequence", "read_table"]
 
-# torchdata 0.11 calls an API torch deprecated (a no-op): nothing a user can act on
-warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
 
-SPLITS = ("train", "val", "test")
-def shuffle_seed() -> int:
-    """The seed of the training order: the run's ``seed_everything`` (Lightning's ``PL_GLOBAL_SEED``),
-    else torch's initial seed (a new order each run)."""
-    seed = os.environ.get("PL_GLOBAL_SEED")
-    return int(seed) if seed is not None else torch.initial_seed() % 2**63
-
-
-class TableDataModule(TableChecks, L.LightningDataModule):
+class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModule):
     """Base of data modules that read one record per table row (see :class:`IsoformExpression`).
 
     Args:
@@ -201,44 +184,7 @@ class TableDataModule(TableChecks, L.LightningDataModule):
         """Checks the labels, drops records by the subclass's policy, returns ``(table, labels)``."""
         raise NotImplementedError
 
-    # reading --------------------------------------------------------------------------------------
-    #: the file of a known hub data set, read instead of running its loading script (presets set it)
-    _preset_file: str | None = None
-
-    def _read(self) -> pd.DataFrame | None:
-        """A table built in memory (the sample data; subclasses that assemble their records), or
-        ``None``: ``path`` is read into the records store."""
-        if self.path == "sample":
-            from mmfuse.data.sample import make_sample_table
-
-            return make_sample_table(self.sample_genes, self.sample_seed)
-        return None
-
-    def _stored_columns(self) -> list[str]:
-        """The columns the records store keeps: ids, gene, split, sequences, labels, coordinates."""
-        named = [self.id_column, self.gene_column, self.split_column, *self.modalities.values(),
-                 *self._label_columns(), *self._coordinate_columns]  # fmt: skip
-        return [c for c in dict.fromkeys(named) if c is not None and c != ROW_ID]
-
-    @property
-    def _coordinate_columns(self) -> list[str]:
-        return self.genome_windows.columns if self.genome_windows is not None else []
-
-    def prepare_data(self) -> None:
-        """Writes the records store once (Lightning calls this in one process per node, before setup)."""
-        self.records()
-
-    def records(self) -> RecordStore:
-        """The records store of ``path``: opened, or written on first use (see :mod:`mmfuse.data.records`)."""
-        if self._store is None:
-            frame = self._read()
-            if frame is not None:
-                self._store = RecordStore.from_frame(frame, self.path)
-            else:
-                self._store = open_records(self.path, self._stored_columns(), self.split_column, self.records_dir,
-                                           self.dataset_revision, self._preset_file)  # fmt: skip
-        return self._store
-
+    # records and splits ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         """Reads and checks the table, and splits it (once). Sequences stay in the records store."""
         if self._splits is not None:
@@ -281,138 +227,11 @@ class TableDataModule(TableChecks, L.LightningDataModule):
         counts = ", ".join(f"{k} {len(v)}" for k, v in self._splits.items())
         rank_zero_info(f"{type(self).__name__}: {int(keep.sum())} records from {self.path} ({counts})")
 
-    def _reader(self, store: RecordStore, table: pd.DataFrame, ids: list[str]) -> RecordReader:
-        """Which modalities each store row has and their lengths (computed in blocks), and the genome windows."""
-        self._stats = {m: ColumnStats(store, c) for m, c in self.modalities.items()}
-        present = np.ones((len(store), len(self.served)), dtype=bool)  # by `served`: columns, then the genome's
-        lengths = np.zeros((len(store), len(self.served)), dtype=np.int64)
-        for j, stats in enumerate(self._stats.values()):
-            present[:, j], lengths[:, j] = stats.present, stats.lengths
-        windows = None
-        if self.genome_windows is not None:
-            reader = WindowReader(self.genome_windows, table, ids, self.path)
-            lengths[:, -1] = self.genome_windows.window
-            self.padded_counts = {self.genome_windows.modality: reader.padded}
-            if reader.padded:
-                rank_zero_info(f"{type(self).__name__}: {reader.padded} {self.genome_windows.modality} windows padded "
-                               f"with N past a contig end")  # fmt: skip
-            windows = (self.genome_windows.modality, reader)
-        crops = {m: (n, self.crop[m]) for m, n in self.max_lengths.items() if self.crop[m] != "error"}
-        for j, modality in enumerate(self.served):
-            if modality in crops:
-                lengths[:, j] = np.minimum(lengths[:, j], crops[modality][0])
-        return RecordReader(store, self.id_column, self.modalities, windows, present, lengths, crops)
-
     def _assign_splits(self, table: pd.DataFrame) -> np.ndarray:
         rule = SplitRule(self.split_column, self.gene_column, self.id_column, self.val_fraction, self.test_fraction,
                          self.split_seed, self.path, type(self).__name__)  # fmt: skip
         splits, self._split_by = rule.assign(table)
         return splits
-
-    # tokenizers -----------------------------------------------------------------------------------
-    def attach_tokenizers(self, tokenizers: Mapping[str, Tokenizer]) -> None:
-        """Uses ``tokenizers`` (one per modality) in the collate function, after checking every sequence.
-
-        Each modality's batch entry is its tokenizer's output (see :class:`~mmfuse.data.collate.MultiModalCollate`).
-
-        Raises:
-            DataError: a modality without a column, or a sequence some tokenizer rejects (the first
-                few are listed with their record ids).
-        """
-        unknown = sorted(set(tokenizers) - set(self.served))
-        if unknown:
-            genome = ""
-            if self.genome_windows is None and "dna" in unknown:
-                genome = (" For DNA windows cut from a genome by the table's coordinates (IsoFormer's GTEx_final.csv "
-                          "has no DNA column), set `genome: GENOME.fa`.")  # fmt: skip
-            raise DataError(
-                f"the model reads modalities {sorted(tokenizers)} but the data module maps only "
-                f"{sorted(self.served)} to columns; add {unknown} to the data module's `modalities`.{genome}"
-            )
-        self.setup()
-        for modality, tokenizer in tokenizers.items():
-            key = f"{modality}:{tokenizer!r}"
-            if key not in self._validated:
-                self._validate(modality, tokenizer)
-                self._validated.add(key)
-        self._collate = MultiModalCollate(tokenizers)
-
-    def _validate(self, modality: str, tokenizer: Tokenizer) -> None:
-        assert self._splits is not None
-        view = self.split_sequences("all", modality)
-        count, problems, limit = validate_sequences(view, tokenizer)
-        if count:
-            where = (f"cut from {self.genome_windows.fasta}" if modality not in self.modalities
-                     else f"column {self.modalities[modality]!r} of {self.path}")  # fmt: skip
-            raise DataError(
-                f"{count} {modality} sequence(s) ({where}) cannot be read by "
-                f"{tokenizer.name}:\n" + "\n".join(problems) + (self._crop_hint(modality, limit) if limit else "")
-            )
-
-    # loaders --------------------------------------------------------------------------------------
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if self._collate is None:
-            raise RuntimeError(
-                f"{type(self).__name__} has no tokenizers: a task attaches its backbones' tokenizers in its "
-                f"setup(); outside a Trainer call `datamodule.attach_tokenizers(task.tokenizers())` first."
-            )
-        assert self._splits is not None
-        dataset: Dataset
-        if split == "all":
-            dataset = ConcatDataset([self._splits[s] for s in SPLITS])
-        else:
-            dataset = self._splits[split]
-        if len(dataset) == 0:
-            raise DataError(f"the {split!r} split of {self.path} is empty; {self._fill(split)}")
-        batch_size = self.batch_size if shuffle else self.eval_batch_size
-        sampler = self._train_sampler(dataset) if shuffle else SequentialSampler(dataset)
-        batching: dict[str, Any] = {"batch_size": batch_size, "sampler": sampler}
-        if self.bucketing:  # lengths in the order of `dataset`, the splits concatenated for "all"
-            parts = [self._splits[s] for s in SPLITS] if split == "all" else [self._splits[split]]
-            lengths = np.concatenate([records.lengths() for records in parts])
-            batching = {"batch_sampler": BucketBatchSampler(
-                sampler, batch_size, drop_last=False, lengths=lengths, pool_size=self.bucket_pool,
-                shuffle_batches=shuffle,
-            )}  # fmt: skip
-        # a StatefulDataLoader: Lightning stores how far through the epoch it got in each checkpoint,
-        # and a run resumed from a mid-epoch checkpoint skips the batches already trained on
-        return StatefulDataLoader(
-            dataset,
-            **batching,
-            num_workers=self.num_workers,
-            collate_fn=self._collate,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def _train_sampler(self, dataset: Dataset) -> Sampler:
-        """The training order: a function of (seed, epoch) alone, so a resumed run repeats it.
-
-        Lightning creates the epoch's iterator (and, resuming mid-epoch, skips the batches already
-        trained on) before it calls ``set_epoch``, so the sampler starts at the trainer's current
-        epoch. Under DDP it is a ``DistributedSampler`` (built here for the same reason; Lightning
-        leaves it in place).
-        """
-        trainer = getattr(self, "trainer", None)
-        epoch = trainer.current_epoch if trainer is not None else 0
-        sampler: EpochRandomSampler | DistributedSampler
-        if trainer is not None and trainer.world_size > 1 and isinstance(trainer.strategy, ParallelStrategy):
-            sampler = DistributedSampler(dataset, trainer.world_size, trainer.global_rank, True, shuffle_seed())
-        else:
-            sampler = EpochRandomSampler(dataset, shuffle_seed())
-        sampler.set_epoch(epoch)
-        return sampler
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_split, shuffle=False)
 
     def split_ids(self, split: str) -> Sequence[str]:
         """Record ids of one split (after :meth:`setup`)."""
@@ -420,15 +239,15 @@ class TableDataModule(TableChecks, L.LightningDataModule):
         assert self._splits is not None
         return list(self._splits[split].ids)
 
-    def split_sequences(self, split: str | Sequence[str], modality: str) -> SequenceView:
+    def split_sequences(self, splits: str | Sequence[str], modality: str) -> SequenceView:
         """The sequences of ``modality`` in one split, several, or ``all``, as batches carry them (after the
         length policy), read lazily from the records store; records lacking the modality are left out."""
         self.setup()
         assert self._splits is not None
-        splits = SPLITS if split == "all" else (split,) if isinstance(split, str) else tuple(split)
-        splits = tuple(s for name in splits for s in (SPLITS if name == "all" else (name,)))
-        records = self._splits[splits[0]] if splits else self._splits["train"]
-        rows = np.concatenate([self._splits[name].rows for name in splits]) if splits else np.zeros(0, np.int64)
+        names = SPLITS if splits == "all" else (splits,) if isinstance(splits, str) else tuple(splits)
+        names = tuple(s for name in names for s in (SPLITS if name == "all" else (name,)))
+        records = self._splits[names[0]] if names else self._splits["train"]
+        rows = np.concatenate([self._splits[name].rows for name in names]) if names else np.zeros(0, np.int64)
         return SequenceView(records.reader, modality, rows)
 
     def split_labels(self, split: str) -> np.ndarray | None:
