@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mmfuse.backbones import ESM2, Geneformer
-from mmfuse.data import CellClassification, DataError
+from mmfuse.data import CellClassification, DataError, cell_matrix
 from mmfuse.data import single_cell as sc
 from mmfuse.data.cell_sample import CONTROL, MARKERS, REGULATORS, make_cell_sample, regulator_protein
 from mmfuse.errors import ConfigError
@@ -109,8 +109,8 @@ def test_reading_in_blocks_gives_the_strings_of_the_whole_matrix(tmp_path, monke
     adata.write_h5ad(path)
     whole = sc.cell_strings(X, list(adata.var_names), list(adata.obs_names))
     whole_dense = sc.cell_strings(adata.layers["dense"], list(adata.var_names), list(adata.obs_names))
-    monkeypatch.setattr(sc, "_CHUNK_VALUES", 3 * 40)  # 3 cells per block: 8 blocks, the last one short
-    assert sc._chunks(23, 40)[-1] == (21, 23)
+    monkeypatch.setattr(cell_matrix, "_CHUNK_VALUES", 3 * 40)  # 3 cells per block: 8 blocks, the last one short
+    assert cell_matrix._chunks(23, 40)[-1] == (21, 23)
     assert sc.read_h5ad_cells(path)[1] == whole
     assert sc.read_h5ad_cells(path, layer="dense")[1] == whole_dense
     assert any(";" in s for s in whole) and any(".5" in s for s in whole)
