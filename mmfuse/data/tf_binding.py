@@ -27,28 +27,23 @@ to the experiments you train on (``contexts``, ``tfs``, ``max_peaks_per_experime
 ``path: sample`` builds the same from a small synthetic genome written by
 :mod:`mmfuse.data.tf_binding_sample` (each TF's motif planted at the centre of its peaks, each
 context's motif beside it), through the same file readers, which live in :mod:`mmfuse.data.peaks`.
+The table is built by :class:`~mmfuse.data.tf_binding_table.TFBindingTable`.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
 import pandas as pd
-from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.classification import SequenceClassification
 from mmfuse.data.errors import DataError
-from mmfuse.data.genome import DEFAULT_WINDOW, open_genome, padded_slice
-from mmfuse.data.peaks import IntervalIndex, outside, read_peaks, read_proteins, sample_free
-from mmfuse.data.table import Crop
+from mmfuse.data.genome import DEFAULT_WINDOW
+from mmfuse.data.rows import Crop
+from mmfuse.data.tf_binding_table import TFBindingSummary, TFBindingTable
 from mmfuse.errors import ConfigError
-from mmfuse.registry import suggest_name
 
 __all__ = ["CLASSES", "TFBinding", "TFBindingSummary"]
 
@@ -58,49 +53,9 @@ CLASSES = ["unbound", "bound"]
 SAMPLE_WINDOW = 256
 _DEFAULT_MODALITIES = {"dna": "DNA", "protein": "Protein", "context": "Context"}
 _SAMPLE_CONTIGS = ("chr1", "chr2", "chr3", "chr4")  # the sample's training contigs
-_LISTED = 8  # names listed in a message
 
 
-@dataclass
-class TFBindingSummary:
-    """What :class:`TFBinding` built and what it left out (logged after reading)."""
-
-    experiments: int = 0
-    bound: int = 0
-    unbound: int = 0
-    negatives_short: int = 0
-    duplicate_peaks: int = 0
-    subsampled_out: int = 0
-    overlapping_negatives: int = 0
-    padded: int = 0
-    repeated_proteins: int = 0
-    skipped_tfs: Counter = field(default_factory=Counter)
-    skipped_contigs: Counter = field(default_factory=Counter)
-
-    def lines(self) -> list[str]:
-        lines = [f"{self.experiments} experiments (TF, context): {self.bound} bound and {self.unbound} unbound records"]
-        notes = [
-            (self.negatives_short, "unbound records wanted but not found (too few regions bound elsewhere)"),
-            (self.duplicate_peaks, "repeated peaks of an experiment dropped"),
-            (self.subsampled_out, "peaks left out by max_peaks_per_experiment"),
-            (self.overlapping_negatives, "negatives dropped: they overlap a peak of their own experiment"),
-            (self.padded, "records whose window is padded with N past a contig end"),
-            (self.repeated_proteins, "repeated protein names (the first sequence kept)"),
-        ]
-        lines += [f"{n} {what}" for n, what in notes if n]
-        for counter, what in ((self.skipped_tfs, "TF without protein"), (self.skipped_contigs, "contig not in genome")):
-            if counter:
-                top = ", ".join(f"{k} ({v})" for k, v in counter.most_common(_LISTED))
-                lines.append(f"skipped {sum(counter.values())} peaks, {what}: {top}")
-        return lines
-
-
-def _listing(names: Sequence[str]) -> str:
-    more = f", … ({len(names) - _LISTED} more)" if len(names) > _LISTED else ""
-    return ", ".join(map(str, names[:_LISTED])) + more
-
-
-class TFBinding(SequenceClassification):
+class TFBinding(TFBindingTable, SequenceClassification):
     """ReMap-style TF peaks → (DNA window, TF protein, context) records labelled ``bound``/``unbound``.
 
     See :mod:`mmfuse.data.tf_binding` for the inputs, the records and how unbound records are drawn.
@@ -262,140 +217,3 @@ class TFBinding(SequenceClassification):
         with tempfile.TemporaryDirectory(prefix="mmfuse-tf-binding-") as directory:
             files = write_sample(directory, self.sample_peaks, self.sample_seed, self._sample_contigs, self.window)
             return self._build(*files)
-
-    def _build(self, peaks_path: Path, genome_path: Path, proteins_path: Path) -> pd.DataFrame:
-        self.summary = summary = TFBindingSummary()
-        proteins, summary.repeated_proteins = read_proteins(proteins_path)
-        summit = self.center == "summit"
-        peaks = read_peaks(peaks_path, summit, self.contexts, self.tfs)
-        if peaks.empty:
-            kept = " after the `contexts`/`tfs` filters" if self.contexts is not None or self.tfs is not None else ""
-            raise DataError(f"{peaks_path} holds no peak{kept}")
-        genome = open_genome(genome_path)
-        try:
-            peaks = self._known(peaks, peaks_path, genome, genome_path, proteins, proteins_path)
-            negatives = None
-            if self.negatives is not None:
-                negatives_path = Path(self.negatives).expanduser()
-                negatives = read_peaks(negatives_path, summit, self.contexts, self.tfs)
-                negatives = self._known(negatives, negatives_path, genome, genome_path, proteins, proteins_path)
-            if peaks.empty:
-                raise DataError(f"no peak of {peaks_path} is left: {'; '.join(self.summary.lines()[1:])}")
-            records = self._records(peaks, negatives)
-            table = self._assemble(records, genome, proteins)
-        finally:
-            genome.close()
-        self._contexts = sorted(set(table["context"]))
-        for line in summary.lines() + [f"contexts: {_listing(self._contexts)}"]:
-            rank_zero_info(f"TFBinding: {line}")
-        return table
-
-    def _known(self, peaks: pd.DataFrame, path: Path, genome: Any, genome_path: Path, proteins: dict[str, str],
-               proteins_path: Path) -> pd.DataFrame:  # fmt: skip
-        """``peaks`` without those on contigs the genome lacks or of TFs without a protein (by policy)."""
-        contigs = set(genome.keys())
-        unknown = peaks[~peaks["contig"].isin(contigs)]
-        if len(unknown):
-            counts = Counter(unknown["contig"])
-            if self.missing_contig == "error":
-                names = sorted(counts)
-                first = unknown.iloc[0]
-                close = [c for c in (f"chr{names[0]}", names[0].removeprefix("chr")) if c in contigs and c != names[0]]
-                hint = f" (the genome names it {close[0]!r}: rename the contigs of one file)" if close else ""
-                raise DataError(
-                    f"{len(unknown)} peak(s) of {path} lie on contigs missing from the genome {genome_path}: "
-                    f"{_listing(names)}{hint}; e.g. line {first['line']}. Use the genome the peaks were called on, "
-                    f"or set missing_contig: skip to leave those peaks out."
-                )
-            self.summary.skipped_contigs.update(counts)
-            peaks = peaks[peaks["contig"].isin(contigs)]
-        missing = peaks[~peaks["tf"].isin(proteins)]
-        if len(missing):
-            counts = Counter(missing["tf"])
-            if self.missing_tf == "error":
-                names = sorted(counts)
-                close = [f"{n!r} (did you mean {s!r}?)" for n in names[:3] if (s := suggest_name(n, list(proteins)))]
-                hint = f"; closest names: {', '.join(close)}" if close else ""
-                raise DataError(
-                    f"{len(names)} TF(s) of {path} have no sequence in {proteins_path}: {_listing(names)} "
-                    f"({len(missing)} peaks){hint}. Add them to the proteins FASTA (the name is the first word of "
-                    f"the header, or a UniProt header's GN=), or set missing_tf: skip to leave their peaks out."
-                )
-            self.summary.skipped_tfs.update(counts)
-            peaks = peaks[peaks["tf"].isin(proteins)]
-        return peaks.reset_index(drop=True)
-
-    def _split_of(self, contigs: pd.Series) -> np.ndarray:
-        split = np.full(len(contigs), "train", dtype=object)
-        split[contigs.isin(self.val_contigs).to_numpy()] = "val"
-        split[contigs.isin(self.test_contigs).to_numpy()] = "test"
-        return split
-
-    def _records(self, peaks: pd.DataFrame, negatives: pd.DataFrame | None) -> pd.DataFrame:
-        """Bound and unbound records: ``tf``, ``context``, ``contig``, ``start``, ``end``, ``summit``, ``label``."""
-        summary = self.summary
-        rng = np.random.default_rng(self.seed)
-        keys = ["tf", "context", "contig", "start", "end"]
-        repeated = peaks.duplicated(keys)
-        summary.duplicate_peaks = int(repeated.sum())
-        peaks = peaks[~repeated].reset_index(drop=True)
-        peaks["split"] = self._split_of(peaks["contig"])
-        names = set(peaks["contig"]) | (set(negatives["contig"]) if negatives is not None else set())
-        code = {name: i for i, name in enumerate(sorted(names))}
-        # candidate regions of unbound records: every distinct region bound in some experiment
-        regions = peaks.drop_duplicates(["contig", "start", "end"]).reset_index(drop=True)
-        region_contig = regions["contig"].map(code).to_numpy()
-        region_start, region_end = regions["start"].to_numpy(), regions["end"].to_numpy()
-        by_split = {s: np.flatnonzero(regions["split"].to_numpy() == s) for s in ("train", "val", "test")}
-        parts = []
-        groups = dict(list(peaks.groupby(["tf", "context"], sort=True)))
-        summary.experiments = len(groups)
-        for (tf, context), bound in groups.items():
-            index = IntervalIndex(bound["contig"].map(code).to_numpy(), bound["start"].to_numpy(),
-                                  bound["end"].to_numpy())  # fmt: skip
-            if self.max_peaks_per_experiment is not None and len(bound) > self.max_peaks_per_experiment:
-                keep = np.sort(rng.choice(len(bound), self.max_peaks_per_experiment, replace=False))
-                summary.subsampled_out += len(bound) - len(keep)
-                bound = bound.iloc[keep]
-            parts.append(bound.assign(label="bound"))
-            if negatives is not None:
-                mine = negatives[(negatives["tf"] == tf) & (negatives["context"] == context)]
-                mine = mine.drop_duplicates(["contig", "start", "end"])
-                clash = index.overlaps(mine["contig"].map(code).to_numpy(), mine["start"].to_numpy(),
-                                       mine["end"].to_numpy())  # fmt: skip
-                summary.overlapping_negatives += int(clash.sum())
-                parts.append(mine[~clash].assign(label="unbound", split=self._split_of(mine["contig"][~clash])))
-                continue
-            free = outside(index, region_contig, region_start, region_end)
-            for split, candidates in by_split.items():
-                need = self.negatives_per_positive * int((bound["split"] == split).sum())
-                picked = sample_free(rng, candidates, need, free)
-                summary.negatives_short += need - len(picked)
-                chosen = regions.iloc[np.sort(picked)]
-                parts.append(chosen.assign(tf=tf, context=context, label="unbound"))
-        records = pd.concat(parts, ignore_index=True) if parts else peaks.iloc[:0].assign(label="")
-        summary.bound = int((records["label"] == "bound").sum())
-        summary.unbound = int((records["label"] == "unbound").sum())
-        return records
-
-    def _assemble(self, records: pd.DataFrame, genome: Any, proteins: dict[str, str]) -> pd.DataFrame:
-        """The table of :class:`TFBinding` (see the module docstring) from ``records``."""
-        windows: dict[tuple[str, int], tuple[str, bool]] = {}
-        dna = []
-        half = self.window // 2
-        starts, ends, summits = records["start"].to_numpy(), records["end"].to_numpy(), records["summit"].to_numpy()
-        for contig, start, end, summit in zip(records["contig"], starts, ends, summits, strict=True):
-            centre = int(summit) if self.center == "summit" and summit >= 0 else (int(start) + int(end)) // 2
-            key = (contig, centre)
-            if key not in windows:  # regions shared by experiments share one string
-                windows[key] = padded_slice(genome, contig, centre - half, centre - half + self.window)
-            sequence, padded = windows[key]
-            dna.append(sequence)
-            self.summary.padded += padded
-        ids = [f"{tf}:{context}@{contig}:{start}-{end}" for tf, context, contig, start, end in
-               zip(records["tf"], records["context"], records["contig"], starts, ends, strict=True)]  # fmt: skip
-        return pd.DataFrame({
-            "id": ids, "DNA": dna, "Protein": [proteins[tf] for tf in records["tf"]], "Context": records["context"],
-            "label": records["label"], "split": records["split"], "tf": records["tf"],
-            "context": records["context"], "contig": records["contig"], "start": starts, "end": ends,
-        })  # fmt: skip
