@@ -27,8 +27,6 @@ _KEPT = {"center": "the middle", "end": "the 3' end", "start": "the 5' end"}
 _KEPT_PROTEIN = {"center": "the middle", "end": "the C-terminus", "start": "the N-terminus"}
 
 
-
-
 class TableChecks:
     """The checks and messages of table data modules (mixed into :class:`~mmfuse.data.table.TableDataModule`)."""
 
@@ -155,4 +153,3 @@ class TableChecks:
         skip = {"val": ", or set trainer.limit_val_batches: 0 to train without validation",
                 "test": ", or test on another table"}.get(split, "")  # fmt: skip
         return f"{fix}{skip}."
-
