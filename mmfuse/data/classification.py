@@ -146,21 +146,13 @@ class SequenceClassification(TableDataModule):
         if self._classes is None:
             store = self.records()
             if self.label_column not in store.names:
-                raise DataError(
-                    f"{self.path} has no label column {self.label_column!r} to take the classes from. Set "
-                    f"label_column, or list the classes (in the order the model was trained with) in `classes`. "
-                    f"Its columns are: {', '.join(map(str, store.names[:40]))}."
-                )
+                raise self._no_label_column(store.names)
             self._classes = self._infer_classes(store.frame([self.label_column]))
         return self._classes
 
     def _infer_classes(self, table: pd.DataFrame) -> list[str]:
         if self.label_column not in table.columns:
-            raise DataError(
-                f"{self.path} has no label column {self.label_column!r} to take the classes from. Set "
-                f"label_column, or list the classes (in the order the model was trained with) in `classes`. "
-                f"Its columns are: {', '.join(map(str, table.columns[:40]))}."
-            )
+            raise self._no_label_column(list(table.columns))
         classes = _sorted_classes([s for s in _label_strings(table[self.label_column]) if s is not None])
         if len(classes) < 2:
             raise DataError(
@@ -169,6 +161,13 @@ class SequenceClassification(TableDataModule):
                 f"Check label_column."
             )
         return classes
+
+    def _no_label_column(self, names: Sequence[str]) -> DataError:
+        return DataError(
+            f"{self.path} has no label column {self.label_column!r} to take the classes from. Set "
+            f"label_column, or list the classes (in the order the model was trained with) in `classes`. "
+            f"Its columns are: {', '.join(map(str, names[:40]))}."
+        )
 
     _label_option = "label_column"
 
