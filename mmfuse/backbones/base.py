@@ -14,9 +14,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from mmfuse.backbones.finetune import LoraOptions, apply_lora, enable_gradient_checkpointing, freeze_all_but_last
+from mmfuse.backbones.finetune import FineTuning, apply_lora, enable_gradient_checkpointing, freeze_all_but_last
 from mmfuse.backbones.presets import Preset
-from mmfuse.errors import ConfigError
 from mmfuse.tokenizers import Tokenizer
 
 __all__ = ["Backbone", "BackboneOutput"]
@@ -39,22 +38,17 @@ class Backbone(nn.Module, ABC):
     """Base class of sequence encoders.
 
     Subclasses build their model in ``__init__``, set :attr:`tokenizer`, implement :attr:`embed_dim`
-    and :meth:`encode`, and call ``self._finish_init(freeze)`` last.
+    and :meth:`encode`, and call ``self._finish_init()`` last. Backbones with named checkpoints
+    derive from :class:`~mmfuse.backbones.builder.PretrainedBackbone`, which finds and loads them.
 
     Args:
         modality: the modality this encoder reads (``"dna"``, ``"rna"``, ``"protein"``, …); it is
             informative: the task keys backbones by the modality names of the data.
-        freeze: keep all weights fixed (no gradients) and the module in eval mode (dropout off,
-            BatchNorm statistics fixed) even while the rest of the model trains.
-        train_last_layers: train only the last N layers (:meth:`blocks`) and what follows them;
-            everything before stays fixed.
-        lora: adapt the backbone with LoRA (:class:`~mmfuse.backbones.finetune.LoraOptions`); its
-            own weights stay fixed and only the LoRA matrices train.
-        gradient_checkpointing: recompute each layer's activations in the backward pass instead of
-            storing them (less memory, about a third more compute).
+        finetune: which weights train (:class:`~mmfuse.backbones.finetune.FineTuning`: ``freeze``,
+            ``train_last_layers``, ``lora``, ``gradient_checkpointing``); ``None``: all of them.
 
     Subclasses list their repeated layers in :meth:`blocks` and the linear layers LoRA adapts by
-    default in :attr:`lora_targets`; the options above then work without further code. BatchNorm
+    default in :attr:`lora_targets`; the fine-tuning options then work without further code. BatchNorm
     layers whose weights are all fixed stay in eval mode, so their statistics never move.
     """
 
@@ -70,35 +64,25 @@ class Backbone(nn.Module, ABC):
     #: runs that keep a loaded backbone's weights fixed store only what trains (the rest is reloaded).
     weights_source: str | None = None
 
-    def __init__(
-        self,
-        modality: str,
-        freeze: bool = False,
-        train_last_layers: int | None = None,
-        lora: LoraOptions | None = None,
-        gradient_checkpointing: bool = False,
-    ) -> None:
+    def __init__(self, modality: str, finetune: FineTuning | None = None) -> None:
         super().__init__()
         self.modality = modality
-        self._freeze_requested = freeze
-        self._train_last_layers = train_last_layers
-        self._lora = lora
-        self._gradient_checkpointing = gradient_checkpointing
-        if sum([freeze, train_last_layers is not None, lora is not None]) > 1:
-            raise ConfigError("choose one of freeze, train_last_layers and lora for a backbone")
+        #: the fine-tuning options, applied by :meth:`_finish_init`
+        self.finetune = finetune or FineTuning()
         self.frozen = False
 
     def _finish_init(self) -> None:
-        """Applies the fine-tuning options; subclasses call it last in ``__init__``."""
+        """Applies :attr:`finetune`; subclasses call it last in ``__init__``."""
+        options = self.finetune
         # from_pretrained() returns modules in eval mode; training must see dropout as configured.
         self.train()
-        if self._freeze_requested:
+        if options.freeze:
             self.freeze()
-        if self._train_last_layers is not None:
-            freeze_all_but_last(self, self.blocks(), self._train_last_layers)
-        if self._lora is not None:
-            apply_lora(self, self._lora, self.lora_targets)
-        if self._gradient_checkpointing:
+        if options.train_last_layers is not None:
+            freeze_all_but_last(self, self.blocks(), options.train_last_layers)
+        if options.lora is not None:
+            apply_lora(self, options.lora, self.lora_targets)
+        if options.gradient_checkpointing:
             enable_gradient_checkpointing(self.blocks())
         if not self.frozen and not any(p.requires_grad for p in self.parameters()):
             self.freeze()  # e.g. train_last_layers: 0; then run without building a graph

@@ -15,24 +15,17 @@ resolution (width ``dim``, 1536 for the official replicates), before the 1920-wi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmfuse.backbones._weights import (
-    bin_mask,
-    center_crop,
-    load_config_and_weights,
-    read_config,
-    save_config_and_weights,
-)
-from mmfuse.backbones.base import Backbone, BackboneOutput
-from mmfuse.backbones.finetune import LoraOptions
-from mmfuse.backbones.presets import Preset, get_preset
+from mmfuse.backbones._dna_trunk import DnaTrunkBackbone
+from mmfuse.backbones._weights import load_config_and_weights, read_config, save_config_and_weights
+from mmfuse.backbones.presets import Preset
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
-from mmfuse.tokenizers import CharTokenizer
 
 __all__ = ["BORZOI_PRESETS", "Borzoi", "load_borzoi", "save_borzoi"]
 
@@ -49,8 +42,8 @@ _HEADS = ("final_joined_convs", "human_head", "mouse_head")
 
 def _replicate(i: int) -> Preset:
     return Preset(
-        f"borzoi_replicate_{i}", f"johahi/borzoi-replicate-{i}",
-        dict(dim=1536, depth=8, heads=8, attn_dim_key=64, attn_dim_value=192, bins_to_return=6144),
+        name=f"borzoi_replicate_{i}", source=f"johahi/borzoi-replicate-{i}",
+        config=dict(dim=1536, depth=8, heads=8, attn_dim_key=64, attn_dim_value=192, bins_to_return=6144),
         embed_dim=1536, max_tokens=524_288, modality="dna", license="Apache-2.0", paper=_PAPER,
     )  # fmt: skip
 
@@ -59,8 +52,8 @@ BORZOI_PRESETS = {
     p.name: p
     for p in (
         Preset(
-            "tiny", None,
-            dict(dim=32, depth=1, heads=2, attn_dim_key=8, attn_dim_value=16, bins_to_return=4,
+            name="tiny", source=None,
+            config=dict(dim=32, depth=1, heads=2, attn_dim_key=8, attn_dim_value=16, bins_to_return=4,
                  enable_human_head=False),
             embed_dim=32, modality="dna", license="Apache-2.0", paper=_PAPER,
         ),
@@ -81,14 +74,18 @@ def _import_borzoi():
     return _Borzoi, BorzoiConfig
 
 
-def _build(config: Mapping[str, object], what: str = "this checkpoint") -> nn.Module:
+def _build(config: Mapping[str, Any], what: str = "this checkpoint") -> nn.Module:
     _Borzoi, BorzoiConfig = _import_borzoi()
+    return _Borzoi(BorzoiConfig(**_no_flashzoi(config, what)))
+
+
+def _no_flashzoi(config: Mapping[str, Any], what: str) -> Mapping[str, Any]:
     if config.get("flashed"):
         raise ConfigError(
             f"{what} is a Flashzoi checkpoint: its attention needs flash-attn (CUDA only), which mmfuse "
             f"does not support; use a Borzoi replicate (preset borzoi_replicate_0 … _3)"
         )
-    return _Borzoi(BorzoiConfig(**config))
+    return config
 
 
 def load_borzoi(source: str, revision: str | None = None) -> nn.Module:
@@ -101,7 +98,7 @@ save_borzoi = save_config_and_weights
 
 
 @BACKBONES.register()
-class Borzoi(Backbone):
+class Borzoi(DnaTrunkBackbone):
     """Borzoi trunk: one embedding (width ``dim``) per 32 bp bin, before the track heads.
 
     Input is DNA over ``ACGTN`` (``N`` is an all-zero one-hot), tokenized to indices, or a one-hot
@@ -113,16 +110,16 @@ class Borzoi(Backbone):
     give equal-length windows (the official models read 524,288 bp) when exact embeddings matter.
 
     Args:
-        preset: a name from ``BORZOI_PRESETS`` (``tiny``, ``borzoi_replicate_0`` … ``_3``).
+        preset: a name from ``BORZOI_PRESETS`` (``tiny``, ``borzoi_replicate_0`` … ``_3``); ``None``:
+            ``borzoi_replicate_0``.
         source: load weights from this hub id or local directory (``config.json`` + weights).
-        pretrained: load weights; ``False`` builds the architecture with random weights.
-        modality: the modality name this encoder reads.
-        freeze: keep the weights fixed and BatchNorm statistics frozen (eval mode).
-        train_last_layers: train only the last N transformer layers and the upsampling U-Net after
-            them.
-        lora: adapt with LoRA (default targets: the attention projections ``to_q``, ``to_k``,
-            ``to_v``, ``to_out``); only the LoRA matrices train.
-        gradient_checkpointing: recompute transformer-layer activations in the backward pass.
+        pretrained: load weights; ``False`` builds the architecture (of ``source`` if given, else of
+            the preset) with random weights.
+        modality: the modality name this encoder reads (``None``: ``dna``).
+        finetune: which weights train (:class:`~mmfuse.backbones.finetune.FineTuning`; ``freeze`` also
+            fixes the BatchNorm statistics; ``train_last_layers`` trains the last N transformer layers
+            and the upsampling U-Net after them; LoRA's default targets: the attention projections
+            ``to_q``, ``to_k``, ``to_v``, ``to_out``).
         crop_bins: keep only this many central bins (Borzoi's ``bins_to_return``: 6,144 of the 16,384
             bins of a 524,288 bp input for the official models). ``None`` keeps every bin.
         max_length: longest accepted sequence in bp (``None``: unlimited).
@@ -135,77 +132,40 @@ class Borzoi(Backbone):
     """
 
     presets = BORZOI_PRESETS
-    padding_invariant = False
-    lora_targets = ("to_q", "to_k", "to_v", "to_out")
+    default_preset = "borzoi_replicate_0"
+    bin_size = BIN_SIZE
 
-    def __init__(
-        self,
-        preset: str = "borzoi_replicate_0",
-        source: str | None = None,
-        pretrained: bool = True,
-        modality: str = "dna",
-        freeze: bool = False,
-        train_last_layers: int | None = None,
-        lora: LoraOptions | None = None,
-        gradient_checkpointing: bool = False,
-        crop_bins: int | None = None,
-        max_length: int | None = None,
-    ) -> None:
-        super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
-        _import_borzoi()
+    def _load_pretrained(self, source: str, revision: str | None) -> nn.Module:
+        return load_borzoi(source, revision)
+
+    def _read_config(self, source: str, revision: str | None) -> Mapping[str, Any]:
+        return _no_flashzoi(read_config(source, revision), source)
+
+    def _from_config(self, config: Mapping[str, Any]) -> nn.Module:
+        return _build(config, f"preset {self.preset.name}")
+
+    def _prepare(self) -> None:
         from borzoi_pytorch.pytorch_borzoi_transformer import Attention
 
-        record = get_preset(BORZOI_PRESETS, preset, "Borzoi")
-        self.preset = record
-        src = source or record.source
-        revision = record.revision if source is None else None
-        if pretrained and src is not None:
-            model = load_borzoi(src, revision)
-            self.weights_source = src
-        elif source is not None:  # the architecture of a given checkpoint, without its weights
-            model = _build(read_config(source), source)
-        else:
-            model = _build(record.config, f"preset {preset}")
-        model.crop.target_length = -1  # cropping is done here, on embeddings and mask alike
+        self.model.crop.target_length = -1  # cropping is done here, on embeddings and mask alike
         for name in _HEADS:
-            model._modules.pop(name, None)
-        self.model = model
-        self._attention = [m for m in model.modules() if isinstance(m, Attention)]
-        self.crop_bins = crop_bins
-        self.bin_size = BIN_SIZE
-        self.tokenizer = CharTokenizer("Borzoi", "ACGTN", [0, 1, 2, 3, 4], pad_id=-1, max_tokens=max_length)
-        self._finish_init()
+            self.model._modules.pop(name, None)
+        self._attention = [m for m in self.model.modules() if isinstance(m, Attention)]
 
     @property
     def embed_dim(self) -> int:
         return int(self.model.config.dim)
 
-    def blocks(self) -> list[nn.Module]:
-        """The transformer layers (attention + feed-forward), input side first."""
-        return list(self.model.transformer)
+    def _ids_to_one_hot(self, ids: Tensor) -> Tensor:
+        # N (4) and padding (-1) match no base: all-zero columns, as Borzoi encodes N
+        return (ids[..., None] == torch.arange(4, device=ids.device)).float()
 
-    def encode(self, batch: Mapping[str, Tensor]) -> BackboneOutput:
-        if "one_hot" in batch:
-            one_hot = batch["one_hot"].float()
-            base_mask = batch.get("attention_mask")
-            if base_mask is None:
-                base_mask = torch.ones(one_hot.shape[:2], dtype=torch.bool, device=one_hot.device)
-        else:
-            ids = batch["input_ids"]
-            # N (4) and padding (-1) match no base: all-zero columns, as Borzoi encodes N
-            one_hot = (ids[..., None] == torch.arange(4, device=ids.device)).float()
-            base_mask = batch["attention_mask"]
+    def _embed(self, one_hot: Tensor) -> Tensor:
         length = one_hot.shape[1]
         x = F.pad(one_hot.transpose(1, 2), (0, -length % _DOWNSAMPLING))  # (B, 4, L')
         self._refresh_positions(x)
         n_bins = -(-length // self.bin_size)
-        embeddings = self.model.get_embs_after_crop(x).transpose(1, 2)[:, :n_bins]  # (B, bins, D)
-        # a bin is real if any base in it is
-        mask = bin_mask(base_mask, self.bin_size)
-        if self.crop_bins is not None:
-            embeddings = center_crop(embeddings, self.crop_bins, "Borzoi", self.bin_size)
-            mask = center_crop(mask, self.crop_bins, "Borzoi", self.bin_size)
-        return BackboneOutput(embeddings, mask)
+        return self.model.get_embs_after_crop(x).transpose(1, 2)[:, :n_bins]  # (B, bins, D)
 
     def _refresh_positions(self, x: Tensor) -> None:
         """Drops the attention layers' cached positional features where they no longer fit ``x``.
@@ -222,6 +182,3 @@ class Borzoi(Backbone):
                 cached.shape[0] != rows or cached.device != x.device or (training and cached.is_inference())
             ):
                 attention.positions = None
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", bin_size={self.bin_size}, crop_bins={self.crop_bins}"

@@ -17,6 +17,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from mmfuse.backbones.base import Backbone, BackboneOutput
+from mmfuse.backbones.finetune import FineTuning
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES, suggest_name
 from mmfuse.tokenizers import BatchEncoder, InvalidSequenceError
@@ -99,9 +100,9 @@ class ContextEmbedding(Backbone):
     The input of each record is the category's name (a cell type such as ``HepG2``, a tissue, an
     assay), read from the table column of the modality. The output is ``(B, tokens, embed_dim)``
     with an all-true mask. The embeddings start random (``N(0, 1)``) and train with the rest of the
-    model; ``freeze: true`` keeps them at their random values (a fixed random code per category).
-    Layer-wise fine-tuning options (``train_last_layers``, ``lora``, ``gradient_checkpointing``) do
-    not apply to a lookup table and are not offered.
+    model; ``finetune: {freeze: true}`` keeps them at their random values (a fixed random code per
+    category). The layer-wise fine-tuning options (``train_last_layers``, ``gradient_checkpointing``)
+    do not apply to a lookup table and are refused.
 
     With ``unknown: shared``, names missing from ``categories`` share one ``<unk>`` embedding; it
     learns from the training records whose context is not listed (list only the frequent contexts
@@ -116,7 +117,8 @@ class ContextEmbedding(Backbone):
         unknown: a name not in ``categories``: ``error`` (the data module names the record, the
             known categories and the closest one) or ``shared`` (one ``<unk>`` embedding for all).
         modality: the modality name this encoder reads.
-        freeze: keep the embeddings fixed (at their random initial values).
+        finetune: which weights train (:class:`~mmfuse.backbones.finetune.FineTuning`); ``freeze``
+            keeps the embeddings fixed at their random initial values.
 
     Examples:
         >>> backbone = ContextEmbedding(["HepG2", "K562", "MCF-7"], embed_dim=8, tokens=2)
@@ -132,9 +134,9 @@ class ContextEmbedding(Backbone):
         tokens: int = 1,
         unknown: Unknown = "error",
         modality: str = "context",
-        freeze: bool = False,
+        finetune: FineTuning | None = None,
     ) -> None:
-        super().__init__(modality, freeze)
+        super().__init__(modality, finetune)
         names = _check_categories(categories)
         for option, value in (("embed_dim", embed_dim), ("tokens", tokens)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

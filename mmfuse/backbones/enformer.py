@@ -17,19 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmfuse.backbones._weights import (
-    bin_mask,
-    center_crop,
-    load_config_and_weights,
-    read_config,
-    save_config_and_weights,
-)
-from mmfuse.backbones.base import Backbone, BackboneOutput
-from mmfuse.backbones.finetune import LoraOptions
-from mmfuse.backbones.presets import Preset, get_preset
+from mmfuse.backbones._dna_trunk import DnaTrunkBackbone
+from mmfuse.backbones._weights import load_config_and_weights, save_config_and_weights
+from mmfuse.backbones.finetune import FineTuning
+from mmfuse.backbones.presets import Preset
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
-from mmfuse.tokenizers import CharTokenizer
 
 __all__ = ["ENFORMER_PRESETS", "Enformer", "load_enformer", "save_enformer"]
 
@@ -42,14 +35,14 @@ ENFORMER_PRESETS = {
     p.name: p
     for p in (
         Preset(
-            "tiny", None,
-            dict(dim=48, depth=1, heads=2, attn_dim_key=16, num_downsamples=5, dim_divisible_by=8,
+            name="tiny", source=None,
+            config=dict(dim=48, depth=1, heads=2, attn_dim_key=16, num_downsamples=5, dim_divisible_by=8,
                  output_heads=dict(human=8), target_length=-1, dropout_rate=0.1),
             embed_dim=96, modality="dna", license="MIT", paper=_PAPER,
         ),
         Preset(
-            "enformer_official_rough", "EleutherAI/enformer-official-rough",
-            dict(dim=1536, depth=11, heads=8, output_heads=dict(human=5313, mouse=1643), target_length=896,
+            name="enformer_official_rough", source="EleutherAI/enformer-official-rough",
+            config=dict(dim=1536, depth=11, heads=8, output_heads=dict(human=5313, mouse=1643), target_length=896,
                  use_tf_gamma=True),
             embed_dim=3072, modality="dna", license="Apache-2.0", paper=_PAPER,
         ),
@@ -99,7 +92,7 @@ save_enformer = save_config_and_weights
 
 
 @BACKBONES.register()
-class Enformer(Backbone):
+class Enformer(DnaTrunkBackbone):
     """Enformer trunk: one embedding (width ``2 * dim``) per bin of ``2 ** num_downsamples`` bp.
 
     Input is DNA over ``ACGTN`` (``N`` is an all-zero one-hot), tokenized to indices, or a one-hot
@@ -109,15 +102,15 @@ class Enformer(Backbone):
     TSS-centred design) when exact embeddings matter.
 
     Args:
-        preset: a name from ``ENFORMER_PRESETS`` (``tiny``, ``enformer_official_rough``).
+        preset: a name from ``ENFORMER_PRESETS`` (``tiny``, ``enformer_official_rough``); ``None``:
+            ``enformer_official_rough``.
         source: load weights from this hub id or local directory (``config.json`` + weights).
-        pretrained: load weights; ``False`` builds the architecture with random weights.
-        modality: the modality name this encoder reads.
-        freeze: keep the weights fixed and BatchNorm statistics frozen (eval mode).
-        train_last_layers: train only the last N transformer layers (and what follows them).
-        lora: adapt with LoRA (default targets: the attention projections ``to_q``, ``to_k``,
-            ``to_v``, ``to_out``); only the LoRA matrices train.
-        gradient_checkpointing: recompute layer activations in the backward pass (less memory).
+        pretrained: load weights; ``False`` builds the architecture (of ``source`` if given, else of
+            the preset) with random weights.
+        modality: the modality name this encoder reads (``None``: ``dna``).
+        finetune: which weights train (:class:`~mmfuse.backbones.finetune.FineTuning`; ``freeze`` also
+            fixes the BatchNorm statistics; LoRA's default targets: the attention projections
+            ``to_q``, ``to_k``, ``to_v``, ``to_out``).
         crop_bins: keep only this many central bins (Enformer's ``target_length``; 896 for the
             official model on 196,608 bp). ``None`` keeps every bin.
         use_tf_gamma: TensorFlow-exact positional features of the official port; they exist only for
@@ -132,84 +125,53 @@ class Enformer(Backbone):
     """
 
     presets = ENFORMER_PRESETS
-    padding_invariant = False
-    lora_targets = ("to_q", "to_k", "to_v", "to_out")
+    default_preset = "enformer_official_rough"
 
     def __init__(
         self,
-        preset: str = "enformer_official_rough",
+        preset: str | None = None,
         source: str | None = None,
         pretrained: bool = True,
-        modality: str = "dna",
-        freeze: bool = False,
-        train_last_layers: int | None = None,
-        lora: LoraOptions | None = None,
-        gradient_checkpointing: bool = False,
+        modality: str | None = None,
+        finetune: FineTuning | None = None,
         crop_bins: int | None = None,
         use_tf_gamma: bool | None = None,
         max_length: int | None = None,
     ) -> None:
-        super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
+        super().__init__(preset, source, pretrained, modality, finetune, crop_bins, max_length)
         from enformer_pytorch.modeling_enformer import Attention
 
-        record = get_preset(ENFORMER_PRESETS, preset, "Enformer")
-        self.preset = record
-        src = source or record.source
-        revision = record.revision if source is None else None
-        if pretrained and src is not None:
-            model = load_enformer(src, revision)
-            self.weights_source = src
-        elif source is not None:  # the architecture of a given checkpoint, without its weights
-            model = _build(read_config(source))
-        else:
-            model = _build(record.config)
-        model.set_target_length(-1)  # cropping is done here, on embeddings and mask alike
-        _fast_attention_pools(model)
-        model._heads = nn.ModuleDict()  # the tracks heads are unused; unused parameters break DDP
-        tf_gamma = record.config.get("use_tf_gamma", False) if use_tf_gamma is None else use_tf_gamma
-        for module in model.modules():
+        # a flag of the attention modules, outside the weights the fine-tuning options act on
+        tf_gamma = self.preset.config.get("use_tf_gamma", False) if use_tf_gamma is None else use_tf_gamma
+        for module in self.model.modules():
             if isinstance(module, Attention):
                 module.use_tf_gamma = tf_gamma
         self.use_tf_gamma = tf_gamma
-        self.model = model
-        self.crop_bins = crop_bins
-        self.bin_size = 2**model.config.num_downsamples
-        self.tokenizer = CharTokenizer("Enformer", "ACGTN", [0, 1, 2, 3, 4], pad_id=-1, max_tokens=max_length)
-        self._finish_init()
+
+    def _from_config(self, config: Mapping[str, Any]) -> nn.Module:
+        return _build(config)
+
+    def _prepare(self) -> None:
+        self.model.set_target_length(-1)  # cropping is done here, on embeddings and mask alike
+        _fast_attention_pools(self.model)
+        self.model._heads = nn.ModuleDict()  # the tracks heads are unused; unused parameters break DDP
+        self.bin_size = 2**self.model.config.num_downsamples
 
     @property
     def embed_dim(self) -> int:
         return 2 * int(self.model.config.dim)
 
-    def blocks(self) -> list[nn.Module]:
-        """The transformer layers (attention + feed-forward), input side first."""
-        return list(self.model.transformer)
-
-    def encode(self, batch: Mapping[str, Tensor]) -> BackboneOutput:
+    def _ids_to_one_hot(self, ids: Tensor) -> Tensor:
         from enformer_pytorch.data import seq_indices_to_one_hot
 
-        if "one_hot" in batch:
-            one_hot = batch["one_hot"].float()
-            base_mask = batch.get("attention_mask")
-            if base_mask is None:
-                base_mask = torch.ones(one_hot.shape[:2], dtype=torch.bool, device=one_hot.device)
-        else:
-            one_hot = seq_indices_to_one_hot(batch["input_ids"])
-            base_mask = batch["attention_mask"]
+        return seq_indices_to_one_hot(ids)
+
+    def _embed(self, one_hot: Tensor) -> Tensor:
         length = one_hot.shape[1]
-        n_bins = -(-length // self.bin_size)
-        if self.use_tf_gamma and n_bins != _TF_GAMMA_BINS:
+        if self.use_tf_gamma and -(-length // self.bin_size) != _TF_GAMMA_BINS:
             raise ConfigError(
                 f"Enformer with use_tf_gamma=True (the official port's exact positional features) needs "
                 f"{_TF_GAMMA_BINS * self.bin_size:,} bp inputs; this batch is {length:,} bp. Give "
                 f"windows of that length or set use_tf_gamma: false."
             )
-        embeddings = self.model(one_hot, return_only_embeddings=True)
-        mask = bin_mask(base_mask, self.bin_size)
-        if self.crop_bins is not None:
-            embeddings = center_crop(embeddings, self.crop_bins, "Enformer", self.bin_size)
-            mask = center_crop(mask, self.crop_bins, "Enformer", self.bin_size)
-        return BackboneOutput(embeddings, mask)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", bin_size={self.bin_size}, crop_bins={self.crop_bins}"
+        return self.model(one_hot, return_only_embeddings=True)

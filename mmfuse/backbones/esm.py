@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mmfuse.backbones._hf import EsmFamilyBackbone
-from mmfuse.backbones.finetune import LoraOptions
-from mmfuse.backbones.presets import Preset, get_preset
+from mmfuse.backbones.presets import Preset
 from mmfuse.registry import BACKBONES
 from mmfuse.tokenizers import ESM_RESIDUES, ESM_VOCAB, CharTokenizer
 
@@ -28,7 +29,8 @@ _COMMON = dict(
 def _esm2(name: str, width: int, layers: int, heads: int, source: str | None) -> Preset:
     config = dict(_COMMON, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
                   intermediate_size=4 * width)  # fmt: skip
-    return Preset(name, source, config, width, 1024, "protein", "MIT", _PAPER)
+    return Preset(name=name, source=source, config=config, embed_dim=width, max_tokens=1024, modality="protein",
+                  license="MIT", paper=_PAPER)  # fmt: skip
 
 
 #: Named ESM2 checkpoints; ``tiny`` is a randomly initialised 2-layer model for tests and the quickstart.
@@ -49,15 +51,14 @@ class ESM2(EsmFamilyBackbone):
     """ESM2 protein encoder: one embedding per residue, plus ``<cls>`` and ``<eos>``.
 
     Args:
-        preset: a name from ``ESM2_PRESETS`` (``tiny``, ``esm2_t6_8M_UR50D`` … ``esm2_t33_650M_UR50D``).
+        preset: a name from ``ESM2_PRESETS`` (``tiny``, ``esm2_t6_8M_UR50D`` … ``esm2_t33_650M_UR50D``);
+            ``None``: ``esm2_t6_8M_UR50D``.
         source: load weights from this hub id or local directory instead of the preset's hub id.
-        pretrained: load weights; ``False`` builds the architecture with random weights. Presets
-            without weights (``tiny``) are always random.
-        modality: the modality name this encoder reads.
-        freeze: keep the weights fixed and the module in eval mode.
-        train_last_layers: train only the last N transformer layers (and what follows them).
-        lora: adapt with LoRA (default targets: ``query``, ``value``); only the LoRA matrices train.
-        gradient_checkpointing: recompute layer activations in the backward pass (less memory).
+        pretrained: load weights; ``False`` builds the architecture (of ``source`` if given, else of
+            the preset) with random weights. Presets without weights (``tiny``) are always random.
+        modality: the modality name this encoder reads (``None``: ``protein``).
+        finetune: which weights train (:class:`~mmfuse.backbones.finetune.FineTuning`; LoRA's default
+            targets: ``query``, ``value``).
         max_length: longest accepted protein, in residues (default: the model's 1,022).
 
     Examples:
@@ -68,29 +69,19 @@ class ESM2(EsmFamilyBackbone):
     """
 
     presets = ESM2_PRESETS
+    default_preset = "esm2_t6_8M_UR50D"
+    default_modality = "protein"
+    vocab = ESM_VOCAB
 
-    def __init__(
-        self,
-        preset: str = "esm2_t6_8M_UR50D",
-        source: str | None = None,
-        pretrained: bool = True,
-        modality: str = "protein",
-        freeze: bool = False,
-        train_last_layers: int | None = None,
-        lora: LoraOptions | None = None,
-        gradient_checkpointing: bool = False,
-        max_length: int | None = None,
-    ) -> None:
-        super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
+    def _model_classes(self) -> tuple[Any, Any]:
         from transformers import EsmConfig, EsmModel
 
-        record = get_preset(ESM2_PRESETS, preset, "ESM2")
-        self.preset = record
-        self._build(EsmModel, EsmConfig, record, source, pretrained, ESM_VOCAB)
+        return EsmModel, EsmConfig
+
+    def _make_tokenizer(self, max_length: int | None) -> CharTokenizer:
         index = {tok: i for i, tok in enumerate(ESM_VOCAB)}
-        max_tokens = max_length + 2 if max_length is not None else record.max_tokens
-        self.tokenizer = CharTokenizer(
+        max_tokens = max_length + 2 if max_length is not None else self.preset.max_tokens
+        return CharTokenizer(
             "ESM2", ESM_RESIDUES, [index[c] for c in ESM_RESIDUES], pad_id=index["<pad>"],
             max_tokens=max_tokens, bos_id=index["<cls>"], eos_id=index["<eos>"], strip_trailing="*",
         )  # fmt: skip
-        self._finish_init()

@@ -1,6 +1,8 @@
 """Fine-tuning set-ups written once for every backbone: LoRA, partial freezing, gradient checkpointing.
 
-A backbone names its repeated layers (:meth:`Backbone.blocks`) and the modules LoRA adapts by default
+:class:`FineTuning` is the one typed group of these options every backbone takes (``finetune:`` in
+YAML); :meth:`Backbone._finish_init <mmfuse.backbones.base.Backbone._finish_init>` applies it. A backbone
+names its repeated layers (:meth:`Backbone.blocks`) and the modules LoRA adapts by default
 (:attr:`Backbone.lora_targets`); everything else here works on any backbone from those two facts.
 """
 
@@ -16,7 +18,14 @@ from torch.utils.checkpoint import checkpoint
 
 from mmfuse.errors import ConfigError
 
-__all__ = ["LoraOptions", "apply_lora", "enable_gradient_checkpointing", "freeze_all_but_last", "lora_parameters"]
+__all__ = [
+    "FineTuning",
+    "LoraOptions",
+    "apply_lora",
+    "enable_gradient_checkpointing",
+    "freeze_all_but_last",
+    "lora_parameters",
+]
 
 
 @dataclass
@@ -37,6 +46,46 @@ class LoraOptions:
     dropout: float = 0.05
     targets: list[str] | None = None
     rslora: bool = False
+
+
+@dataclass
+class FineTuning:
+    """How a backbone's weights train: ``finetune: {freeze: true}`` under a backbone's ``init_args``.
+
+    At most one of ``freeze``, ``train_last_layers`` and ``lora`` may be set; ``gradient_checkpointing``
+    combines with any of them. Left out (``None``), the whole backbone trains.
+
+    Args:
+        freeze: keep all weights fixed (no gradients) and the module in eval mode (dropout off,
+            BatchNorm statistics fixed) even while the rest of the model trains.
+        train_last_layers: train only the last N layers (:meth:`~mmfuse.backbones.base.Backbone.blocks`)
+            and what follows them (final norms); everything before stays fixed. ``0`` trains nothing.
+        lora: adapt the backbone with LoRA (:class:`LoraOptions`; default targets: the backbone's
+            ``lora_targets``); its own weights stay fixed and only the LoRA matrices train.
+        gradient_checkpointing: recompute each layer's activations in the backward pass instead of
+            storing them (less memory, about a third more compute).
+
+    Examples:
+        >>> FineTuning(lora=LoraOptions(r=4)).lora.r
+        4
+        >>> FineTuning(freeze=True, train_last_layers=2)
+        Traceback (most recent call last):
+        ...
+        mmfuse.errors.ConfigError: choose one of freeze, train_last_layers and lora for a backbone (given: ...)
+    """
+
+    freeze: bool = False
+    train_last_layers: int | None = None
+    lora: LoraOptions | None = None
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        given = [name for name, value in (("freeze", self.freeze), ("train_last_layers", self.train_last_layers),
+                 ("lora", self.lora)) if value not in (False, None)]  # fmt: skip
+        if len(given) > 1:
+            raise ConfigError(
+                f"choose one of freeze, train_last_layers and lora for a backbone (given: {', '.join(given)})"
+            )
 
 
 def apply_lora(module: nn.Module, options: LoraOptions, default_targets: Sequence[str]) -> list[str]:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mmfuse.backbones.base import Backbone, BackboneOutput
-from mmfuse.backbones.finetune import LoraOptions
+from mmfuse.backbones.finetune import FineTuning
 from mmfuse.backbones.presets import is_local, weights_error
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
@@ -191,13 +191,10 @@ class HuggingFaceEncoder(Backbone):
             ``max_position_embeddings``).
         layer: which hidden state to return: ``-1`` the last layer's output, ``0`` the token
             embeddings, ``k`` the output of layer ``k``. Layers after it still run and get no gradient
-            (keep them out of training with ``freeze`` or DDP's ``find_unused_parameters``).
+            (keep them out of training with ``finetune: {freeze: true}`` or DDP's ``find_unused_parameters``).
         pretrained: load the weights; ``False`` builds the checkpoint's architecture with random ones.
-        freeze: keep the weights fixed and the module in eval mode.
-        train_last_layers: train only the last N transformer layers (and what follows them).
-        lora: adapt with LoRA (default targets from :data:`MODEL_TYPES`, e.g. ``query``, ``value``);
-            only the LoRA matrices train.
-        gradient_checkpointing: recompute layer activations in the backward pass (less memory).
+        finetune: which weights train (:class:`~mmfuse.backbones.finetune.FineTuning`; LoRA's default
+            targets come from :data:`MODEL_TYPES`, e.g. ``query``, ``value``).
 
     Examples:
         A YAML config::
@@ -207,7 +204,7 @@ class HuggingFaceEncoder(Backbone):
                 class_path: HuggingFaceEncoder
                 init_args:
                   source: /data/models/DNABERT-S
-                  lora: {r: 8}
+                  finetune: {lora: {r: 8}}
     """
 
     def __init__(
@@ -219,12 +216,9 @@ class HuggingFaceEncoder(Backbone):
         max_length: int | None = None,
         layer: int = -1,
         pretrained: bool = True,
-        freeze: bool = False,
-        train_last_layers: int | None = None,
-        lora: LoraOptions | None = None,
-        gradient_checkpointing: bool = False,
+        finetune: FineTuning | None = None,
     ) -> None:
-        super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
+        super().__init__(modality, finetune)
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         self.source = source
@@ -278,17 +272,17 @@ class HuggingFaceEncoder(Backbone):
         if self.spec is not _FALLBACK:
             return
         known = ", ".join(sorted(MODEL_TYPES))
-        if self._lora is not None and not self._lora.targets:
+        if self.finetune.lora is not None and not self.finetune.lora.targets:
             linear = sorted({n.rsplit(".", 1)[-1] for n, m in self.model.named_modules() if isinstance(m, nn.Linear)})
             raise ConfigError(
                 f"HuggingFaceEncoder knows no default LoRA targets for model_type {self.model_type!r} "
                 f"(known: {known}); set lora.targets to names of its linear layers, e.g. from {linear}."
             )
-        if self._train_last_layers is not None or self._gradient_checkpointing:
+        if self.finetune.train_last_layers is not None or self.finetune.gradient_checkpointing:
             raise ConfigError(
                 f"HuggingFaceEncoder does not know where model_type {self.model_type!r} keeps its layers "
-                f"(known: {known}), which train_last_layers and gradient_checkpointing need; use freeze, "
-                f"or lora with lora.targets set, instead."
+                f"(known: {known}), which finetune.train_last_layers and finetune.gradient_checkpointing "
+                f"need; use finetune.freeze, or finetune.lora with lora.targets set, instead."
             )
 
     def _max_tokens(self, tokenizer: Any, max_length: int | None) -> int:

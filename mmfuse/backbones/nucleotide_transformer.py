@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mmfuse.backbones._hf import EsmFamilyBackbone
-from mmfuse.backbones.finetune import LoraOptions
-from mmfuse.backbones.presets import Preset, get_preset
+from mmfuse.backbones.presets import Preset
 from mmfuse.registry import BACKBONES
 from mmfuse.tokenizers import NT_VOCAB, KmerTokenizer
 
@@ -31,7 +32,8 @@ _COMMON = dict(
 def _nt(name: str, width: int, layers: int, heads: int, source: str | None) -> Preset:
     config = dict(_COMMON, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
                   intermediate_size=4 * width)  # fmt: skip
-    return Preset(name, source, config, width, 2048, "dna", _LICENSE, _PAPER)
+    return Preset(name=name, source=source, config=config, embed_dim=width, max_tokens=2048, modality="dna",
+                  license=_LICENSE, paper=_PAPER)  # fmt: skip
 
 
 #: Named NT v2 checkpoints; ``tiny`` is a randomly initialised 2-layer model for tests and the quickstart.
@@ -55,16 +57,15 @@ class NucleotideTransformer(EsmFamilyBackbone):
     cuts non-overlapping 6-mers and falls back to single nucleotides, like the hub tokenizer.
 
     Args:
-        preset: a name from ``NT_PRESETS`` (``tiny``, ``nt_v2_50m_multi_species`` …).
+        preset: a name from ``NT_PRESETS`` (``tiny``, ``nt_v2_50m_multi_species`` …); ``None``:
+            ``nt_v2_50m_multi_species``.
         source: load weights from this hub id or local directory instead of the preset's hub id. The
             hub's custom code is never run: the architecture is rebuilt here.
-        pretrained: load weights; ``False`` builds the architecture with random weights. Presets
-            without weights (``tiny``) are always random.
-        modality: the modality name this encoder reads (``dna`` or ``rna``).
-        freeze: keep the weights fixed and the module in eval mode.
-        train_last_layers: train only the last N transformer layers (and what follows them).
-        lora: adapt with LoRA (default targets: ``query``, ``value``); only the LoRA matrices train.
-        gradient_checkpointing: recompute layer activations in the backward pass (less memory).
+        pretrained: load weights; ``False`` builds the architecture (of ``source`` if given, else of
+            the preset) with random weights. Presets without weights (``tiny``) are always random.
+        modality: the modality name this encoder reads (``dna`` or ``rna``; ``None``: ``rna``).
+        finetune: which weights train (:class:`~mmfuse.backbones.finetune.FineTuning`; LoRA's default
+            targets: ``query``, ``value``).
         max_length: longest accepted input, in tokens including ``<cls>`` (default 2,048, ~12 kb).
 
     Examples:
@@ -75,24 +76,14 @@ class NucleotideTransformer(EsmFamilyBackbone):
     """
 
     presets = NT_PRESETS
+    default_preset = "nt_v2_50m_multi_species"
+    default_modality = "rna"
+    vocab = NT_VOCAB
 
-    def __init__(
-        self,
-        preset: str = "nt_v2_50m_multi_species",
-        source: str | None = None,
-        pretrained: bool = True,
-        modality: str = "rna",
-        freeze: bool = False,
-        train_last_layers: int | None = None,
-        lora: LoraOptions | None = None,
-        gradient_checkpointing: bool = False,
-        max_length: int | None = None,
-    ) -> None:
-        super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
+    def _model_classes(self) -> tuple[Any, Any]:
         from mmfuse.backbones._ntv2_model import NTv2Config, NTv2Model
 
-        record = get_preset(NT_PRESETS, preset, "NucleotideTransformer")
-        self.preset = record
-        self._build(NTv2Model, NTv2Config, record, source, pretrained, NT_VOCAB)
-        self.tokenizer = KmerTokenizer("NucleotideTransformer", 6, max_length or record.max_tokens)
-        self._finish_init()
+        return NTv2Model, NTv2Config
+
+    def _make_tokenizer(self, max_length: int | None) -> KmerTokenizer:
+        return KmerTokenizer("NucleotideTransformer", 6, max_length or self.preset.max_tokens)

@@ -8,13 +8,13 @@ typed by hand. ``source`` may override where the weights come from: a hub id or 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mmfuse.errors import ConfigError, MmfuseError
+from mmfuse.registry import suggest_name
 
 __all__ = ["Preset", "WeightsNotFoundError", "fetch_file", "get_preset", "is_local"]
 
@@ -25,7 +25,7 @@ class WeightsNotFoundError(MmfuseError, OSError):
 
 @dataclass(frozen=True)
 class Preset:
-    """One checkpoint of an architecture.
+    """One checkpoint of an architecture, built with keywords.
 
     Attributes:
         name: the name written in YAML (``preset: esm2_t30_150M_UR50D``).
@@ -37,6 +37,10 @@ class Preset:
         license: license of the weights.
         paper: where the model is described.
         revision: hub revision (commit, branch or tag) to pin, if known.
+
+    Examples:
+        >>> Preset(name="tiny", source=None, config={"dim": 32}, embed_dim=32, modality="dna").max_tokens is None
+        True
     """
 
     name: str
@@ -55,8 +59,8 @@ def get_preset(presets: Mapping[str, Preset], name: str, architecture: str) -> P
     if name in presets:
         return presets[name]
     known = sorted(presets)
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    close = suggest_name(name, known)
+    hint = f" Did you mean {close!r}?" if close is not None else ""
     raise ConfigError(
         f"Unknown {architecture} preset {name!r}. Known presets: {', '.join(known)}.{hint} "
         f"To load other weights, keep a preset of the same architecture and set `source` to a hub id "

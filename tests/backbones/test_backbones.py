@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmfuse.backbones import Backbone, BackboneOutput
+from mmfuse.backbones import Backbone, BackboneOutput, FineTuning
 from mmfuse.registry import BACKBONES
 
 #: constructor arguments of backbones without presets (nothing pretrained, e.g. a learned embedding)
@@ -76,7 +76,7 @@ def test_starts_in_training_mode_and_every_weight_gets_a_gradient(name, sequence
 
 
 def test_freeze_fixes_weights_and_keeps_eval_mode(name, sequences):
-    backbone = _build(name, freeze=True)
+    backbone = _build(name, finetune=FineTuning(freeze=True))
     assert backbone.frozen and not any(p.requires_grad for p in backbone.parameters())
     backbone.train()
     assert not any(m.training for m in backbone.modules()), "a frozen backbone stays in eval mode"

@@ -9,7 +9,7 @@ from borzoi_pytorch import Borzoi as ReferenceBorzoi
 from borzoi_pytorch.config_borzoi import BorzoiConfig
 
 from mmfuse.backbones.borzoi import BORZOI_PRESETS, Borzoi, save_borzoi
-from mmfuse.backbones.finetune import LoraOptions
+from mmfuse.backbones.finetune import FineTuning, LoraOptions
 from mmfuse.backbones.presets import WeightsNotFoundError
 from mmfuse.errors import ConfigError
 from mmfuse.tokenizers import InvalidSequenceError
@@ -121,7 +121,7 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 
 def test_lora_trains_only_the_attention_adapters():
-    backbone = Borzoi("tiny", lora=LoraOptions(r=2))
+    backbone = Borzoi("tiny", finetune=FineTuning(lora=LoraOptions(r=2)))
     trainable = [n for n, p in backbone.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable}
@@ -132,7 +132,7 @@ def test_lora_trains_only_the_attention_adapters():
 
 
 def test_train_last_layers_and_gradient_checkpointing():
-    backbone = Borzoi("tiny", train_last_layers=1, gradient_checkpointing=True)
+    backbone = Borzoi("tiny", finetune=FineTuning(train_last_layers=1, gradient_checkpointing=True))
     assert len(backbone.blocks()) == 1
     assert not backbone.model.conv_dna.conv_layer.weight.requires_grad
     assert all(p.requires_grad for p in backbone.blocks()[0].parameters())

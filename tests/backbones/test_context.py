@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from mmfuse.backbones import ContextEmbedding
+from mmfuse.backbones import ContextEmbedding, FineTuning
 from mmfuse.backbones.context import CategoryTokenizer
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
@@ -74,7 +74,7 @@ def test_shared_unknown_maps_every_unseen_name_to_one_embedding():
 
 
 def test_frozen_embeddings_do_not_train():
-    backbone = ContextEmbedding(CELLS, freeze=True)
+    backbone = ContextEmbedding(CELLS, finetune=FineTuning(freeze=True))
     assert backbone.frozen and not backbone.embedding.weight.requires_grad
     assert not backbone(backbone.tokenizer(["HepG2"])).embeddings.requires_grad
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 
 import pytest
@@ -10,24 +11,33 @@ import torch
 from torch import nn
 
 from mmfuse.backbones import Backbone
-from mmfuse.backbones.finetune import LoraOptions, lora_parameters
+from mmfuse.backbones.finetune import FineTuning, LoraOptions, lora_parameters
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
 
 
 @pytest.fixture
 def make_backbone(tiny_bert_dir):
-    def build(name: str, **kwargs) -> Backbone:
+    def build(name: str, **options) -> Backbone:
+        """A tiny ``name`` with the fine-tuning ``options`` (fields of :class:`FineTuning`)."""
+        finetune = FineTuning(**options) if options else None
         if name == "HuggingFaceEncoder":  # no presets: a tiny random BERT in a temporary directory
-            return BACKBONES.get(name)(source=str(tiny_bert_dir), **kwargs)
-        return BACKBONES.get(name)(preset="tiny", **kwargs)
+            return BACKBONES.get(name)(source=str(tiny_bert_dir), finetune=finetune)
+        return BACKBONES.get(name)(preset="tiny", finetune=finetune)
 
     return build
 
 
+def _layered() -> list[str]:
+    """Registered backbones that list their layers (a lookup table, ContextEmbedding, has none to adapt)."""
+    return [n for n in BACKBONES.names() if BACKBONES.get(n).blocks is not Backbone.blocks]
+
+
 def _takes(option: str) -> list[str]:
-    """Registered backbones that offer ``option`` (a lookup table, ContextEmbedding, has no layers to adapt)."""
-    return [n for n in BACKBONES.names() if option in inspect.signature(BACKBONES.get(n)).parameters]
+    """Registered backbones the layer-wise fine-tuning ``option`` applies to; every backbone takes ``finetune``."""
+    assert option in {f.name for f in dataclasses.fields(FineTuning)}
+    assert all("finetune" in inspect.signature(BACKBONES.get(n)).parameters for n in BACKBONES.names())
+    return _layered()
 
 
 def _loss(backbone: Backbone, sequences) -> torch.Tensor:
@@ -111,3 +121,26 @@ def test_fine_tuning_options_exclude_each_other(make_backbone):
     frozen_by_count = make_backbone(name, train_last_layers=0)
     assert frozen_by_count.frozen, "training no layer is freezing"
     assert copy.deepcopy(make_backbone(name, lora=LoraOptions(r=1))) is not None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(freeze=True, lora=LoraOptions()),
+        dict(freeze=True, train_last_layers=1),
+        dict(train_last_layers=1, lora=LoraOptions()),
+    ],
+)
+def test_fine_tuning_group_refuses_two_ways_of_choosing_what_trains(options):
+    with pytest.raises(ConfigError, match=r"choose one of freeze, train_last_layers and lora for a backbone \(given: "):
+        FineTuning(**options)
+    assert FineTuning(**dict(list(options.items())[:1]), gradient_checkpointing=True).gradient_checkpointing
+
+
+@pytest.mark.parametrize("name", [n for n in BACKBONES.names() if n not in _layered()])
+@pytest.mark.parametrize("option", ["train_last_layers", "gradient_checkpointing"])
+def test_layer_wise_options_are_refused_by_backbones_without_layers(name, option, make_backbone):
+    kwargs = {"categories": ["HepG2", "K562"]} if name == "ContextEmbedding" else {"preset": "tiny"}
+    finetune = FineTuning(**{option: 1 if option == "train_last_layers" else True})
+    with pytest.raises(ConfigError, match=f"{option} needs them"):
+        BACKBONES.get(name)(**kwargs, finetune=finetune)

@@ -185,8 +185,8 @@ def test_presets_build_the_named_architecture_without_weights(tmp_path):
 
 
 def test_lora_adapts_query_and_value():
-    from mmfuse.backbones.finetune import LoraOptions
+    from mmfuse.backbones.finetune import FineTuning, LoraOptions
 
-    backbone = Geneformer("tiny", lora=LoraOptions(r=2))
+    backbone = Geneformer("tiny", finetune=FineTuning(lora=LoraOptions(r=2)))
     trainable = [n for n, p in backbone.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and (".query." in n or ".value." in n) for n in trainable)

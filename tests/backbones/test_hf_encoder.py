@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 
-from mmfuse.backbones.finetune import LoraOptions, lora_parameters
+from mmfuse.backbones.finetune import FineTuning, LoraOptions, lora_parameters
 from mmfuse.backbones.hf_encoder import MODEL_TYPES, HuggingFaceEncoder
 from mmfuse.backbones.presets import WeightsNotFoundError
 from mmfuse.errors import ConfigError
@@ -52,7 +52,7 @@ def test_lora_trains_the_table_targets_as_many_weights_as_peft_counts(model_type
     from peft import LoraConfig, get_peft_model
 
     source = str(tiny_hf(model_type))
-    backbone = HuggingFaceEncoder(source, lora=LoraOptions(r=2, alpha=4, dropout=0.0))
+    backbone = HuggingFaceEncoder(source, finetune=FineTuning(lora=LoraOptions(r=2, alpha=4, dropout=0.0)))
     trainable = [n for n, p in backbone.named_parameters() if p.requires_grad]
     assert trainable and trainable == lora_parameters(backbone)
     targets = list(MODEL_TYPES[model_type].lora_targets)
@@ -64,7 +64,7 @@ def test_lora_trains_the_table_targets_as_many_weights_as_peft_counts(model_type
 
 @pytest.mark.parametrize("model_type", sorted(MODEL_TYPES))
 def test_train_last_layer_leaves_only_the_last_layer_and_what_follows_trainable(model_type, tiny_hf):
-    backbone = HuggingFaceEncoder(str(tiny_hf(model_type)), train_last_layers=1)
+    backbone = HuggingFaceEncoder(str(tiny_hf(model_type)), finetune=FineTuning(train_last_layers=1))
     *earlier, last = backbone.blocks()
     trainable = {id(p) for p in backbone.parameters() if p.requires_grad}
     assert {id(p) for p in last.parameters()} <= trainable
@@ -135,10 +135,10 @@ def test_unknown_model_type_embeds_and_asks_for_lora_targets(tiny_bert_dir, monk
     out = backbone(backbone.tokenizer(sequences["dna"]))
     assert out.embeddings.shape[-1] == backbone.embed_dim == 32 and backbone.blocks() == []
     with pytest.raises(ConfigError, match=r"model_type 'bert'.*set lora.targets.*'query'"):
-        HuggingFaceEncoder(str(tiny_bert_dir), lora=LoraOptions())
+        HuggingFaceEncoder(str(tiny_bert_dir), finetune=FineTuning(lora=LoraOptions()))
     with pytest.raises(ConfigError, match=r"model_type 'bert'.*train_last_layers"):
-        HuggingFaceEncoder(str(tiny_bert_dir), train_last_layers=1)
-    adapted = HuggingFaceEncoder(str(tiny_bert_dir), lora=LoraOptions(targets=["query"]))
+        HuggingFaceEncoder(str(tiny_bert_dir), finetune=FineTuning(train_last_layers=1))
+    adapted = HuggingFaceEncoder(str(tiny_bert_dir), finetune=FineTuning(lora=LoraOptions(targets=["query"])))
     assert lora_parameters(adapted)
 
 

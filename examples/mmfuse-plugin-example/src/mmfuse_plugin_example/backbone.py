@@ -7,19 +7,20 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from mmfuse.backbones import Backbone, BackboneOutput, Preset
-from mmfuse.backbones.finetune import LoraOptions
-from mmfuse.backbones.presets import get_preset
+from mmfuse.backbones import BackboneOutput, FineTuning, Preset, PretrainedBackbone
 from mmfuse.tokenizers import CharTokenizer
 
 LETTERS = "ACGTUN"  # U reads as T: the encoder serves DNA and RNA alike
 
 PRESETS = {
-    "tiny": Preset("tiny", None, {"dim": 32, "depth": 2, "kernel_size": 5}, embed_dim=32, max_tokens=4096,
-                   modality="dna", license="Apache-2.0", paper="mmfuse-plugin-example"),  # fmt: skip
-    "small": Preset("small", None, {"dim": 128, "depth": 4, "kernel_size": 9}, embed_dim=128, max_tokens=16384,
-                    modality="dna", license="Apache-2.0", paper="mmfuse-plugin-example"),  # fmt: skip
-}
+    p.name: p
+    for p in (
+        Preset(name="tiny", source=None, config={"dim": 32, "depth": 2, "kernel_size": 5}, embed_dim=32,
+               max_tokens=4096, modality="dna", license="Apache-2.0", paper="mmfuse-plugin-example"),
+        Preset(name="small", source=None, config={"dim": 128, "depth": 4, "kernel_size": 9}, embed_dim=128,
+               max_tokens=16384, modality="dna", license="Apache-2.0", paper="mmfuse-plugin-example"),
+    )
+}  # fmt: skip
 
 
 class _Block(nn.Module):
@@ -36,52 +37,67 @@ class _Block(nn.Module):
         return x + self.proj(nn.functional.gelu(h))
 
 
-class CharCNN(Backbone):
+class _CharCNNModel(nn.Module):
+    """Letter embedding, residual blocks, a final norm; padding stays zero between blocks."""
+
+    def __init__(self, dim: int, depth: int, kernel_size: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(len(LETTERS) + 1, dim, padding_idx=0)
+        self.layers = nn.ModuleList(_Block(dim, kernel_size) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        x = self.embed(ids.clamp(min=0))
+        keep = mask.unsqueeze(-1).to(x.dtype)
+        for block in self.layers:
+            x = block(x) * keep
+        return self.norm(x) * keep
+
+
+class CharCNN(PretrainedBackbone):
     """A small residual CNN over nucleotides (random weights; an example of a plugin backbone).
+
+    :class:`~mmfuse.backbones.PretrainedBackbone` resolves the preset (unknown names get the list of
+    known ones); this class supplies only how to build its model from a preset's config, its
+    tokenizer, :meth:`encode`, :meth:`blocks` and :attr:`embed_dim`. The fine-tuning options
+    (``finetune: {freeze: true}``, ``train_last_layers``, ``lora``, ``gradient_checkpointing``) work
+    from :meth:`blocks` and :attr:`lora_targets` alone.
 
     Args:
         preset: ``tiny`` (32 wide, 2 blocks) or ``small`` (128 wide, 4 blocks).
         modality: the modality this encoder reads.
-        freeze: keep the weights fixed and the module in eval mode.
-        train_last_layers: train only the last N blocks.
-        lora: adapt with LoRA (default target: each block's ``proj``); only the LoRA matrices train.
-        gradient_checkpointing: recompute block activations in the backward pass (less memory).
+        finetune: which weights train (:class:`~mmfuse.backbones.FineTuning`; LoRA's default
+            target: each block's ``proj``).
+
+    Examples:
+        >>> backbone = CharCNN("tiny", finetune=FineTuning(train_last_layers=1))
+        >>> out = backbone(backbone.tokenizer(["ACGTU", "AC"]))
+        >>> tuple(out.embeddings.shape), out.mask.sum(1).tolist()
+        ((2, 5, 32), [5, 2])
     """
 
     presets: ClassVar[Mapping[str, Preset]] = PRESETS
+    default_preset = "tiny"
     padding_invariant = False  # the convolutions see padding next to the sequence's ends
     lora_targets = ("proj",)
 
-    def __init__(
-        self,
-        preset: str = "tiny",
-        modality: str = "dna",
-        freeze: bool = False,
-        train_last_layers: int | None = None,
-        lora: LoraOptions | None = None,
-        gradient_checkpointing: bool = False,
-    ) -> None:
-        super().__init__(modality, freeze, train_last_layers, lora, gradient_checkpointing)
-        self.preset = get_preset(PRESETS, preset, "CharCNN")
-        config = self.preset.config
-        self.embed = nn.Embedding(len(LETTERS) + 1, config["dim"], padding_idx=0)
-        self.layers = nn.ModuleList(_Block(config["dim"], config["kernel_size"]) for _ in range(config["depth"]))
-        self.norm = nn.LayerNorm(config["dim"])
+    def __init__(self, preset: str = "tiny", modality: str = "dna", finetune: FineTuning | None = None) -> None:
+        super().__init__(modality, finetune)
+        self._build_model(preset, source=None, pretrained=False)  # random weights: nothing to download
         ids = [1 + LETTERS.index(c) if c != "U" else 1 + LETTERS.index("T") for c in LETTERS]
         self.tokenizer = CharTokenizer("CharCNN", LETTERS, ids, pad_id=0, max_tokens=self.preset.max_tokens)
         self._finish_init()
+
+    def _from_config(self, config: Mapping[str, int]) -> nn.Module:
+        return _CharCNNModel(config["dim"], config["depth"], config["kernel_size"])
 
     @property
     def embed_dim(self) -> int:
         return int(self.preset.config["dim"])
 
     def blocks(self) -> list[nn.Module]:
-        return list(self.layers)
+        return list(self.model.layers)
 
     def encode(self, batch: Mapping[str, Tensor]) -> BackboneOutput:
         mask = batch["attention_mask"].bool()
-        x = self.embed(batch["input_ids"].clamp(min=0))
-        keep = mask.unsqueeze(-1).to(x.dtype)
-        for block in self.layers:
-            x = block(x) * keep  # padding stays zero between blocks
-        return BackboneOutput(self.norm(x) * keep, mask)
+        return BackboneOutput(self.model(batch["input_ids"], mask), mask)
