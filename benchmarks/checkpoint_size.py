@@ -20,16 +20,16 @@ import torch
 
 from mmfuse.adapters import ConcatFusion
 from mmfuse.backbones import ESM2
-from mmfuse.backbones.finetune import LoraOptions
+from mmfuse.backbones.finetune import FineTuning, LoraOptions
 from mmfuse.data import IsoformExpression
 from mmfuse.tasks import MLPHead, RegressionTask
 
-SETUPS = {"full": {}, "lora r=8": {"lora": LoraOptions(r=8)}, "frozen": {"freeze": True}}
+SETUPS = {"full": FineTuning(), "lora r=8": FineTuning(lora=LoraOptions(r=8)), "frozen": FineTuning(freeze=True)}
 
 
-def checkpoint_mb(preset: str, source: str, options: dict, root: Path) -> float:
+def checkpoint_mb(preset: str, source: str, options: FineTuning, root: Path) -> float:
     task = RegressionTask(
-        {"protein": ESM2(preset, source=source, **options)},
+        {"protein": ESM2(preset, source=source, finetune=options)},
         adapter=partial(ConcatFusion, hidden_dim=64),
         head=partial(MLPHead, hidden_dims=[64]),
         target_names=[f"t{i}" for i in range(30)],

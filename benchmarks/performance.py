@@ -108,28 +108,33 @@ def build(size: str, frozen: bool, work: Path, cache: bool = False, lora: bool =
     """The task of a size: ``quick`` (quickstart) or ``preset`` (the ModelGenerator configuration)."""
     from mmfuse.adapters import ConcatFusion
     from mmfuse.backbones import ESM2, Enformer, HuggingFaceEncoder, NucleotideTransformer
-    from mmfuse.backbones.finetune import LoraOptions
-    from mmfuse.embedding_cache import CacheOptions
+    from mmfuse.backbones.finetune import FineTuning, LoraOptions
+    from mmfuse.cache import CacheOptions
     from mmfuse.tasks import RegressionTask
     from mmfuse.tasks.heads import MLPHead
 
     if size == "quick":
         backbones = {
-            "dna": Enformer("tiny", freeze=frozen),
-            "rna": NucleotideTransformer("tiny", modality="rna", freeze=frozen),
-            "protein": ESM2("tiny", freeze=frozen),
+            "dna": Enformer("tiny", finetune=FineTuning(freeze=frozen)),
+            "rna": NucleotideTransformer("tiny", modality="rna", finetune=FineTuning(freeze=frozen)),
+            "protein": ESM2("tiny", finetune=FineTuning(freeze=frozen)),
         }
         adapter, head = (lambda d: ConcatFusion(d, hidden_dim=64)), (lambda i, o: MLPHead(i, o, [128], dropout=0.1))
     else:
         lora_options = LoraOptions(r=4, alpha=8, dropout=0.1, targets=["query", "value"])
-        adapt: dict[str, Any] = {} if frozen or not lora else {"lora": lora_options}
-        adapt["gradient_checkpointing"] = checkpointing
+        adapt = FineTuning(freeze=frozen, lora=None if frozen or not lora else lora_options,
+                           gradient_checkpointing=checkpointing)  # fmt: skip
         backbones = {
-            "dna": Enformer(source=str(_enformer_dir(work / "enformer", 192, 2)), pretrained=False, freeze=frozen,
-                           use_tf_gamma=False, gradient_checkpointing=checkpointing),
-            "rna": HuggingFaceEncoder(str(_bert_dir(work / "bert", 256, 4, 4, 1000)), modality="rna",
-                                      max_length=1002, freeze=frozen, **adapt),  # fmt: skip
-            "protein": ESM2("esm2_t6_8M_UR50D", pretrained=False, freeze=frozen, **adapt),
+            "dna": Enformer(
+                source=str(_enformer_dir(work / "enformer", 192, 2)),
+                pretrained=False,
+                use_tf_gamma=False,
+                finetune=FineTuning(freeze=frozen, gradient_checkpointing=checkpointing),
+            ),
+            "rna": HuggingFaceEncoder(
+                str(_bert_dir(work / "bert", 256, 4, 4, 1000)), modality="rna", max_length=1002, finetune=adapt
+            ),
+            "protein": ESM2("esm2_t6_8M_UR50D", pretrained=False, finetune=adapt),
         }
         adapter, head = (lambda d: ConcatFusion(d, hidden_dim=256)), (lambda i, o: MLPHead(i, o, [256], dropout=0.1))
     from mmfuse.data import GTEX_TISSUES
@@ -200,7 +205,7 @@ def measure_steps(spec: dict, work: Path) -> dict:
     records = spec["batch"] * (n + warm) * 5 // 4 if spec["mode"] == "datamodule" else spec["batch"] * 8
     dm = data(spec["size"], records=records, work=work, batch=spec["batch"], workers=spec.get("workers", 0))
     dm.setup("fit")
-    dm.attach_tokenizers(task.tokenizers())
+    dm.attach_tokenizers(task.model.tokenizers())
     loader = dm.train_dataloader()
     batches, it = [], iter(loader)
     while len(batches) < 8 and spec["mode"] != "datamodule":
@@ -217,17 +222,14 @@ def measure_steps(spec: dict, work: Path) -> dict:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         task.to(device).train()
         optimizer = torch.optim.AdamW(params)
-        mean, std = task.target_mean, task.target_std
+        mean, std = task.objective.target_mean, task.objective.target_std
         t0 = 0.0
         for i, batch in enumerate(plan):
             if i == warm:
                 t0 = time.perf_counter()
             inputs = {m: {k: v.to(device) for k, v in enc.items()} for m, enc in batch["inputs"].items()}
-            features = {}
-            for m, backbone in task.backbones.items():
-                out = backbone(inputs[m])
-                features[m] = (out.embeddings, out.mask & batch["present"][m].to(device).unsqueeze(1))
-            pred = task.head(task.adapter(features))
+            present = {m: p.to(device) for m, p in batch["present"].items()}
+            pred = task.model(inputs, present)  # the plain nn.Module, in a hand-written loop
             loss = F.mse_loss(pred, (batch["target"].to(device) - mean) / std)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

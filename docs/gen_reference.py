@@ -91,10 +91,10 @@ def component(cls: type | Callable, heading: str, source: str = "") -> str:
 
 
 def render() -> str:
-    from mmfuse.backbones.finetune import LoraOptions
+    from mmfuse.backbones.finetune import FineTuning, LoraOptions
     from mmfuse.data import CellClassification, IsoformExpression, SequenceClassification, TFBinding
-    from mmfuse.embedding_cache import CacheOptions
-    from mmfuse.registry import ADAPTERS, BACKBONES, BUILTIN_SOURCE, HEADS
+    from mmfuse.cache import CacheOptions
+    from mmfuse.registry import ADAPTERS, BACKBONES, BUILTIN_SOURCE, HEADS, OBJECTIVES
     from mmfuse.tasks import ClassificationTask, RegressionTask
 
     parts = [
@@ -113,13 +113,15 @@ def render() -> str:
     parts += [component(cls, cls.__name__) for cls in data_modules]
     for title, registry in (("Backbones (`model.init_args.backbones.<modality>`)", BACKBONES),
                             ("Fusion adapters (`model.init_args.adapter`)", ADAPTERS),
-                            ("Heads (`model.init_args.head`)", HEADS)):  # fmt: skip
+                            ("Heads (`model.init_args.head`)", HEADS),
+                            ("Objectives (`model.init_args.objective`)", OBJECTIVES)):  # fmt: skip
         parts += [f"## {title}", ""]
         for entry in registry.entries():
             if entry.source == BUILTIN_SOURCE:  # plugins document their own components
                 parts.append(component(entry.obj, entry.name))
     parts += ["## Option groups", ""]
-    parts.append(component(LoraOptions, "LoraOptions (`lora:` of a backbone)"))
+    parts.append(component(FineTuning, "FineTuning (`finetune:` of a backbone)"))
+    parts.append(component(LoraOptions, "LoraOptions (`finetune.lora:` of a backbone)"))
     parts.append(component(CacheOptions, "CacheOptions (`embedding_cache:` of a task)"))
     return "\n".join(parts).rstrip() + "\n"
 

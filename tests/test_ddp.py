@@ -46,7 +46,7 @@ CONFIG = {
         "init_args": {
             "backbones": {
                 # frozen (eval mode): its batch norm does not see the batch, which differs between the runs
-                "dna": {"class_path": "Enformer", "init_args": {"preset": "tiny", "freeze": True}},
+                "dna": {"class_path": "Enformer", "init_args": {"preset": "tiny", "finetune": {"freeze": True}}},
                 "rna": {"class_path": "NucleotideTransformer", "init_args": {"preset": "tiny", "modality": "rna"}},
                 "protein": {"class_path": "ESM2", "init_args": {"preset": "tiny"}},
             },
