@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import warnings
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,8 +22,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from mmfuse.cli_hints import SECTIONS, config_hints, user_config
 from mmfuse.errors import MmfuseError
-from mmfuse.registry import REGISTRIES, PluginLoadError, UnknownComponentError, suggest
+from mmfuse.registry import REGISTRIES, PluginLoadError, UnknownComponentError
 
 __all__ = ["MmfuseCLI", "main"]
 
@@ -32,8 +33,6 @@ _DESCRIPTION = (
     "(Lightning), and `mmfuse components` (what is registered), `mmfuse sample-data --out FILE`, "
     "`mmfuse data build-isoform` (see its --help)."
 )
-# jsonargparse's wording for a class name it cannot resolve
-_UNRESOLVED = re.compile(r"(?:Expected a dot import path string:|Import path) ['\"]?([A-Za-z_][\w.]*)")
 _USER_ERRORS = (MmfuseError, UnknownComponentError, PluginLoadError)
 _CKPT_ALIASES = {"last", "best", "hpc", "registry"}
 
@@ -49,73 +48,36 @@ def load_components() -> None:
         registry.load_plugins()
 
 
-def _component_hints(message: str) -> list[str]:
-    hints = []
-    for name in dict.fromkeys(_UNRESOLVED.findall(message)):
-        short = name.rsplit(".", 1)[-1]
-        if "." in name or short[:1].islower():
-            continue
-        hint = suggest(short)
-        if hint:
-            hints.append(hint)
-    return hints
+# the command line of the parse under way, for the hints of the parser's error (set by parse_arguments)
+_ARGS: ContextVar[list[str] | None] = ContextVar("mmfuse_cli_args", default=None)
 
 
-_NOT_ACCEPTED = re.compile(r"Option '([\w.]+)' is not accepted\. Got value: Namespace\(class_path='([\w.]+)'")
-_NOT_OPTION = re.compile(r"does not accept option '([\w.]+)'")
-_TOP_LEVEL = ("seed_everything", "trainer", "model", "data", "predictions", "ckpt_path", "optimizer", "lr_scheduler")
+def _sections(parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The top-level keys of ``parser``'s config, each with the class it configures (``None``: a value)."""
+    from lightning.pytorch import Trainer
 
+    from mmfuse.tasks import FusionTask, PredictionWriter
 
-def _parameters(class_path: str) -> list[str]:
-    """Names of the constructor arguments of the class at ``class_path`` (empty if it cannot be found)."""
-    import inspect
-    import pydoc
-
-    cls = pydoc.locate(class_path)
-    if not inspect.isclass(cls):
-        return []
-    try:
-        parameters = inspect.signature(cls.__init__).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    return [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-
-
-def _did_you_mean(name: str, known: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _option_hints(message: str) -> list[str]:
-    """One line per misspelled option in jsonargparse's (deeply nested) message, with the closest name."""
-    hints = []
-    for option, class_path in dict.fromkeys(_NOT_ACCEPTED.findall(message)):
-        known = _parameters(class_path)
-        name = class_path.rsplit(".", 1)[-1]
-        takes = f" ({name} takes: {', '.join(known)})" if known else ""
-        hints.append(f"'{option}' is not an option of {name}{_did_you_mean(option, known)}{takes}")
-    for key in dict.fromkeys(_NOT_OPTION.findall(message)):
-        head, _, rest = key.partition(".")
-        if head not in _TOP_LEVEL:
-            hints.append(f"'{head}' is not a section of the config{_did_you_mean(head, _TOP_LEVEL)}")
-        elif head == "trainer" and rest:
-            option = rest.split(".")[0]
-            known = _parameters("lightning.pytorch.Trainer")
-            hints.append(f"'{option}' is not an option of the Trainer{_did_you_mean(option, known)}")
-    return hints
+    # argparse's list of the parser's actions: the one place holding every key the parser really has
+    keys = [a.dest.split(".")[0] for a in getattr(parser, "_actions", []) if a.dest != "help"]
+    classes = {"trainer": Trainer, "model": FusionTask, "data": LightningDataModule, "predictions": PredictionWriter}
+    return {key: classes.get(key) for key in dict.fromkeys([*SECTIONS, *keys])}
 
 
 class _Parser(LightningArgumentParser):
-    """Adds, to jsonargparse's message for an unresolvable class name, the registry's known names, and for
-    a misspelled option or section, the closest correct one."""
+    """Adds to jsonargparse's message, once and at its end, mmfuse's hints for the config it refused:
+    unknown component names with the registry's known ones, misspelled or moved options and sections with
+    what to write instead (:mod:`mmfuse.cli_hints`)."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        hints = _component_hints(message) + _option_hints(message)
-        if hints:  # nested parsers may have added them mid-message already: keep one copy, at the end
-            lines = [line for line in message.rstrip().splitlines() if line.strip() not in hints]
-            message = "\n".join(lines + hints)
+        args = _ARGS.get()
+        if self.exit_on_error and args is not None:  # the error the user sees (nested parsers raise theirs)
+            try:
+                hints = config_hints(user_config(args), _sections(self))
+            except Exception:  # a hint must never hide the error itself
+                hints = []
+            if hints:
+                message = "\n".join([message.rstrip(), *hints])
         super().error(message, ex)
 
 
@@ -179,11 +141,11 @@ class MmfuseCLI(LightningCLI):
     """
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
-        from mmfuse.tasks import MultiModalTask
+        from mmfuse.tasks import FusionTask
 
         load_components()  # before parsing: YAML may name any registered class by its short name
         super().__init__(
-            MultiModalTask,
+            FusionTask,
             LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
@@ -207,14 +169,20 @@ class MmfuseCLI(LightningCLI):
             # directory then warns that it will not resume its bookkeeping, which is irrelevant here
             warnings.filterwarnings("ignore", message="The dirpath has changed from")
 
-    def _parse_ckpt_path(self) -> None:
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        command_line = sys.argv[1:] if args is None else args  # or a dict / Namespace (parse_object)
+        token = _ARGS.set(list(command_line) if isinstance(command_line, list | tuple) else None)
+        try:
+            super().parse_arguments(parser, args)
+        finally:
+            _ARGS.reset(token)
+        # before Lightning reads the checkpoint's hyperparameters: `last` is found, and the file checked
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path == "last":
             ckpt_path = self._resolve_last(subcommand)
         if ckpt_path:
             _check_checkpoint(str(ckpt_path))
-        super()._parse_ckpt_path()
 
     def _resolve_last(self, subcommand: str) -> str | None:
         """``--ckpt_path last``: the newest ``last*.ckpt`` of the earlier runs of this config.
@@ -243,13 +211,14 @@ class MmfuseCLI(LightningCLI):
         self.config[subcommand]["ckpt_path"] = path
         return path
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
         # checkpoints are written crash-safe and read with weights_only=True unless the user chose a
         # CheckpointIO, or a strategy that writes its own (sharded, TPU)
         from lightning.fabric.plugins import CheckpointIO
 
         from mmfuse.tasks import AtomicCheckpointIO
 
+        config = {**(self.config_init.get(str(self.subcommand), self.config_init).get("trainer") or {}), **kwargs}
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
         strategy = str(config.get("strategy") or "").lower()
@@ -257,8 +226,8 @@ class MmfuseCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins) and not any(
             name in strategy or name in accelerator for name in ("deepspeed", "xla", "tpu")
         ):
-            config["plugins"] = [*plugins, AtomicCheckpointIO()]
-        return super()._instantiate_trainer(config, callbacks)
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback

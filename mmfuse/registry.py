@@ -1,11 +1,12 @@
-"""Named registries of components: backbones, fusion adapters and heads.
+"""Named registries of components: backbones, fusion adapters, heads and objectives.
 
 A :class:`Registry` maps a component name (its class name, which is also what YAML configs write as
 ``class_path``) to the class. Built-in components register themselves with a decorator when their
 module is imported; third-party packages add components through the entry-point groups
-``mmfuse.backbones``, ``mmfuse.adapters`` and ``mmfuse.heads``, which are loaded lazily, on the first
-lookup or listing. A plugin that fails to import is recorded with its distribution's name and reported,
-without breaking the other components.
+``mmfuse.backbones``, ``mmfuse.adapters``, ``mmfuse.heads`` and ``mmfuse.objectives``, which are loaded
+lazily, on the first lookup or listing. A plugin that fails to import is recorded with its
+distribution's name and reported, without breaking the other components. :func:`suggest_name` is
+mmfuse's one "did you mean" matcher.
 
 This module imports nothing from mmfuse (see ARCHITECTURE.md).
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ __all__ = [
     "ADAPTERS",
     "BACKBONES",
     "HEADS",
+    "OBJECTIVES",
     "REGISTRIES",
     "ComponentEntry",
     "DuplicateComponentError",
@@ -62,20 +64,38 @@ class PluginLoadError(ImportError):
     """A plugin entry point that could not be imported."""
 
 
+#: how similar (difflib's ratio, 0 to 1) a known name must be to be suggested
+SUGGEST_CUTOFF = 0.6
+
+
+def _closest(name: str, known: Iterable[str]) -> tuple[float, str] | None:
+    """The known name closest to ``name`` and its score (2.0 for a case-insensitive match), if close enough."""
+    lowered = name.lower()
+    best: tuple[float, str] | None = None
+    for candidate in known:
+        if candidate.lower() == lowered:
+            return 2.0, candidate
+        score = difflib.SequenceMatcher(None, lowered, candidate.lower()).ratio()
+        if score >= SUGGEST_CUTOFF and (best is None or score > best[0]):
+            best = (score, candidate)
+    return best
+
+
 def suggest_name(name: str, known: Sequence[str]) -> str | None:
     """The known name closest to ``name``: a case-insensitive match first, else the most similar.
+
+    mmfuse's one "did you mean" matcher: registries, presets, config options and categories use it.
 
     Examples:
         >>> suggest_name("enformer", ["Enformer", "Geneformer"])
         'Enformer'
         >>> suggest_name("ESM3", ["ESM2", "Enformer"])
         'ESM2'
+        >>> suggest_name("Transformer", ["ESM2"]) is None
+        True
     """
-    lowered = {k.lower(): k for k in known}
-    if name.lower() in lowered:
-        return lowered[name.lower()]
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
-    return lowered[close[0]] if close else None
+    close = _closest(name, known)
+    return close[1] if close else None
 
 
 @dataclass(frozen=True)
@@ -261,22 +281,29 @@ def _source_of(obj: Any) -> str:
 BACKBONES = Registry("backbone", builtins=("mmfuse.backbones",))
 ADAPTERS = Registry("adapter", builtins=("mmfuse.adapters",))
 HEADS = Registry("head", builtins=("mmfuse.tasks",))
-REGISTRIES: dict[str, Registry] = {"backbones": BACKBONES, "adapters": ADAPTERS, "heads": HEADS}
+OBJECTIVES = Registry("objective", builtins=("mmfuse.tasks",))
+REGISTRIES: dict[str, Registry] = {
+    "backbones": BACKBONES,
+    "adapters": ADAPTERS,
+    "heads": HEADS,
+    "objectives": OBJECTIVES,
+}
 
 
 def suggest(name: str) -> str | None:
     """A hint for an unknown component ``name``, searching every registry.
 
-    Returns the message of the registry whose names are closest, or ``None`` if ``name`` is registered.
+    Returns the message of the registry holding the closest name (:func:`suggest_name`'s match), a
+    message pointing to ``mmfuse components`` if no registry holds a close one, or ``None`` if ``name``
+    is registered.
     """
     best: tuple[float, Registry] | None = None
     for registry in REGISTRIES.values():
         if name in registry:
             return None
-        for known in registry.names():
-            score = difflib.SequenceMatcher(None, name.lower(), known.lower()).ratio()
-            if best is None or score > best[0]:
-                best = (score, registry)
+        close = _closest(name, registry.names())
+        if close and (best is None or close[0] > best[0]):
+            best = (close[0], registry)
     if best is None:
-        return f"Unknown component {name!r}: no components are registered."
+        return f"Unknown component {name!r}, and no registered name is close; `mmfuse components` lists them."
     return best[1].unknown_message(name)

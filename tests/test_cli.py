@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mmfuse.cli import main
+from mmfuse.cli_hints import config_hints, user_config
+from mmfuse.registry import Registry
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").rglob("*.yaml"))
 
@@ -67,6 +71,16 @@ def test_bad_adapter_option_is_one_clear_line(quickstart, capsys, monkeypatch):
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("mmfuse: error: queries ['atac'] must name one or more of the modalities"), last
     assert "Traceback" not in stderr
+
+
+def test_trainer_writes_checkpoints_through_the_atomic_checkpoint_io(quickstart, monkeypatch, tmp_path):
+    from mmfuse.cli import MmfuseCLI
+    from mmfuse.tasks import AtomicCheckpointIO
+
+    monkeypatch.setattr("sys.argv", ["mmfuse"])
+    cli = MmfuseCLI(["--config", str(quickstart), "--data.init_args.sample_genes=12", "--trainer.logger=false",
+                     f"--trainer.default_root_dir={tmp_path}"], run=False)  # fmt: skip
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 def test_plugin_components_and_failures_are_reported_by_distribution(run_mmfuse, tmp_path):
@@ -133,3 +147,148 @@ def test_sample_data_command_writes_the_table(tmp_path, capsys):
     table = pd.read_parquet(tmp_path / "s.parquet")
     assert table.gene_id.nunique() == 5 and "Vagina" in table.columns
     assert "Wrote" in capsys.readouterr().out
+
+
+# hints for a refused config, from signatures and registries (small stand-ins for mmfuse's classes)
+@dataclass
+class FineTuning:
+    freeze: bool = False
+    lora: dict | None = None
+
+
+class Module:  # what torch.nn.Module is to mmfuse's components: the base of several registries
+    pass
+
+
+class Encoder(Module):
+    def __init__(self, preset: str = "tiny", finetune: FineTuning | None = None) -> None: ...
+
+
+class Head(Module):
+    def __init__(self, dropout: float = 0.0, loss_scale: float = 1.0) -> None: ...
+
+
+class Objective(Module):
+    pass
+
+
+class Regression(Objective):
+    def __init__(self, target_names: list[str], loss: str = "mse", standardize_targets: bool = True) -> None: ...
+
+
+class Classification(Objective):
+    def __init__(self, target_names: list[str], label_smoothing: float = 0.0) -> None: ...
+
+
+class Task:
+    def __init__(
+        self,
+        encoders: dict[str, Encoder],
+        head: Module | None = None,
+        objective: Objective | None = None,
+        lr: float = 1e-3,
+    ) -> None: ...
+
+
+class RegressionTask(Task):
+    pass
+
+
+class ClassificationTask(Task):
+    pass
+
+
+class Runner:
+    def __init__(self, max_epochs: int = 1, max_steps: int = -1) -> None: ...
+
+
+def _hints(config: dict) -> list[str]:
+    registries = {kind: Registry(kind, group="mmfuse.test-none") for kind in ("encoder", "head", "objective")}
+    registries["encoder"].register()(Encoder)
+    registries["head"].register()(Head)
+    registries["objective"].register()(Regression)
+    registries["objective"].register()(Classification)
+    return config_hints(config, {"model": Task, "runner": Runner, "seed_everything": None}, registries)
+
+
+def _task(task: str = "RegressionTask", encoder: dict | None = None, **options) -> dict:
+    encoder = {"class_path": "Encoder", "init_args": encoder or {"preset": "tiny"}}
+    return {"model": {"class_path": task, "init_args": {"encoders": {"dna": encoder}, **options}}}
+
+
+def test_hints_name_the_closest_option_section_and_component():
+    assert _hints(_task(lrr=0.1)) == [
+        "'lrr' is not an option of RegressionTask; did you mean 'lr'? "
+        "(RegressionTask takes: encoders, head, objective, lr)"
+    ]
+    assert _hints({"runer": {}, "runner": {"max_epoch": 3}}) == [
+        "'runer' is not a section of the config; did you mean 'runner'?",
+        "'max_epoch' is not an option of the Runner; did you mean 'max_epochs'? (Runner takes: max_epochs, max_steps)",
+    ]
+    config = _task()
+    config["model"]["init_args"]["encoders"]["rna"] = {"class_path": "Encodr"}
+    assert _hints(config) == ["Unknown encoder 'Encodr'. Known encoders: Encoder. Did you mean 'Encoder'?"]
+    # `head` takes any Module (encoders and objectives too): its own registry answers
+    assert _hints(_task(head={"class_path": "Haed"})) == [
+        "Unknown head 'Haed'. Known heads: Head. Did you mean 'Head'?"
+    ]
+    assert _hints({**_task(), "seed_everything": 1}) == []  # a valid config: nothing to say
+    assert _hints(_task("RegresionTask")) == [
+        "Unknown Task 'RegresionTask'. Known: ClassificationTask, RegressionTask, Task. Did you mean 'RegressionTask'?"
+    ]
+
+
+def test_hints_say_where_an_option_of_the_previous_layout_moved():
+    assert _hints(_task(encoder={"preset": "tiny", "freeze": True})) == [
+        "'freeze' is now an option of finetune: write `finetune: {freeze: true}`"
+    ]
+    assert _hints(_task(encoder={"freeze": True, "lora": {"r": 8}, "presett": "tiny"})) == [
+        "'presett' is not an option of Encoder; did you mean 'preset'? (Encoder takes: preset, finetune)",
+        "'freeze' and 'lora' are now options of finetune: write `finetune: {freeze: true, lora: {r: 8}}`",
+    ]
+    assert _hints(_task(encoder={"finetune": {"frezze": True}})) == [
+        "'frezze' is not an option of FineTuning; did you mean 'freeze'? (FineTuning takes: freeze, lora)"
+    ]
+    assert _hints(_task(loss="huber", standardize_targets=False)) == [
+        "'loss' and 'standardize_targets' are options of the objective: write "
+        "`objective: {class_path: Regression, init_args: {loss: huber, standardize_targets: false}}`"
+    ]
+    # `head` (a Module) takes Regression too, `objective` (an Objective) more closely
+    assert _hints(_task(loss="huber", head={"class_path": "Head", "init_args": {"dropout": 0.1}}))[0].startswith(
+        "'loss' is an option of the objective: write `objective: {class_path: Regression"
+    )
+    assert _hints(_task("ClassificationTask", label_smoothing=0.1)) == [
+        "'label_smoothing' is an option of the objective: write "
+        "`objective: {class_path: Classification, init_args: {label_smoothing: 0.1}}`"
+    ]
+
+
+def test_user_config_merges_config_files_and_overrides(tmp_path):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("trainer: {max_epochs: 3, logger: false}\nmodel: {class_path: A, init_args: {x: 1}}\n")
+    second.write_text("trainer: {max_epochs: 5}\n")
+    args = ["fit", "-c", str(first), "--config", str(second), "--print_config", "--trainer.logger", "true",
+            "--model.init_args.y=[1, 2]", "--trainer.callbacks+=X", "--seed_everything", "-1"]  # fmt: skip
+    assert user_config(args) == {
+        "trainer": {"max_epochs": 5, "logger": True},
+        "model": {"class_path": "A", "init_args": {"x": 1, "y": [1, 2]}},
+        "seed_everything": -1,
+    }
+    assert user_config(["fit", "--config", str(first), "--model=B"])["model"] == {"class_path": "B"}
+
+
+def test_moved_options_of_todays_configs_say_what_to_write(quickstart, capsys, monkeypatch, tmp_path):
+    """End to end on the real classes, once the typed fine-tuning group and the objectives exist."""
+    pytest.importorskip("mmfuse.tasks.objectives")
+    if not hasattr(importlib.import_module("mmfuse.backbones"), "FineTuning"):
+        pytest.skip("mmfuse.backbones.FineTuning does not exist yet")
+    config = tmp_path / "old.yaml"
+    esm2 = "class_path: ESM2\n        init_args: {preset: tiny"
+    text = quickstart.read_text().replace(esm2 + "}", esm2 + ", freeze: true}")
+    config.write_text(text.replace("    optimizer:\n", "    loss: huber\n    optimizer:\n", 1))
+    code, stderr = _in_process(capsys, monkeypatch, "fit", "--config", str(config))
+    assert code == 2
+    assert stderr.rstrip().splitlines()[-2:] == [
+        "'loss' is an option of the objective: write `objective: {class_path: Regression, init_args: {loss: huber}}`",
+        "'freeze' is now an option of finetune: write `finetune: {freeze: true}`",
+    ]

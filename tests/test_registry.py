@@ -8,11 +8,14 @@ import pytest
 from mmfuse import registry as registry_module
 from mmfuse.registry import (
     BACKBONES,
+    OBJECTIVES,
+    REGISTRIES,
     DuplicateComponentError,
     PluginLoadError,
     Registry,
     UnknownComponentError,
     suggest,
+    suggest_name,
 )
 
 
@@ -60,6 +63,24 @@ def test_suggest_searches_all_registries():
     assert "Known adapters" in suggest("ConcatFusoin") and "'ConcatFusion'" in suggest("ConcatFusoin")
     assert "'MLPHead'" in suggest("MlpHead")
     assert suggest("ESM2") is None
+    assert (
+        suggest("Zzyzx")
+        == "Unknown component 'Zzyzx', and no registered name is close; `mmfuse components` lists them."
+    )
+
+
+def test_one_matcher_case_first_then_the_most_similar_above_one_cutoff():
+    assert suggest_name("esm2", ["ESM1", "esm2x", "ESM2"]) == "ESM2"  # case-insensitive equality wins
+    assert suggest_name("hiden_dim", ["dropout", "hidden_dims", "hidden_dim"]) == "hidden_dim"
+    assert suggest_name("max_epoch", ["max_steps", "max_epochs"]) == "max_epochs"
+    assert suggest_name("lr", ["dropout", "hidden_dim"]) is None and suggest_name("x", []) is None
+    assert suggest_name("ab", ["abcde"]) is None  # difflib's ratio 0.57: below the cutoff (0.6)
+    assert suggest_name("abc", ["abcde"]) == "abcde"  # 0.75
+
+
+def test_objectives_registry_is_listed_with_the_others():
+    assert REGISTRIES["objectives"] is OBJECTIVES and OBJECTIVES.kind == "objective"
+    assert OBJECTIVES.group == "mmfuse.objectives" and "mmfuse.tasks" in OBJECTIVES.builtins
 
 
 def test_plugins_load_lazily_and_failures_name_the_distribution(monkeypatch):
