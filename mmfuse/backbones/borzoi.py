@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from mmfuse.backbones._dna_trunk import DnaTrunkBackbone
 from mmfuse.backbones._weights import load_config_and_weights, read_config, save_config_and_weights
-from mmfuse.backbones.presets import Preset
+from mmfuse.backbones.presets import Preset, preset_table
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
 
@@ -48,18 +48,15 @@ def _replicate(i: int) -> Preset:
     )  # fmt: skip
 
 
-BORZOI_PRESETS = {
-    p.name: p
-    for p in (
-        Preset(
-            name="tiny", source=None,
-            config=dict(dim=32, depth=1, heads=2, attn_dim_key=8, attn_dim_value=16, bins_to_return=4,
-                 enable_human_head=False),
-            embed_dim=32, modality="dna", license="Apache-2.0", paper=_PAPER,
-        ),
-        *(_replicate(i) for i in range(4)),  # human, 524,288 bp in, 32 bp bins
-    )
-}  # fmt: skip
+BORZOI_PRESETS = preset_table(
+    Preset(
+        name="tiny", source=None,
+        config=dict(dim=32, depth=1, heads=2, attn_dim_key=8, attn_dim_value=16, bins_to_return=4,
+             enable_human_head=False),
+        embed_dim=32, modality="dna", license="Apache-2.0", paper=_PAPER,
+    ),
+    *(_replicate(i) for i in range(4)),  # human, 524,288 bp in, 32 bp bins
+)  # fmt: skip
 
 
 def _import_borzoi():

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from mmfuse.backbones._dna_trunk import DnaTrunkBackbone
 from mmfuse.backbones._weights import load_config_and_weights, save_config_and_weights
 from mmfuse.backbones.finetune import FineTuning
-from mmfuse.backbones.presets import Preset
+from mmfuse.backbones.presets import Preset, preset_table
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
 
@@ -31,23 +31,20 @@ _PAPER = "Avsec et al. 2021, Nature Methods 18:1196, https://doi.org/10.1038/s41
 #: TensorFlow-exact positional features (``use_tf_gamma``) are defined for
 _TF_GAMMA_BINS = 1536
 
-ENFORMER_PRESETS = {
-    p.name: p
-    for p in (
-        Preset(
-            name="tiny", source=None,
-            config=dict(dim=48, depth=1, heads=2, attn_dim_key=16, num_downsamples=5, dim_divisible_by=8,
-                 output_heads=dict(human=8), target_length=-1, dropout_rate=0.1),
-            embed_dim=96, modality="dna", license="MIT", paper=_PAPER,
-        ),
-        Preset(
-            name="enformer_official_rough", source="EleutherAI/enformer-official-rough",
-            config=dict(dim=1536, depth=11, heads=8, output_heads=dict(human=5313, mouse=1643), target_length=896,
-                 use_tf_gamma=True),
-            embed_dim=3072, modality="dna", license="Apache-2.0", paper=_PAPER,
-        ),
-    )
-}  # fmt: skip
+ENFORMER_PRESETS = preset_table(
+    Preset(
+        name="tiny", source=None,
+        config=dict(dim=48, depth=1, heads=2, attn_dim_key=16, num_downsamples=5, dim_divisible_by=8,
+             output_heads=dict(human=8), target_length=-1, dropout_rate=0.1),
+        embed_dim=96, modality="dna", license="MIT", paper=_PAPER,
+    ),
+    Preset(
+        name="enformer_official_rough", source="EleutherAI/enformer-official-rough",
+        config=dict(dim=1536, depth=11, heads=8, output_heads=dict(human=5313, mouse=1643), target_length=896,
+             use_tf_gamma=True),
+        embed_dim=3072, modality="dna", license="Apache-2.0", paper=_PAPER,
+    ),
+)  # fmt: skip
 
 
 def load_enformer(source: str, revision: str | None = None) -> nn.Module:

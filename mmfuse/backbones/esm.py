@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmfuse.backbones._hf import EsmFamilyBackbone
-from mmfuse.backbones.presets import Preset
+from mmfuse.backbones.presets import Preset, preset_table
 from mmfuse.registry import BACKBONES
 from mmfuse.tokenizers import ESM_RESIDUES, ESM_VOCAB, CharTokenizer
 
@@ -34,16 +34,13 @@ def _esm2(name: str, width: int, layers: int, heads: int, source: str | None) ->
 
 
 #: Named ESM2 checkpoints; ``tiny`` is a randomly initialised 2-layer model for tests and the quickstart.
-ESM2_PRESETS = {
-    p.name: p
-    for p in (
-        _esm2("tiny", 32, 2, 4, None),
-        _esm2("esm2_t6_8M_UR50D", 320, 6, 20, "facebook/esm2_t6_8M_UR50D"),
-        _esm2("esm2_t12_35M_UR50D", 480, 12, 20, "facebook/esm2_t12_35M_UR50D"),
-        _esm2("esm2_t30_150M_UR50D", 640, 30, 20, "facebook/esm2_t30_150M_UR50D"),
-        _esm2("esm2_t33_650M_UR50D", 1280, 33, 20, "facebook/esm2_t33_650M_UR50D"),
-    )
-}
+ESM2_PRESETS = preset_table(
+    _esm2("tiny", 32, 2, 4, None),
+    _esm2("esm2_t6_8M_UR50D", 320, 6, 20, "facebook/esm2_t6_8M_UR50D"),
+    _esm2("esm2_t12_35M_UR50D", 480, 12, 20, "facebook/esm2_t12_35M_UR50D"),
+    _esm2("esm2_t30_150M_UR50D", 640, 30, 20, "facebook/esm2_t30_150M_UR50D"),
+    _esm2("esm2_t33_650M_UR50D", 1280, 33, 20, "facebook/esm2_t33_650M_UR50D"),
+)
 
 
 @BACKBONES.register()

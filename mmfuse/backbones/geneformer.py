@@ -20,7 +20,7 @@ from mmfuse.backbones._hf import TransformersBackbone
 from mmfuse.backbones.builder import WeightsPlan
 from mmfuse.backbones.finetune import FineTuning
 from mmfuse.backbones.geneformer_inputs import RankValueTokenizer, read_dictionary
-from mmfuse.backbones.presets import Preset, fetch_file, is_local
+from mmfuse.backbones.presets import Preset, fetch_file, is_local, preset_table
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
 
@@ -76,22 +76,19 @@ def _preset(name: str, config: dict[str, Any], subfolder: str | None, files: tup
 #: 4,094 genes and ``<eos>`` (20,275 entries). The V1 12L weights lie in ``gf-12L-30M-i2048`` in the
 #: repository's 2024 layout; if the hub's current layout lacks them, download a revision that has them
 #: and set ``source`` to that directory.
-GENEFORMER_PRESETS = {
-    p.name: p
-    for p in (
-        _preset("tiny", dict(_bert(2, 32, 2, 64, 104), intermediate_size=64), None, None, True, _PAPER),
-        _preset("geneformer_v1_6L", _bert(6, 256, 4, 2048, 25426), "Geneformer-V1-10M", _V1_FILES, False, _PAPER),
-        _preset("geneformer_v1_12L", _bert(12, 512, 8, 2048, 25426), "gf-12L-30M-i2048", _V1_FILES, False, _PAPER),
-        _preset(
-            "geneformer_v2_104M",
-            dict(_bert(12, 768, 12, 4096, 20275), intermediate_size=3072),
-            "Geneformer-V2-104M",
-            _V2_FILES,
-            True,
-            _PAPER_V2,
-        ),  # fmt: skip
-    )
-}
+GENEFORMER_PRESETS = preset_table(
+    _preset("tiny", dict(_bert(2, 32, 2, 64, 104), intermediate_size=64), None, None, True, _PAPER),
+    _preset("geneformer_v1_6L", _bert(6, 256, 4, 2048, 25426), "Geneformer-V1-10M", _V1_FILES, False, _PAPER),
+    _preset("geneformer_v1_12L", _bert(12, 512, 8, 2048, 25426), "gf-12L-30M-i2048", _V1_FILES, False, _PAPER),
+    _preset(
+        "geneformer_v2_104M",
+        dict(_bert(12, 768, 12, 4096, 20275), intermediate_size=3072),
+        "Geneformer-V2-104M",
+        _V2_FILES,
+        True,
+        _PAPER_V2,
+    ),  # fmt: skip
+)
 _TINY_GENES = tuple(f"G{i:04d}" for i in range(100))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mmfuse.backbones._hf import EsmFamilyBackbone
-from mmfuse.backbones.presets import Preset
+from mmfuse.backbones.presets import Preset, preset_table
 from mmfuse.registry import BACKBONES
 from mmfuse.tokenizers import NT_VOCAB, KmerTokenizer
 
@@ -37,16 +37,13 @@ def _nt(name: str, width: int, layers: int, heads: int, source: str | None) -> P
 
 
 #: Named NT v2 checkpoints; ``tiny`` is a randomly initialised 2-layer model for tests and the quickstart.
-NT_PRESETS = {
-    p.name: p
-    for p in (
-        _nt("tiny", 32, 2, 4, None),
-        _nt("nt_v2_50m_multi_species", 512, 12, 16, "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species"),
-        _nt("nt_v2_100m_multi_species", 512, 22, 16, "InstaDeepAI/nucleotide-transformer-v2-100m-multi-species"),
-        _nt("nt_v2_250m_multi_species", 768, 24, 16, "InstaDeepAI/nucleotide-transformer-v2-250m-multi-species"),
-        _nt("nt_v2_500m_multi_species", 1024, 29, 16, "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species"),
-    )
-}
+NT_PRESETS = preset_table(
+    _nt("tiny", 32, 2, 4, None),
+    _nt("nt_v2_50m_multi_species", 512, 12, 16, "InstaDeepAI/nucleotide-transformer-v2-50m-multi-species"),
+    _nt("nt_v2_100m_multi_species", 512, 22, 16, "InstaDeepAI/nucleotide-transformer-v2-100m-multi-species"),
+    _nt("nt_v2_250m_multi_species", 768, 24, 16, "InstaDeepAI/nucleotide-transformer-v2-250m-multi-species"),
+    _nt("nt_v2_500m_multi_species", 1024, 29, 16, "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species"),
+)
 
 
 @BACKBONES.register()

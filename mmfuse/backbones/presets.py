@@ -16,7 +16,7 @@ from typing import Any
 from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.registry import suggest_name
 
-__all__ = ["Preset", "WeightsNotFoundError", "fetch_file", "get_preset", "is_local"]
+__all__ = ["Preset", "WeightsNotFoundError", "fetch_file", "get_preset", "is_local", "preset_table"]
 
 
 class WeightsNotFoundError(MmfuseError, OSError):
@@ -52,6 +52,21 @@ class Preset:
     license: str = ""
     paper: str = ""
     revision: str | None = None
+
+
+def preset_table(*presets: Preset) -> dict[str, Preset]:
+    """``{name: preset}`` of an architecture's presets; a name given twice is refused, not overwritten.
+
+    Examples:
+        >>> sorted(preset_table(Preset(name="tiny", source=None), Preset(name="big", source="org/big")))
+        ['big', 'tiny']
+    """
+    table: dict[str, Preset] = {}
+    for preset in presets:
+        if preset.name in table:
+            raise ValueError(f"two presets are named {preset.name!r}")
+        table[preset.name] = preset
+    return table
 
 
 def get_preset(presets: Mapping[str, Preset], name: str, architecture: str) -> Preset:

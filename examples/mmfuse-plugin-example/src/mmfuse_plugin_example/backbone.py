@@ -8,19 +8,17 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from mmfuse.backbones import BackboneOutput, FineTuning, Preset, PretrainedBackbone
+from mmfuse.backbones.presets import preset_table
 from mmfuse.tokenizers import CharTokenizer
 
 LETTERS = "ACGTUN"  # U reads as T: the encoder serves DNA and RNA alike
 
-PRESETS = {
-    p.name: p
-    for p in (
-        Preset(name="tiny", source=None, config={"dim": 32, "depth": 2, "kernel_size": 5}, embed_dim=32,
-               max_tokens=4096, modality="dna", license="Apache-2.0", paper="mmfuse-plugin-example"),
-        Preset(name="small", source=None, config={"dim": 128, "depth": 4, "kernel_size": 9}, embed_dim=128,
-               max_tokens=16384, modality="dna", license="Apache-2.0", paper="mmfuse-plugin-example"),
-    )
-}  # fmt: skip
+PRESETS = preset_table(
+    Preset(name="tiny", source=None, config={"dim": 32, "depth": 2, "kernel_size": 5}, embed_dim=32,
+           max_tokens=4096, modality="dna", license="Apache-2.0", paper="mmfuse-plugin-example"),
+    Preset(name="small", source=None, config={"dim": 128, "depth": 4, "kernel_size": 9}, embed_dim=128,
+           max_tokens=16384, modality="dna", license="Apache-2.0", paper="mmfuse-plugin-example"),
+)  # fmt: skip
 
 
 class _Block(nn.Module):
