@@ -59,7 +59,7 @@ def train(name: str, epochs: int, root: Path) -> dict[str, float]:
         )  # fmt: skip
     finally:
         sys.argv = argv
-    adapter_params = sum(p.numel() for p in cli.model.adapter.parameters())
+    adapter_params = sum(p.numel() for p in cli.model.model.adapter.parameters())
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
     fit_seconds = time.perf_counter() - start

@@ -18,19 +18,19 @@ def _task(**kwargs):
 
 def test_compiled_backbones_match_eager_and_keep_their_state_dict_keys():
     eager, compiled = _task(), _task(compile_backbones=["protein"])
-    assert compiled.backbones["protein"]._compiled_call_impl is not None
-    assert compiled.backbones["rna"]._compiled_call_impl is None
+    assert compiled.model.backbones["protein"]._compiled_call_impl is not None
+    assert compiled.model.backbones["rna"]._compiled_call_impl is None
     assert list(compiled.state_dict()) == list(eager.state_dict())
     compiled.load_state_dict(eager.state_dict())
     eager.eval(), compiled.eval()
     sequences = {"rna": ["ACGUACGUAC", "ACG"], "protein": ["MKTAYIAKQR", "MVLS"]}
-    inputs = {m: b.tokenizer(sequences[m]) for m, b in eager.backbones.items()}
+    inputs = {m: b.tokenizer(sequences[m]) for m, b in eager.model.backbones.items()}
     with torch.no_grad():
         torch.testing.assert_close(compiled(inputs), eager(inputs), rtol=1e-5, atol=1e-5)
     compiled.train()
-    loss = compiled.fuse(inputs).pow(2).mean()
+    loss = compiled.model.fuse(inputs).pow(2).mean()
     loss.backward()
-    assert compiled.backbones["protein"].model.embeddings.word_embeddings.weight.grad is not None
+    assert compiled.model.backbones["protein"].model.embeddings.word_embeddings.weight.grad is not None
 
 
 def test_unknown_modality_is_refused():

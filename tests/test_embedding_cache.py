@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
+
 import lightning as L
 import numpy as np
 import pytest
 import torch
 
 from mmfuse.adapters import ConcatFusion
-from mmfuse.backbones import ESM2, Enformer, NucleotideTransformer
+from mmfuse.backbones import ESM2, Enformer, FineTuning, NucleotideTransformer
+from mmfuse.cache import CacheOptions, CachedBackbone, EmbeddingStore, KeyTokenizer, cache_backbones, cached_backbones
 from mmfuse.data import IsoformExpression
 from mmfuse.data.collate import MultiModalCollate, sequence_key
-from mmfuse.embedding_cache import CacheOptions, EmbeddingCache, EmbeddingStore
 from mmfuse.errors import ConfigError
 from mmfuse.tasks import RegressionTask
 from mmfuse.tasks.heads import MLPHead
@@ -67,22 +69,31 @@ def test_a_write_that_died_half_way_is_never_read_and_does_not_misalign_later_on
     assert (tmp_path / "rank0.idx").stat().st_size == 2 * 32
 
 
-def test_cached_modalities_reach_the_task_as_keys_and_sequences_not_tokens():
+def test_a_cached_modality_is_batched_as_keys_and_sequences_not_tokens():
     protein, rna = ESM2("tiny").tokenizer, NucleotideTransformer("tiny", modality="rna").tokenizer
-    collate = MultiModalCollate({"protein": protein, "rna": rna}, cached=["protein"])
+    keys = KeyTokenizer(protein)
+    collate = MultiModalCollate({"protein": keys, "rna": rna})
     records = [{"id": "a", "sequences": {"protein": "MKV", "rna": "ACGU"}},
                {"id": "b", "sequences": {"protein": None, "rna": "ACG"}}]  # fmt: skip
     batch = collate(records)
-    assert batch["cached"] == {"protein": {"keys": [sequence_key("MKV"), None], "sequences": ["MKV", None]}}
-    assert list(batch["inputs"]) == ["rna"] and batch["present"]["protein"].tolist() == [True, False]
-    plain = MultiModalCollate({"protein": protein})(records)
-    assert "cached" not in plain and "protein" in plain["inputs"]
+    # the record without protein holds the batch's stand-in, marked absent
+    assert batch["inputs"]["protein"] == {"keys": [sequence_key("MKV")] * 2, "sequences": ["MKV", "MKV"]}
+    assert batch["present"]["protein"].tolist() == [True, False]
+    assert set(batch["inputs"]["rna"]) == {"input_ids", "attention_mask"}
+    # the data module checks sequences with what the wrapped tokenizer offers, in workers too
+    assert repr(keys) == repr(protein) and keys.max_tokens == protein.max_tokens
+    assert pickle.loads(pickle.dumps(keys))(["MV"]) == {"keys": [sequence_key("MV")], "sequences": ["MV"]}
 
 
 # options and invalidation ------------------------------------------------------------------------------
-def _backbones(**kwargs):
+def _backbones(freeze: bool = False):
     torch.manual_seed(0)
-    return {"rna": NucleotideTransformer("tiny", modality="rna", freeze=True), "protein": ESM2("tiny", **kwargs)}
+    return {"rna": NucleotideTransformer("tiny", modality="rna", finetune=FineTuning(freeze=True)),
+            "protein": ESM2("tiny", finetune=FineTuning(freeze=freeze))}  # fmt: skip
+
+
+def _cached(options: CacheOptions, freeze: bool = True) -> dict:
+    return cache_backbones(_backbones(freeze), options)
 
 
 @pytest.mark.parametrize(
@@ -98,70 +109,71 @@ def _backbones(**kwargs):
 )
 def test_bad_options_are_refused_naming_the_option(options, message):
     with pytest.raises(ConfigError, match=message):
-        EmbeddingCache(CacheOptions(**options), _backbones())
+        cache_backbones(_backbones(), CacheOptions(**options))
 
 
 def test_no_frozen_backbone_is_refused():
     with pytest.raises(ConfigError, match="no backbone is frozen"):
-        EmbeddingCache(CacheOptions(), {"protein": ESM2("tiny")})
+        cache_backbones({"protein": ESM2("tiny")}, CacheOptions())
 
 
 def test_default_modalities_are_the_frozen_backbones():
-    assert EmbeddingCache(CacheOptions(), _backbones()).modalities == ["rna"]
-    assert EmbeddingCache(CacheOptions(), _backbones(freeze=True)).modalities == ["rna", "protein"]
+    def cached(backbones):
+        return [m for m, b in backbones.items() if isinstance(b, CachedBackbone)]
+
+    assert cached(_cached(CacheOptions(), freeze=False)) == ["rna"]
+    assert cached(_cached(CacheOptions())) == ["rna", "protein"]
 
 
 def test_the_fingerprint_follows_weights_options_and_compute_precision():
-    cache = EmbeddingCache(CacheOptions(), _backbones(freeze=True))
-    a = cache.fingerprint("protein", _backbones(freeze=True)["protein"], "32-true")
-    assert a == cache.fingerprint("protein", _backbones(freeze=True)["protein"], "32-true")  # same seed, same weights
-    changed = _backbones(freeze=True)["protein"]
+    a = _cached(CacheOptions())["protein"].fingerprint()
+    assert a == _cached(CacheOptions())["protein"].fingerprint()  # same seed, same weights
+    changed = _cached(CacheOptions())["protein"]
     with torch.no_grad():
         next(changed.parameters()).add_(1e-3)
-    assert cache.fingerprint("protein", changed, "32-true")["weights"] != a["weights"]
-    assert cache.fingerprint("protein", _backbones(freeze=True)["protein"], "bf16-mixed") != a
-    pooled = EmbeddingCache(CacheOptions(pool={"protein": "mean"}), _backbones(freeze=True))
-    assert pooled.fingerprint("protein", _backbones(freeze=True)["protein"], "32-true")["pool"] == "mean"
+    assert changed.fingerprint()["weights"] != a["weights"]
+    mixed = _cached(CacheOptions())["protein"]
+    mixed.precision = "bf16-mixed"  # the trainer's, set by the cache's callback
+    assert mixed.fingerprint() != a and mixed.fingerprint()["compute_precision"] == "bf16-mixed"
+    assert _cached(CacheOptions(pool={"protein": "mean"}))["protein"].fingerprint()["pool"] == "mean"
 
 
 def test_embed_computes_misses_once_and_reads_hits(tmp_path, monkeypatch):
-    backbones = _backbones(freeze=True)
-    protein = backbones["protein"]
-    cache = EmbeddingCache(CacheOptions(directory=str(tmp_path)), backbones)
+    cached = _cached(CacheOptions(directory=str(tmp_path)))["protein"]
+    protein = cached.backbone
     sequences = ["MKTAYIAKQR", "MVLS", "MKTAYIAKQR"]  # the same protein twice (two isoforms)
     inputs = protein.tokenizer(sequences)
     keys = [sequence_key(s) for s in sequences]
     calls = []
     encode = protein.encode
     monkeypatch.setattr(protein, "encode", lambda batch: calls.append(len(batch["input_ids"])) or encode(batch))
-    emb, mask = cache.embed("protein", protein, keys, sequences, "cpu", torch.float32)
+    out = cached(cached.tokenizer(sequences))
+    emb, mask = out.embeddings, out.mask
     assert calls == [2]  # two distinct sequences computed
     direct = encode(inputs)
     for i in range(3):
         n = int(direct.mask[i].sum())
         assert int(mask[i].sum()) == n
         torch.testing.assert_close(emb[i, :n], direct.embeddings[i][direct.mask[i]], rtol=1e-5, atol=1e-6)
-    again, again_mask = cache.embed("protein", protein, [keys[1], None, keys[0]], [sequences[1], None, sequences[0]],
-                                    "cpu", torch.float32)  # fmt: skip
+    again = cached({"keys": [keys[1], None, keys[0]], "sequences": [sequences[1], None, sequences[0]]})
     assert calls == [2]  # nothing recomputed
-    assert not again_mask[1].any() and torch.equal(again[0], emb[1, : again.shape[1]])
-    assert cache.computed["protein"] == 2 and cache.read["protein"] == 2
-    assert "protein: 2 computed, 2 read" in cache.summary()
+    assert not again.mask[1].any() and torch.equal(again.embeddings[0], emb[1, : again.embeddings.shape[1]])
+    assert cached.computed == 2 and cached.read == 2
+    assert cached.summary().startswith("protein: 2 computed, 2 read, 0.0 MiB in ")
 
 
 def test_pooling_and_central_tokens_bound_what_is_stored(tmp_path):
-    backbones = _backbones(freeze=True)
     options = CacheOptions(directory=str(tmp_path), pool={"protein": "mean"}, center_tokens={"rna": 2})
-    cache = EmbeddingCache(options, backbones)
-    protein, rna = backbones["protein"], backbones["rna"]
+    cached = _cached(options)
+    protein, rna = cached["protein"].backbone, cached["rna"].backbone
     inputs = protein.tokenizer(["MKTAYIAKQR", "MVLS"])
-    emb, mask = cache.embed("protein", protein, [sequence_key("MKTAYIAKQR"), sequence_key("MVLS")],
-                            ["MKTAYIAKQR", "MVLS"], "cpu", torch.float32)  # fmt: skip
+    out = cached["protein"](cached["protein"].tokenizer(["MKTAYIAKQR", "MVLS"]))
+    emb, mask = out.embeddings, out.mask
     direct = protein.encode(inputs)
     assert emb.shape == (2, 1, protein.embed_dim) and mask.all()
     torch.testing.assert_close(emb[1, 0], direct.embeddings[1][direct.mask[1]].mean(0), rtol=1e-5, atol=1e-6)
     rna_inputs = rna.tokenizer(["ACGUACGUACGUACGUACGU"])
-    emb, mask = cache.embed("rna", rna, [sequence_key("x")], ["ACGUACGUACGUACGUACGU"], "cpu", torch.float32)
+    emb = cached["rna"]({"keys": [sequence_key("x")], "sequences": ["ACGUACGUACGUACGUACGU"]}).embeddings
     tokens = rna.encode(rna_inputs)
     kept = tokens.embeddings[0][tokens.mask[0]]
     start = (len(kept) - 2) // 2
@@ -173,9 +185,9 @@ def test_pooling_and_central_tokens_bound_what_is_stored(tmp_path):
 def _fit(tmp_path, cache_dir, epochs=3, workers=0, monkeypatch=None):
     L.seed_everything(0)
     backbones = {
-        "dna": Enformer("tiny", freeze=True),
-        "rna": NucleotideTransformer("tiny", modality="rna", freeze=True),
-        "protein": ESM2("tiny", freeze=True),
+        "dna": Enformer("tiny", finetune=FineTuning(freeze=True)),
+        "rna": NucleotideTransformer("tiny", modality="rna", finetune=FineTuning(freeze=True)),
+        "protein": ESM2("tiny", finetune=FineTuning(freeze=True)),
     }
     dm = IsoformExpression(path="sample", sample_genes=40, batch_size=16, num_workers=workers)
     dm.setup("fit")
@@ -216,9 +228,9 @@ def test_training_with_the_cache_follows_the_same_loss_curve_and_skips_the_backb
     # the first epoch computes each distinct sequence once (batches of isoforms sharing one protein
     # or DNA window may need no call), later epochs none
     assert 0 < cached_calls[0] <= plain_calls[0] and cached_calls[1:] == [0, 0]
-    computed = task.embedding_cache.computed
+    computed = {c.modality: c.computed for c in cached_backbones(task)}
     assert 0 < computed["protein"] <= computed["rna"]  # isoforms of a gene often share their protein
-    assert task.embedding_cache.read["rna"] >= 2 * computed["rna"]
+    assert {c.modality: c.read for c in cached_backbones(task)}["rna"] >= 2 * computed["rna"]
     # a second run with the same backbones reads everything
     again, again_calls, _ = _fit(tmp_path, tmp_path / "cache", epochs=1)
     assert again_calls == [0]
@@ -228,7 +240,7 @@ def test_training_with_the_cache_follows_the_same_loss_curve_and_skips_the_backb
 def test_the_cache_works_with_dataloader_workers(tmp_path):
     losses, calls, task = _fit(tmp_path, tmp_path / "cache", epochs=2, workers=2)
     assert np.isfinite(losses).all() and calls[0] > 0 and calls[1] == 0
-    assert task.embedding_cache.read["protein"] > 0
+    assert {c.modality: c.read for c in cached_backbones(task)}["protein"] > 0
 
 
 def test_keys_ending_in_zero_bytes_are_kept_whole(tmp_path):
@@ -239,7 +251,7 @@ def test_keys_ending_in_zero_bytes_are_kept_whole(tmp_path):
 
 def test_a_batch_without_cached_sequences_runs_the_backbone_and_warns_once(tmp_path):
     backbones = _backbones(freeze=True)
-    task = RegressionTask(backbones, target_names=["t"], embedding_cache=CacheOptions(directory=str(tmp_path)))
+    task = RegressionTask(dict(backbones), target_names=["t"], embedding_cache=CacheOptions(directory=str(tmp_path)))
     inputs = {m: b.tokenizer(["ACGU" if m == "rna" else "MKV"]) for m, b in backbones.items()}
     with pytest.warns(UserWarning, match="holds rna tokens instead of sequences and keys"):
         out = task(inputs)
@@ -247,7 +259,17 @@ def test_a_batch_without_cached_sequences_runs_the_backbone_and_warns_once(tmp_p
 
 
 def test_a_cached_modality_no_sample_has_comes_back_fully_masked(tmp_path):
-    backbones = _backbones(freeze=True)
-    cache = EmbeddingCache(CacheOptions(directory=str(tmp_path)), backbones)
-    emb, mask = cache.embed("rna", backbones["rna"], [None, None], [None, None], "cpu", torch.float32)
-    assert emb.shape == (2, 1, backbones["rna"].embed_dim) and not mask.any() and not emb.any()
+    rna = _cached(CacheOptions(directory=str(tmp_path)))["rna"]
+    out = rna({"keys": [None, None], "sequences": [None, None]})
+    assert out.embeddings.shape == (2, 1, rna.embed_dim) and not out.mask.any() and not out.embeddings.any()
+
+
+def test_a_cached_backbone_keeps_the_state_dict_keys_of_the_backbone_it_wraps(tmp_path):
+    plain = _backbones(freeze=True)["protein"]
+    cached = CachedBackbone(_backbones(freeze=True)["protein"], CacheOptions(directory=str(tmp_path)))
+    assert list(cached.state_dict()) == list(plain.state_dict())
+    assert cached.fixed_state_keys() == plain.fixed_state_keys()
+    with torch.no_grad():
+        next(plain.parameters()).add_(1.0)
+    cached.load_state_dict(plain.state_dict())  # a checkpoint of an uncached run loads, strictly
+    assert torch.equal(next(cached.backbone.parameters()), next(plain.parameters()))

@@ -18,15 +18,15 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     import lightning as L
     from mmfuse.adapters import ConcatFusion
-    from mmfuse.backbones import ESM2, NucleotideTransformer
+    from mmfuse.backbones import ESM2, FineTuning, NucleotideTransformer
     from mmfuse.data import IsoformExpression
-    from mmfuse.embedding_cache import CacheOptions
+    from mmfuse.cache import CacheOptions, cached_backbones
     from mmfuse.tasks import RegressionTask
 
     out = Path(sys.argv[1])
     L.seed_everything(0)
-    backbones = {"rna": NucleotideTransformer("tiny", modality="rna", freeze=True),
-                 "protein": ESM2("tiny", freeze=True)}
+    backbones = {"rna": NucleotideTransformer("tiny", modality="rna", finetune=FineTuning(freeze=True)),
+                 "protein": ESM2("tiny", finetune=FineTuning(freeze=True))}
     dm = IsoformExpression(path="sample", sample_genes=40, batch_size=8,
                            modalities={"rna": "RNA", "protein": "Protein"})
     task = RegressionTask(backbones, adapter=lambda d: ConcatFusion(d, hidden_dim=16), target_names=dm.target_names,
@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
 
     class Count(L.Callback):
         def on_train_epoch_end(self, trainer, module):
-            counts.append(dict(module.embedding_cache.computed))
+            counts.append({c.modality: c.computed for c in cached_backbones(module)})
 
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=3, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -48,7 +48,7 @@ def test_checkpoint_is_plain_data(trained):
     hparams = content["hyper_parameters"]
     assert hparams["_class_path"] == "mmfuse.tasks.RegressionTask"
     assert hparams["target_names"] == list(GTEX_TISSUES)
-    assert "target_mean" in content["state_dict"] and "optimizer_states" in content
+    assert "objective.target_mean" in content["state_dict"] and "optimizer_states" in content
 
 
 def test_test_prints_the_table_per_tissue(trained, quickstart, run_mmfuse):
@@ -91,7 +91,7 @@ def test_predictions_from_a_fresh_process_equal_the_model_in_memory(
     model.load_state_dict(state)
     model.eval()
     dm.setup("predict")
-    dm.attach_tokenizers(model.tokenizers())
+    dm.attach_tokenizers(model.model.tokenizers())
     ids, preds = [], []
     with torch.no_grad():
         for batch in dm.predict_dataloader():

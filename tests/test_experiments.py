@@ -96,4 +96,4 @@ def test_experiment_trains_two_steps_with_tiny_presets(config, tmp_path, monkeyp
     monkeypatch.setattr("sys.argv", ["mmfuse"])
     cli = MmfuseCLI(["fit", "--config", str(config), *tiny_overrides(config, tmp_path)])
     assert cli.trainer.global_step == 2
-    assert all(b.preset.name == "tiny" for b in cli.model.backbones.values() if b.presets)
+    assert all(b.preset.name == "tiny" for b in cli.model.model.backbones.values() if b.presets)

@@ -1,11 +1,12 @@
-"""Embedding cache of frozen backbones: each sequence is embedded once, stored on disk, read back memory-mapped.
+"""The embedding store on disk and the cache's options: each sequence embedded once, read back memory-mapped.
 
 When a backbone's weights are fixed, its embedding of a sequence never changes, so recomputing it
 every epoch (and every run) wastes nearly all of a fusion-only training run. With
-``embedding_cache`` set on the task, the sequences of the data set that the store lacks are embedded
-before the first epoch (:meth:`EmbeddingCache.precompute`; or, with data modules that cannot list
-their sequences, the first time a batch holds them) and appended to a store; from then on (later
-epochs, later runs, other processes) they are read back.
+``embedding_cache`` set on the task, each cached backbone is wrapped in a
+:class:`~mmfuse.cache.CachedBackbone`: the sequences of the data set that the store lacks are embedded
+before the first epoch (by :class:`~mmfuse.cache.EmbeddingCacheCallback`; or, with data modules that
+cannot list their sequences, the first time a batch holds them) and appended to a store; from then on
+(later epochs, later runs, other processes) they are read back.
 
 Layout on disk (no pickle anywhere)::
 
@@ -42,7 +43,7 @@ from torch import Tensor
 
 from mmfuse.errors import ConfigError
 
-__all__ = ["CacheOptions", "EmbeddingCache", "EmbeddingStore"]
+__all__ = ["FORMAT_VERSION", "CacheOptions", "EmbeddingStore", "digest_object", "digest_tensors"]
 
 FORMAT_VERSION = 1
 _INDEX = np.dtype([("key", "u1", (16,)), ("row", "<i8"), ("rows", "<i8")])  # not "S16": it drops trailing zeros
@@ -74,13 +75,57 @@ class CacheOptions:
     pool: dict[str, Literal["mean", "max", "first"]] | None = None
     center_tokens: dict[str, int] | None = None
 
+    def cached_modalities(self, frozen: Mapping[str, bool]) -> list[str]:
+        """The modalities to cache, given whether each backbone is frozen; checks every option.
+
+        Raises:
+            ConfigError: an option names a modality without a backbone, a backbone that trains, or a
+                value out of range; or no backbone is frozen.
+        """
+        modalities = list(self.modalities) if self.modalities is not None else [m for m, f in frozen.items() if f]
+        unknown = sorted(set(modalities) - set(frozen))
+        if unknown:
+            raise ConfigError(
+                f"embedding_cache.modalities names {unknown}, which have no backbone; the backbones are {sorted(frozen)}"
+            )
+        training = [m for m in modalities if not frozen[m]]
+        if training:
+            raise ConfigError(
+                f"embedding_cache: the {training} backbone(s) train (their embeddings change every step), so "
+                f"they cannot be cached; cache only frozen backbones (`finetune: {freeze: true}`), or leave "
+                f"embedding_cache.modalities unset to cache every frozen one"
+            )
+        if not modalities:
+            raise ConfigError(
+                "embedding_cache is set but no backbone is frozen: freeze the backbones whose embeddings "
+                "should be cached (`finetune: {freeze: true}`), or remove embedding_cache"
+            )
+        if self.precision not in _STORAGE:
+            raise ConfigError(f"embedding_cache.precision must be one of {sorted(_STORAGE)}, not {self.precision!r}")
+        for name, values in (("pool", self.pool or {}), ("center_tokens", self.center_tokens or {})):
+            extra = sorted(set(values) - set(modalities))
+            if extra:
+                raise ConfigError(f"embedding_cache.{name} names {extra}, which are not cached ({modalities})")
+        bad_pool = {m: p for m, p in (self.pool or {}).items() if p not in _POOLS}
+        if bad_pool:
+            raise ConfigError(f"embedding_cache.pool must map modalities to one of {list(_POOLS)}, not {bad_pool}")
+        bad_keep = {m: n for m, n in (self.center_tokens or {}).items() if not isinstance(n, int) or n < 1}
+        if bad_keep:
+            raise ConfigError(f"embedding_cache.center_tokens must be positive whole numbers, not {bad_keep}")
+        return modalities
+
+    @property
+    def store_dtype(self) -> torch.dtype:
+        """The tensor type of stored rows."""
+        return _STORAGE[self.precision][1]
+
 
 def _keys(records: np.ndarray) -> list[bytes]:
     raw = np.ascontiguousarray(records["key"]).tobytes()
     return [raw[i : i + 16] for i in range(0, len(raw), 16)]
 
 
-def _digest_tensors(state: Mapping[str, Tensor]) -> str:
+def digest_tensors(state: Mapping[str, Tensor]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for name in sorted(state):
         t = state[name].detach()
@@ -89,7 +134,7 @@ def _digest_tensors(state: Mapping[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def _digest_object(obj: Any) -> str:
+def digest_object(obj: Any) -> str:
     try:
         data = pickle.dumps(obj, protocol=4)  # dumped only, never loaded
     except Exception:
@@ -211,206 +256,3 @@ class EmbeddingStore:
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.glob("*.bin"))
-
-
-class EmbeddingCache:
-    """Looks up, computes and stores the embeddings of frozen backbones for a task.
-
-    Args:
-        options: the :class:`CacheOptions`.
-        backbones: the task's backbones, keyed by modality.
-    """
-
-    def __init__(self, options: CacheOptions | Mapping[str, Any], backbones: Mapping[str, Any]) -> None:
-        if isinstance(options, Mapping):
-            options = CacheOptions(**options)
-        self.options = options
-        frozen = [m for m, b in backbones.items() if b.frozen]
-        modalities = list(options.modalities) if options.modalities is not None else frozen
-        unknown = sorted(set(modalities) - set(backbones))
-        if unknown:
-            raise ConfigError(
-                f"embedding_cache.modalities names {unknown}, which have no backbone; the backbones are "
-                f"{sorted(backbones)}"
-            )
-        training = [m for m in modalities if not backbones[m].frozen]
-        if training:
-            raise ConfigError(
-                f"embedding_cache: the {training} backbone(s) train (their embeddings change every step), so "
-                f"they cannot be cached; cache only frozen backbones (`freeze: true`), or leave "
-                f"embedding_cache.modalities unset to cache every frozen one"
-            )
-        if not modalities:
-            raise ConfigError(
-                "embedding_cache is set but no backbone is frozen: freeze the backbones whose embeddings "
-                "should be cached (`freeze: true`), or remove embedding_cache"
-            )
-        if options.precision not in _STORAGE:
-            raise ConfigError(f"embedding_cache.precision must be one of {sorted(_STORAGE)}, not {options.precision!r}")
-        for name, values in (("pool", options.pool or {}), ("center_tokens", options.center_tokens or {})):
-            extra = sorted(set(values) - set(modalities))
-            if extra:
-                raise ConfigError(f"embedding_cache.{name} names {extra}, which are not cached ({modalities})")
-        bad_pool = {m: p for m, p in (options.pool or {}).items() if p not in _POOLS}
-        if bad_pool:
-            raise ConfigError(f"embedding_cache.pool must map modalities to one of {list(_POOLS)}, not {bad_pool}")
-        bad_keep = {m: n for m, n in (options.center_tokens or {}).items() if not isinstance(n, int) or n < 1}
-        if bad_keep:
-            raise ConfigError(f"embedding_cache.center_tokens must be positive whole numbers, not {bad_keep}")
-        self.modalities = modalities
-        self.root = Path(options.directory).expanduser()
-        self._stores: dict[str, EmbeddingStore] = {}
-        self.computed = dict.fromkeys(modalities, 0)
-        self.read = dict.fromkeys(modalities, 0)
-
-    # stores -----------------------------------------------------------------------------------------
-    def fingerprint(self, modality: str, backbone: Any, compute_precision: str) -> dict[str, Any]:
-        """What the store of ``modality`` depends on (hashed into its directory name)."""
-        return {
-            "format": FORMAT_VERSION,
-            "backbone": f"{type(backbone).__module__}.{type(backbone).__qualname__}",
-            "structure": hashlib.blake2b(repr(backbone).encode(), digest_size=16).hexdigest(),
-            "weights": _digest_tensors(backbone.state_dict()),
-            "weights_source": getattr(backbone, "weights_source", None),
-            "tokenizer": _digest_object(backbone.tokenizer),
-            "dim": backbone.embed_dim,
-            "precision": self.options.precision,
-            "pool": (self.options.pool or {}).get(modality),
-            "center_tokens": (self.options.center_tokens or {}).get(modality),
-            "compute_precision": compute_precision,
-        }
-
-    def store(self, modality: str, backbone: Any, compute_precision: str = "32-true", rank: int = 0) -> EmbeddingStore:
-        """The store of ``modality``'s backbone (opened on first use, after any checkpoint is loaded)."""
-        if modality not in self._stores:
-            meta = self.fingerprint(modality, backbone, compute_precision)
-            digest = hashlib.blake2b(json.dumps(meta, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
-            directory = self.root / f"{modality}-{type(backbone).__name__}-{digest}"
-            self._stores[modality] = EmbeddingStore(directory, backbone.embed_dim, self.options.precision,
-                                                    f"rank{rank}", meta)  # fmt: skip
-        return self._stores[modality]
-
-    def refresh(self) -> None:
-        """Reads what other processes (or runs) stored since the last call."""
-        for store in self._stores.values():
-            store.refresh()
-
-    def summary(self) -> str:
-        parts = []
-        for m in self.modalities:
-            store = self._stores.get(m)
-            size = f", {store.disk_bytes() / 2**20:,.1f} MiB in {store.directory}" if store is not None else ""
-            parts.append(f"{m}: {self.computed[m]:,} computed, {self.read[m]:,} read{size}")
-        return "embedding cache: " + "; ".join(parts)
-
-    # embeddings -------------------------------------------------------------------------------------
-    def _reduce(self, modality: str, embeddings: Tensor, mask: Tensor) -> list[Tensor]:
-        """Each sequence's rows to store: its unmasked tokens, cropped to the middle and/or pooled."""
-        keep = (self.options.center_tokens or {}).get(modality)
-        pool = (self.options.pool or {}).get(modality)
-        rows = []
-        for emb, m in zip(embeddings, mask, strict=True):
-            tokens = emb[m]
-            if keep is not None and len(tokens) > keep:
-                start = (len(tokens) - keep) // 2
-                tokens = tokens[start : start + keep]
-            if pool is not None and len(tokens):
-                tokens = {"mean": lambda t: t.float().mean(0, keepdim=True),
-                          "max": lambda t: t.amax(0, keepdim=True),
-                          "first": lambda t: t[:1]}[pool](tokens)  # fmt: skip
-            rows.append(tokens.detach().to("cpu", self.store_dtype))
-        return rows
-
-    @property
-    def store_dtype(self) -> torch.dtype:
-        return _STORAGE[self.options.precision][1]
-
-    def precompute(
-        self,
-        modality: str,
-        backbone: Any,
-        sequences: Sequence[str | None],
-        device: torch.device | str,
-        batch_size: int,
-        compute_precision: str = "32-true",
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> int:
-        """Embeds and stores this process's share of the ``sequences`` not stored yet; returns how many.
-
-        Distinct keys are split between processes by their value, so under DDP every sequence is
-        embedded by exactly one rank; batches group sequences of similar length (little padding).
-        ``sequences`` may be lazy (a data module's records store, read by index): it is read once to
-        key it, and again, batch by batch, for what this process embeds; no list of them is made.
-        """
-        from mmfuse.data.collate import sequence_key
-
-        store = self.store(modality, backbone, compute_precision, rank)
-        todo: dict[bytes, tuple[int, int]] = {}  # key -> (position in `sequences`, length)
-        for i, sequence in enumerate(sequences):
-            if sequence is None:
-                continue
-            key = bytes.fromhex(sequence_key(sequence))
-            if key not in store and int.from_bytes(key[:8], "big") % world_size == rank:
-                todo.setdefault(key, (i, len(sequence)))
-        ordered = sorted(todo.items(), key=lambda item: item[1][1])
-        for start in range(0, len(ordered), batch_size):
-            chunk = ordered[start : start + batch_size]
-            tokens = backbone.tokenizer([sequences[i] for _, (i, _) in chunk])
-            out = backbone({name: value.to(device, non_blocking=True) for name, value in tokens.items()})
-            store.put(list(zip([key for key, _ in chunk], self._reduce(modality, out.embeddings, out.mask),
-                               strict=True)))  # fmt: skip
-        self.computed[modality] += len(ordered)
-        return len(ordered)
-
-    def embed(
-        self,
-        modality: str,
-        backbone: Any,
-        keys: Sequence[str | None],
-        sequences: Sequence[str | None],
-        device: torch.device | str,
-        dtype: torch.dtype,
-        compute_precision: str = "32-true",
-        rank: int = 0,
-    ) -> tuple[Tensor, Tensor]:
-        """Embeddings ``(B, L, D)`` and mask ``(B, L)`` of a batch, read from the store or computed and stored.
-
-        Only sequences not stored yet are tokenized and embedded (each distinct one once), so after
-        the first epoch a batch costs a few memory-mapped reads.
-
-        Args:
-            modality: the modality.
-            backbone: its (frozen) backbone.
-            keys: one key per sample (:func:`mmfuse.data.collate.sequence_key`); ``None`` for a sample
-                that lacks the modality (its row comes back fully masked).
-            sequences: the samples' sequences (tokenized when not stored).
-            device: where the returned tensors go.
-            dtype: floating type of the returned embeddings.
-        """
-        store = self.store(modality, backbone, compute_precision, rank)
-        raw = [bytes.fromhex(k) if k is not None else None for k in keys]
-        rows: dict[bytes, np.ndarray] = {}
-        missing = list(dict.fromkeys(k for k in raw if k is not None and k not in store))
-        if missing:
-            first = {k: raw.index(k) for k in missing}  # one sample per distinct sequence
-            tokens = backbone.tokenizer([sequences[first[k]] for k in missing])
-            out = backbone({name: value.to(device, non_blocking=True) for name, value in tokens.items()})
-            computed = self._reduce(modality, out.embeddings, out.mask)
-            store.put(list(zip(missing, computed, strict=True)))
-            rows = {k: store.as_array(t) for k, t in zip(missing, computed, strict=True)}
-            self.computed[modality] += len(missing)
-        for k in raw:
-            if k is not None and k not in rows:
-                rows[k] = store.view(k)  # memory-mapped: copied once, into the batch below
-                self.read[modality] += 1
-        length = max([len(rows[k]) for k in raw if k is not None] + [1])
-        embeddings = np.zeros((len(raw), length, store.dim), dtype=store.np_dtype)
-        mask = np.zeros((len(raw), length), dtype=bool)
-        for i, k in enumerate(raw):
-            if k is not None:
-                n = len(rows[k])
-                embeddings[i, :n] = rows[k]
-                mask[i, :n] = True
-        return (store.as_tensor(embeddings).to(device, dtype, non_blocking=True),
-                torch.from_numpy(mask).to(device, non_blocking=True))  # fmt: skip

@@ -119,7 +119,7 @@ class TableLoaders:
         if self._collate is None:
             raise RuntimeError(
                 f"{type(self).__name__} has no tokenizers: a task attaches its backbones' tokenizers in its "
-                f"setup(); outside a Trainer call `datamodule.attach_tokenizers(task.tokenizers())` first."
+                f"setup(); outside a Trainer call `datamodule.attach_tokenizers(task.model.tokenizers())` first."
             )
         assert self._splits is not None
         dataset: Dataset

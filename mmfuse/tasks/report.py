@@ -1,7 +1,7 @@
 """The report folder of ``mmfuse validate``/``mmfuse test``: metric tables and plots people look at.
 
 Functions take plain numpy/pandas data and a directory, so they run (and are tested) without
-Lightning; :class:`~mmfuse.tasks.base.MultiModalTask` calls them on rank zero. Every file is written
+Lightning; :class:`~mmfuse.tasks.callbacks.EvaluationReport` calls them on rank zero. Every file is written
 atomically (:func:`~mmfuse.io.atomic_path`). Plots use matplotlib's Agg canvas directly, imported on
 first use: no pyplot, no global backend switch, nothing that needs a display.
 

@@ -10,7 +10,7 @@ import torch
 
 from mmfuse.adapters import ConcatFusion
 from mmfuse.backbones import ESM2, NucleotideTransformer
-from mmfuse.backbones.finetune import LoraOptions
+from mmfuse.backbones.finetune import FineTuning, LoraOptions
 from mmfuse.checkpoints import CheckpointMismatchError
 from mmfuse.data import IsoformExpression
 from mmfuse.tasks import MLPHead, RegressionTask
@@ -27,7 +27,7 @@ def esm_dir(tmp_path_factory):
 def _task(esm_dir: str, **protein) -> RegressionTask:
     torch.manual_seed(0)
     return RegressionTask(
-        {"rna": NucleotideTransformer("tiny"), "protein": ESM2("tiny", source=esm_dir, **protein)},
+        {"rna": NucleotideTransformer("tiny"), "protein": ESM2("tiny", source=esm_dir, finetune=FineTuning(**protein))},
         adapter=partial(ConcatFusion, hidden_dim=8),
         head=partial(MLPHead, hidden_dims=[8]),
         target_names=[f"t{i}" for i in range(30)],
@@ -52,13 +52,13 @@ def test_only_trained_weights_are_stored_and_predictions_come_back_identical(esm
     trainer.fit(task, dm)
     trainer.save_checkpoint(tmp_path / "run.ckpt")
     saved = torch.load(tmp_path / "run.ckpt", weights_only=True)
-    stored = {k for k in saved["state_dict"] if k.startswith("backbones.protein.")}
-    trainable = {f"backbones.protein.{n}" for n, p in task.backbones["protein"].named_parameters() if p.requires_grad}
-    assert trainable <= stored and stored - trainable <= {"backbones.protein.model.embeddings.position_ids"}, sorted(
+    stored = {k for k in saved["state_dict"] if k.startswith("model.backbones.protein.")}
+    trainable = {f"model.backbones.protein.{n}" for n, p in task.model.backbones["protein"].named_parameters() if p.requires_grad}
+    assert trainable <= stored and stored - trainable <= {"model.backbones.protein.model.embeddings.position_ids"}, sorted(
         stored - trainable
     )[:5]
     assert saved["mmfuse_reloaded_weights"] == {"protein": esm_dir}
-    assert any(k.startswith("backbones.rna.") for k in saved["state_dict"]), "random backbones are stored whole"
+    assert any(k.startswith("model.backbones.rna.") for k in saved["state_dict"]), "random backbones are stored whole"
 
     expected = torch.cat([p["preds"] for p in trainer.predict(task, dm)])
     fresh = _task(esm_dir, **options)

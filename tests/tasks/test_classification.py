@@ -15,19 +15,19 @@ from mmfuse.backbones import ESM2, NucleotideTransformer
 from mmfuse.checkpoints import CheckpointMismatchError
 from mmfuse.data import SequenceClassification
 from mmfuse.errors import ConfigError
-from mmfuse.tasks import ClassificationMetrics, ClassificationTask, MLPHead, PredictionWriter
+from mmfuse.tasks import Classification, ClassificationMetrics, ClassificationTask, MLPHead, PredictionWriter
 
 LEVELS = ["low", "medium", "high"]
 
 
-def _task(classes=LEVELS, **kwargs) -> ClassificationTask:
+def _task(classes=LEVELS, **objective) -> ClassificationTask:
     return ClassificationTask(
         {"rna": NucleotideTransformer("tiny"), "protein": ESM2("tiny")},
         adapter=partial(ConcatFusion, hidden_dim=16),
         head=partial(MLPHead, hidden_dims=[16], dropout=0.0),
         target_names=list(classes),
+        objective=partial(Classification, **objective) if objective else None,
         optimizer=partial(torch.optim.AdamW, lr=3e-3),
-        **kwargs,
     )
 
 
@@ -50,12 +50,12 @@ def _trainer(tmp_path, **kwargs) -> L.Trainer:
 
 
 def _fixed_batch(task: ClassificationTask, dm: SequenceClassification) -> dict:
-    dm.attach_tokenizers(task.tokenizers())
+    dm.attach_tokenizers(task.model.tokenizers())
     return next(iter(dm.val_dataloader()))
 
 
 def _logits(task: ClassificationTask, batch: dict) -> torch.Tensor:
-    return super(ClassificationTask, task).forward(batch["inputs"], batch["present"])
+    return task.model(batch["inputs"], batch["present"])
 
 
 def _auroc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -73,13 +73,13 @@ def _f1(predicted: np.ndarray, target: np.ndarray, c: int) -> float:
 
 def test_binary_task_has_one_logit_and_binary_cross_entropy(small_table, tmp_path):
     task = _task(["rest", "high"]).eval()
-    assert task.head.out_dim == 1
+    assert task.model.head.out_dim == 1
     batch = _fixed_batch(task, _binary_datamodule(small_table, tmp_path))
     logits = _logits(task, batch)
     labels = batch["target"]
     assert logits.shape == (len(labels), 1) and labels.dtype == torch.int64
     expected = F.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
-    torch.testing.assert_close(task.loss(logits, labels), expected)
+    torch.testing.assert_close(task.objective.loss(logits, labels), expected)
     probs = task(batch["inputs"], batch["present"])
     torch.testing.assert_close(probs[:, 1], torch.sigmoid(logits[:, 0]))  # the positive class is the second
     torch.testing.assert_close(probs.sum(1), torch.ones(len(labels)))
@@ -87,11 +87,11 @@ def test_binary_task_has_one_logit_and_binary_cross_entropy(small_table, tmp_pat
 
 def test_multiclass_task_has_a_logit_per_class_and_cross_entropy():
     task = _task().eval()
-    assert task.head.out_dim == 3
+    assert task.model.head.out_dim == 3
     batch = _fixed_batch(task, _datamodule())
     logits = _logits(task, batch)
     assert logits.shape == (len(batch["ids"]), 3)
-    torch.testing.assert_close(task.loss(logits, batch["target"]), F.cross_entropy(logits, batch["target"]))
+    torch.testing.assert_close(task.objective.loss(logits, batch["target"]), F.cross_entropy(logits, batch["target"]))
     torch.testing.assert_close(task(batch["inputs"], batch["present"]), torch.softmax(logits, dim=1))
 
 
@@ -100,13 +100,13 @@ def test_label_smoothing_and_class_weights_change_the_multiclass_loss_as_defined
     labels = torch.tensor([0, 2, 1, 0])
     log_p = torch.log_softmax(logits, dim=1)
     nll = -log_p[torch.arange(4), labels]
-    smoothed = _task(label_smoothing=0.3).loss(logits, labels)
+    smoothed = _task(label_smoothing=0.3).objective.loss(logits, labels)
     # the target puts 1 - 0.3 on the label and 0.3 / 3 on every class
     torch.testing.assert_close(smoothed, (0.7 * nll + 0.3 * -log_p.mean(dim=1)).mean())
     weights = torch.tensor([5.0, 1.0, 2.0])
-    weighted = _task(class_weights=weights.tolist()).loss(logits, labels)
+    weighted = _task(class_weights=weights.tolist()).objective.loss(logits, labels)
     torch.testing.assert_close(weighted, (weights[labels] * nll).sum() / weights[labels].sum())
-    assert weighted > _task().loss(logits, labels)  # class 0, with the worst-predicted record, counts five times
+    assert weighted > _task().objective.loss(logits, labels)  # class 0, with the worst-predicted record, counts five times
 
 
 def test_label_smoothing_and_class_weights_change_the_binary_loss_as_defined():
@@ -114,12 +114,12 @@ def test_label_smoothing_and_class_weights_change_the_binary_loss_as_defined():
     labels = torch.tensor([1, 0, 0, 1])
     log_p, log_q = F.logsigmoid(logits[:, 0]), F.logsigmoid(-logits[:, 0])  # log P(positive), log P(negative)
     y = labels.float()
-    plain = _task(["neg", "pos"]).loss(logits, labels)
+    plain = _task(["neg", "pos"]).objective.loss(logits, labels)
     torch.testing.assert_close(plain, -(y * log_p + (1 - y) * log_q).mean())
-    smoothed = _task(["neg", "pos"], label_smoothing=0.2).loss(logits, labels)
+    smoothed = _task(["neg", "pos"], label_smoothing=0.2).objective.loss(logits, labels)
     t = y * 0.8 + 0.1
     torch.testing.assert_close(smoothed, -(t * log_p + (1 - t) * log_q).mean())
-    weighted = _task(["neg", "pos"], class_weights=[0.5, 2.0]).loss(logits, labels)
+    weighted = _task(["neg", "pos"], class_weights=[0.5, 2.0]).objective.loss(logits, labels)
     torch.testing.assert_close(weighted, -(4.0 * y * log_p + (1 - y) * log_q).mean())  # pos_weight 2 / 0.5
 
 
@@ -188,7 +188,7 @@ def test_training_reduces_the_loss_on_a_fixed_batch():
     optimizer = task.configure_optimizers()
     losses = []
     for _ in range(30):
-        loss = task.loss(_logits(task, batch), batch["target"])
+        loss = task.objective.loss(_logits(task, batch), batch["target"])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -204,9 +204,13 @@ def test_checkpoint_is_plain_data_and_validate_writes_the_table_per_class(tmp_pa
     assert all(f"val/{k} " in epoch_line for k in ("loss", "accuracy", "auroc", "f1"))
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     checkpoint = torch.load(tmp_path / "model.ckpt", weights_only=True)  # no object to unpickle
-    hparams = {"target_names": LEVELS, "label_smoothing": 0.1, "class_weights": [1.0, 1.0, 2.0]}
+    objective = {"label_smoothing": 0.1, "class_weights": [1.0, 1.0, 2.0]}  # partials are written as the CLI does
     assert checkpoint["hyper_parameters"] == {
-        **hparams,
+        "target_names": LEVELS,
+        "objective": {"class_path": "mmfuse.tasks.objectives.Classification", "init_args": objective},
+        "adapter": {"class_path": "mmfuse.adapters.concat.ConcatFusion", "init_args": {"hidden_dim": 16}},
+        "head": {"class_path": "mmfuse.tasks.heads.MLPHead", "init_args": {"hidden_dims": [16], "dropout": 0.0}},
+        "optimizer": {"class_path": "torch.optim.adamw.AdamW", "init_args": {"lr": 3e-3}},
         "lr_scheduler": None,
         "modality_dropout": 0.0,
         "embedding_cache": None,

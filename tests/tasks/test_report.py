@@ -86,7 +86,7 @@ def test_fit_then_test_writes_the_report_folder(tmp_path, capsys):
     table = pd.read_csv(folder / "metrics.csv", index_col="target")
     assert list(table.index) == [*task.target_names, "mean"]
     assert list(table.columns) == ["mse", "mse_std", "r2", "pearson", "spearman"]
-    std = task.target_std.numpy()
+    std = task.objective.target_std.numpy()
     np.testing.assert_allclose(table["mse_std"].iloc[:-1], table["mse"].iloc[:-1] / std**2, rtol=1e-5)
     logged = trainer.callback_metrics
     assert "test/mse_std" in logged

@@ -1,0 +1,15 @@
+"""The embedding cache of frozen backbones: the store on disk, the backbone wrapper that reads it, the callback that fills it."""
+
+from mmfuse.cache.backbone import CachedBackbone, KeyTokenizer, cache_backbones
+from mmfuse.cache.callback import EmbeddingCacheCallback, cached_backbones
+from mmfuse.cache.store import CacheOptions, EmbeddingStore
+
+__all__ = [
+    "CacheOptions",
+    "CachedBackbone",
+    "EmbeddingCacheCallback",
+    "EmbeddingStore",
+    "KeyTokenizer",
+    "cache_backbones",
+    "cached_backbones",
+]

@@ -1,0 +1,110 @@
+"""The fusion model as a plain PyTorch module: backbones keyed by modality → fusion adapter → head.
+
+No Lightning here (see ARCHITECTURE.md): :class:`FusionModel` trains in any loop. The Lightning task
+(:class:`~mmfuse.tasks.FusionTask`) owns one, with an objective and an optimiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmfuse.adapters import ConcatFusion, FusionAdapter, drop_modalities
+from mmfuse.backbones import Backbone
+from mmfuse.errors import ConfigError
+from mmfuse.tokenizers import Tokenizer
+
+__all__ = ["AdapterFactory", "FusionModel", "HeadFactory"]
+
+#: builds the adapter once backbone widths are known: ``input_dims -> adapter``
+AdapterFactory = Callable[[dict[str, int]], FusionAdapter]
+#: builds the head once the fused width and the number of outputs are known: ``(in_dim, out_dim) -> head``
+HeadFactory = Callable[[int, int], nn.Module]
+
+
+class FusionModel(nn.Module):
+    """Backbones keyed by modality, a fusion adapter and a head: tokenized inputs to ``(B, num_outputs)``.
+
+    Args:
+        backbones: one encoder per modality, keyed by the modality names of the data
+            (``{"rna": NucleotideTransformer(...), "protein": ESM2(...)}``).
+        num_outputs: width of the head's output.
+        adapter: builds the fusion adapter from the backbones' widths (default: ``ConcatFusion``).
+        head: builds the head from the fused width and ``num_outputs`` (default: one ``nn.Linear``;
+            the tasks default to :class:`~mmfuse.tasks.heads.MLPHead`).
+        modality_dropout: in training mode, hide each present modality of each sample with this
+            probability (always keeping one), so the model learns to predict from any subset.
+
+    Examples:
+        >>> from mmfuse.backbones import ESM2, NucleotideTransformer
+        >>> model = FusionModel({"rna": NucleotideTransformer("tiny"), "protein": ESM2("tiny")}, num_outputs=3)
+        >>> tok = model.tokenizers()
+        >>> inputs = {"rna": tok["rna"](["ACGUACGU", "AUG"]), "protein": tok["protein"](["MKV", "MA"])}
+        >>> model.eval()(inputs, present={"protein": torch.tensor([True, False])}).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        backbones: Mapping[str, Backbone],
+        num_outputs: int,
+        adapter: AdapterFactory | None = None,
+        head: HeadFactory | None = None,
+        modality_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not backbones:
+            raise ConfigError("a model needs at least one backbone (`backbones: {modality: ...}`)")
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ConfigError(f"modality_dropout must be in [0, 1), not {modality_dropout}")
+        self.backbones = nn.ModuleDict(dict(backbones))
+        self.adapter = (adapter or ConcatFusion)({m: b.embed_dim for m, b in backbones.items()})
+        self.head = (head or nn.Linear)(self.adapter.output_dim, num_outputs)
+        self.modality_dropout = modality_dropout
+
+    def tokenizers(self) -> dict[str, Tokenizer]:
+        """The tokenizer of each backbone, keyed by modality (what the data module's collate runs)."""
+        return {m: b.tokenizer for m, b in self.backbones.items()}
+
+    def encode(
+        self, inputs: Mapping[str, Mapping[str, Any]], present: Mapping[str, Tensor] | None = None
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{modality: (embeddings (B, L, D), mask (B, L))}``; a sample's absent modality is fully masked.
+
+        Args:
+            inputs: one tokenizer output per modality; a modality no sample of the batch has may be left
+                out (it comes back as one masked token per sample).
+            present: ``{modality: (B,) bool}``, False where a sample lacks the modality (its slot holds a
+                stand-in); default: every modality in ``inputs`` is present.
+        """
+        given = [m for m in self.backbones if m in inputs]
+        if not given:
+            raise ValueError(f"the batch holds none of the modalities {sorted(self.backbones)}")
+        batch = len(next(iter(inputs[given[0]].values())))
+        reference = next(self.parameters())
+        features = {}
+        for modality, backbone in self.backbones.items():
+            if modality not in inputs:  # no sample of this batch has it: nothing to encode
+                empty = torch.zeros(batch, 1, backbone.embed_dim, device=reference.device, dtype=reference.dtype)
+                features[modality] = (empty, torch.zeros(batch, 1, dtype=torch.bool, device=reference.device))
+                continue
+            out = backbone(inputs[modality])
+            mask = out.mask
+            if present is not None and modality in present:
+                mask = mask & present[modality].to(mask.device).unsqueeze(1)
+            features[modality] = (out.embeddings, mask)
+        return features
+
+    def fuse(self, inputs: Mapping[str, Mapping[str, Any]], present: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The adapter's fused representation ``(B, output_dim)``; see :meth:`encode`."""
+        features = self.encode(inputs, present)
+        if self.training and self.modality_dropout > 0:
+            features = drop_modalities(features, self.modality_dropout)
+        return self.adapter(features)
+
+    def forward(self, inputs: Mapping[str, Mapping[str, Any]], present: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Head outputs ``(B, num_outputs)`` of tokenized inputs ``{modality: tokenizer output}``."""
+        return self.head(self.fuse(inputs, present))

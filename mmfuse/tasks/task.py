@@ -1,0 +1,248 @@
+"""The Lightning task: a :class:`~mmfuse.model.FusionModel`, an objective and the optimiser; steps and loss logging.
+
+Everything else is a small component: the objective (:mod:`mmfuse.tasks.objectives`) owns the loss,
+predictions and metrics; callbacks (:mod:`mmfuse.tasks.callbacks`, :mod:`mmfuse.cache`) print the
+epoch summary, write the report, fill the embedding cache and reseed per step; :mod:`mmfuse.tasks.slim`
+trims and checks checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from mmfuse.backbones import Backbone
+from mmfuse.cache import CacheOptions, CachedBackbone, EmbeddingCacheCallback, cache_backbones
+from mmfuse.data.protocols import TakesTokenizers
+from mmfuse.errors import ConfigError
+from mmfuse.model import AdapterFactory, FusionModel, HeadFactory
+from mmfuse.tasks import slim
+from mmfuse.tasks.callbacks import EpochSummary, Evaluation, EvaluationReport, StepReseeding
+from mmfuse.tasks.heads import MLPHead
+from mmfuse.tasks.objectives import Classification, ObjectiveFactory, Regression
+
+__all__ = ["ClassificationTask", "FusionTask", "OptimizerFactory", "RegressionTask", "SchedulerFactory"]
+
+OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain data, as the CLI's config writes it: a ``partial`` of a class with plain keywords
+    becomes ``{"class_path": ..., "init_args": ...}``; anything else not plain becomes ``None`` (left out)."""
+    if isinstance(value, functools.partial) and isinstance(value.func, type) and not value.args:
+        if _is_plain(value.keywords):
+            return {"class_path": f"{value.func.__module__}.{value.func.__qualname__}", "init_args": value.keywords}
+    return value if _is_plain(value) else None
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Moves a batch's tensors; strings and lists of them (ids, cache keys) stay as they are, unwalked."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], Tensor):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+class FusionTask(L.LightningModule):
+    """Trains a :class:`~mmfuse.model.FusionModel` (``self.model``) for an objective.
+
+    Args:
+        backbones: one encoder per modality, keyed by the modality names of the data
+            (``{dna: Enformer, rna: NucleotideTransformer, protein: ESM2}``).
+        adapter: fusion adapter, built with the backbones' widths (default: ``ConcatFusion``).
+        head: prediction head, built with the fused width and the objective's number of outputs
+            (default: ``MLPHead``).
+        objective: what is learned: loss, predictions, metrics (:mod:`mmfuse.tasks.objectives`), built
+            with the target names; ``RegressionTask`` defaults to ``Regression``, ``ClassificationTask``
+            to ``Classification``. YAML: ``objective: {class_path: Regression, init_args: {loss: huber}}``.
+        target_names: names of the targets (or classes); linked from the data module by the CLI.
+        optimizer: optimizer over the trainable parameters (default: AdamW, lr 1e-3).
+        lr_scheduler: optional learning-rate scheduler, stepped every epoch (``ReduceLROnPlateau``
+            watches ``val/loss``).
+        modality_dropout: during training, hide each present modality of each sample with this
+            probability (always keeping one), so the model learns to predict from any subset.
+        embedding_cache: keep the embeddings of frozen backbones on disk
+            (:class:`~mmfuse.cache.CacheOptions`): each sequence is embedded once, then read back in
+            later epochs and runs (the backbones are wrapped in :class:`~mmfuse.cache.CachedBackbone`).
+        compile_backbones: compile these backbones' forward passes with ``torch.compile`` (``true``:
+            every backbone; or a list of modalities); gains are measured in docs/performance.md.
+    """
+
+    #: the objective built when ``objective`` is not given
+    default_objective: ClassVar[ObjectiveFactory | None] = None
+
+    def __init__(
+        self,
+        backbones: dict[str, Backbone],
+        adapter: AdapterFactory | None = None,
+        head: HeadFactory | None = None,
+        objective: ObjectiveFactory | None = None,
+        target_names: list[str] | None = None,
+        optimizer: OptimizerFactory = torch.optim.AdamW,
+        lr_scheduler: SchedulerFactory | None = None,
+        modality_dropout: float = 0.0,
+        embedding_cache: CacheOptions | None = None,
+        compile_backbones: bool | list[str] = False,
+    ) -> None:
+        super().__init__()
+        self._save_plain_hyperparameters()
+        factory = objective or self.default_objective
+        if factory is None:
+            raise ConfigError("FusionTask needs an objective, e.g. `objective: {class_path: Regression}`")
+        self.objective = factory(list(target_names or []))
+        self.target_names = self.objective.target_names
+        if not backbones:
+            raise ConfigError("a task needs at least one backbone (`backbones: {modality: ...}`)")
+        compiled = list(backbones) if compile_backbones is True else list(compile_backbones or [])
+        unknown = sorted(set(compiled) - set(backbones))
+        if unknown:
+            raise ConfigError(f"compile_backbones names {unknown}, which have no backbone ({sorted(backbones)})")
+        for modality in compiled:
+            backbones[modality].compile()  # lazily, at the first call; the state dict keeps its keys
+        if embedding_cache is not None:
+            backbones = cache_backbones(backbones, embedding_cache)
+        self.model = FusionModel(backbones, self.objective.num_outputs, adapter, head or MLPHead, modality_dropout)
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        # checkpoints may leave out fixed backbone weights; on_load_checkpoint checks them strictly itself
+        self.strict_loading = not slim.reloadable_keys(self.model.backbones)
+        self.evaluation: Evaluation | None = None
+
+    def _save_plain_hyperparameters(self) -> None:
+        """Saves the constructor arguments as plain data (under the CLI, all are: its config); from Python,
+        partials of classes are written as the CLI writes them and other objects are left out, so
+        ``torch.load(weights_only=True)`` can always read the checkpoint."""
+        import inspect
+
+        self.save_hyperparameters(frame=inspect.currentframe().f_back)  # type: ignore[union-attr]
+        for key, value in list(self.hparams.items()):
+            plain = _plain(value)
+            if plain is None and value is not None:
+                del self._hparams[key]
+                self._hparams_initial.pop(key, None)
+            elif plain is not value:
+                self._hparams[key] = self._hparams_initial[key] = plain
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        cache = [EmbeddingCacheCallback()] if any(isinstance(b, CachedBackbone) for b in self.model.backbones.values()) else []
+        return [EpochSummary(), EvaluationReport(), StepReseeding(), *cache]
+
+    def setup(self, stage: str) -> None:
+        # frozen backbones stay in eval mode on purpose (dropout off, BatchNorm statistics fixed), and the
+        # task's batch transfer (strings left unwalked) is meant to replace the data module's
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+        warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device` in `LightningModule`")
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if isinstance(datamodule, TakesTokenizers):
+            datamodule.attach_tokenizers(self.model.tokenizers())
+        if stage == "fit":
+            self.objective.prepare(datamodule)
+
+    def forward(self, inputs: Mapping[str, Mapping[str, Any]], present: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Predictions of tokenized inputs in the data's terms (original units, class probabilities)."""
+        return self.objective.predict(self.model(inputs, present).float())
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return _to_device(batch, device) if isinstance(batch, dict) else super().transfer_batch_to_device(
+            batch, device, dataloader_idx)  # fmt: skip
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    # steps ----------------------------------------------------------------------------------------
+    def _loss(self, batch: dict[str, Any], stage: str) -> Tensor:
+        # head outputs in float32: under mixed precision the loss and the metrics are computed in full precision
+        outputs = self.model(batch["inputs"], batch.get("present")).float()
+        loss = self.objective.loss(outputs, batch["target"])
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, batch_size=len(batch["ids"]), on_step=on_step, on_epoch=True,
+                 prog_bar=True, sync_dist=not on_step)  # fmt: skip
+        if not on_step:
+            self.objective.update(stage, outputs, batch["target"])
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        loss = self._loss(batch, "train")
+        return {"loss": loss, "batch_loss": loss.detach(), "batch_size": len(batch["ids"])}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._loss(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._loss(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return self.objective.prediction(self.model(batch["inputs"], batch.get("present")).float(), batch["ids"])
+
+    def _end_evaluation(self, stage: str) -> None:
+        reported = (stage == "test" or self.trainer.state.fn == "validate") and not self.trainer.sanity_checking
+        records = self.objective.records(stage) if reported else None
+        scalars, table = self.objective.compute(stage)
+        for name, value in scalars.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name == self.objective.progress_metric)
+        self.evaluation = Evaluation(stage, scalars, table, records, reported)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_evaluation("test")
+
+    # checkpoints ------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        slim.trim_checkpoint(checkpoint, self.model.backbones)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        slim.check_checkpoint(checkpoint, self, self.target_names)
+
+
+class RegressionTask(FusionTask):
+    """A :class:`FusionTask` whose objective is :class:`~mmfuse.tasks.objectives.Regression` unless given:
+    targets standardised with training-split statistics, MSE loss, predictions in the original units,
+    metrics per target (MSE, R², Pearson, Spearman). Options of the loss go to the objective:
+    ``objective: {class_path: Regression, init_args: {loss: huber, standardize_targets: false}}``."""
+
+    default_objective = Regression
+
+
+class ClassificationTask(FusionTask):
+    """A :class:`FusionTask` whose objective is :class:`~mmfuse.tasks.objectives.Classification` unless given:
+    one logit (two classes, binary cross-entropy) or one per class (cross-entropy); predictions are class
+    probabilities and labels. ``objective: {class_path: Classification, init_args: {label_smoothing: 0.1}}``.
+
+    Examples:
+        >>> from mmfuse.backbones import ESM2
+        >>> task = ClassificationTask({"protein": ESM2("tiny")}, target_names=["cytosol", "membrane", "nucleus"])
+        >>> inputs = {"protein": task.model.tokenizers()["protein"](["MKTAYIAKQR", "MVLSPADK"])}
+        >>> probs = task.eval()(inputs)  # class probabilities
+        >>> probs.shape, torch.allclose(probs.sum(dim=1), torch.ones(2))
+        (torch.Size([2, 3]), True)
+    """
+
+    default_objective = Classification

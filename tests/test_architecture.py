@@ -1,0 +1,81 @@
+"""The layout rules of ARCHITECTURE.md and issue 15, checked on the source: sizes and dependency directions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mmfuse"
+FILES = sorted(PACKAGE.rglob("*.py"))
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside functions (relative imports resolved)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _imports_any(path: Path, prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in _imports(path) if any(m == p or m.startswith(p + ".") for p in prefixes))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_file_is_over_400_lines_and_no_class_over_250(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= 400, f"{path.name} has {lines} lines; split it along a seam"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef):
+            size = node.end_lineno - node.lineno + 1
+            assert size <= 250, f"class {node.name} has {size} lines"
+
+
+def test_the_task_class_stays_small():
+    tree = ast.parse((PACKAGE / "tasks" / "task.py").read_text())
+    (task,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "FusionTask"]
+    assert task.end_lineno - task.lineno + 1 <= 200
+
+
+def _files(*folders: str) -> list[Path]:
+    return [p for folder in folders for p in sorted((PACKAGE / folder).rglob("*.py"))]
+
+
+@pytest.mark.parametrize(
+    ("folders", "forbidden"),
+    [
+        (("backbones", "adapters", "data"), ("mmfuse.tasks", "mmfuse.cache", "mmfuse.cli", "mmfuse.model")),
+        (("adapters",), ("mmfuse.backbones",)),
+        (("backbones",), ("mmfuse.adapters",)),
+        (("data",), ("mmfuse.backbones", "mmfuse.adapters")),
+    ],
+    ids=["no-upward-imports", "adapters-know-no-backbone", "backbones-know-no-adapter", "data-knows-no-model"],
+)
+def test_dependency_rules(folders, forbidden):
+    offenders = {_module(p): _imports_any(p, forbidden) for p in _files(*folders)}
+    assert not {m: i for m, i in offenders.items() if i}
+
+
+def test_the_model_knows_nothing_of_lightning_and_the_registry_nothing_of_mmfuse():
+    assert not _imports_any(PACKAGE / "model.py", ("lightning", "pytorch_lightning", "mmfuse.tasks", "mmfuse.cache"))
+    assert not [m for m in _imports(PACKAGE / "registry.py") if m.startswith("mmfuse")]
+
+
+def test_only_the_cli_knows_lightning_cli():
+    users = [_module(p) for p in FILES if _imports_any(p, ("lightning.pytorch.cli", "jsonargparse"))]
+    assert all(m.startswith("mmfuse.cli") for m in users), users
+
+
+def test_what_the_task_needs_of_a_data_module_is_a_protocol_not_a_probe():
+    for path in _files("tasks", "cache"):
+        assert "hasattr(datamodule" not in path.read_text(), path
