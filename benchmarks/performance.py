@@ -30,6 +30,7 @@ sample data, and the ModelGenerator configuration above (preset-sized: real laye
     python benchmarks/performance.py                       # every section
     python benchmarks/performance.py overhead cache --steps 30
     python benchmarks/performance.py modelgenerator --mg-python /work/mgvenv/bin/python
+    git worktree add ../base main && python benchmarks/performance.py overhead modelgenerator --baseline ../base
 
 Results and the commands that produced them: docs/performance.md.
 """
@@ -345,25 +346,52 @@ def child(spec: dict) -> None:
 # parent side
 
 
-def run_child(spec: dict) -> dict:
+def run_child(spec: dict, tree: Path | None = None) -> dict:
+    """Measures ``spec`` in a child process, with this checkout's mmfuse or, with ``tree``, another's."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "JSONARGPARSE_DEPRECATION_WARNINGS": "off"}
+    if tree is not None:  # that checkout's mmfuse and its own copy of this script (the API it builds with)
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     spec = {**spec, "t_start": time.time()}
-    cmd = [sys.executable, str(Path(__file__)), "--child", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    script = (tree / "benchmarks" / "performance.py") if tree is not None else Path(__file__)
+    cmd = [sys.executable, str(script), "--child", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree or REPO)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"benchmark child {spec} failed:\n{proc.stderr[-4000:]}")
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def median_of(repeats: int, specs: dict[str, dict]) -> dict[str, dict]:
+def median_of(repeats: int, specs: dict[str, dict], baseline: Path | None = None) -> dict[str, dict]:
     """Runs each spec ``repeats`` times, alternating between them (so drifts of the machine hit all
-    alike), and keeps per spec the run with the median steps/s."""
+    alike), and keeps per spec the run with the median steps/s, with its spread (``min``/``max``). With
+    ``baseline`` (another checkout), each child spec also runs there, as ``<name>@baseline``."""
+    if baseline is not None:
+        specs = {**specs, **{f"{n}@baseline": {**s, "tree": str(baseline)} for n, s in specs.items() if "run" not in s}}
     runs: dict[str, list[dict]] = {name: [] for name in specs}
     for _ in range(repeats):
         for name, spec in specs.items():
-            runs[name].append(spec["run"]() if "run" in spec else run_child(spec))
-    return {name: sorted(r, key=lambda x: x["steps_per_s"])[len(r) // 2] for name, r in runs.items()}
+            if "run" in spec:
+                runs[name].append(spec["run"]())
+            else:
+                tree = spec.get("tree")
+                child_spec = {k: v for k, v in spec.items() if k != "tree"}
+                runs[name].append(run_child(child_spec, Path(tree) if tree else None))
+    medians = {}
+    for name, r in runs.items():
+        rates = sorted(x["steps_per_s"] for x in r)
+        medians[name] = {**sorted(r, key=lambda x: x["steps_per_s"])[len(r) // 2], "min": rates[0], "max": rates[-1]}
+    return medians
+
+
+def against_baseline(title: str, results: dict[str, dict], names: list[str]) -> None:
+    """Prints this checkout's steps/s relative to the baseline checkout's, per configuration of ``names``."""
+    rows = [[name, results[f"{name}@baseline"]["steps_per_s"], results[name]["steps_per_s"],
+             f"{results[name]['steps_per_s'] / results[f'{name}@baseline']['steps_per_s']:.3f}×",
+             f"{results[f'{name}@baseline']['min']:.3g}–{results[f'{name}@baseline']['max']:.3g}",
+             f"{results[name]['min']:.3g}–{results[name]['max']:.3g}"]
+            for name in names if f"{name}@baseline" in results]  # fmt: skip
+    table(f"{title}: this checkout vs. the baseline checkout (median steps/s of alternating runs, spread)",
+          ["configuration", "baseline steps/s", "this steps/s", "ratio", "baseline spread", "this spread"], rows)
 
 
 def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
@@ -388,7 +416,9 @@ def section_overhead(args: argparse.Namespace) -> None:
         steps = args.steps * 3 if size == "quick" else args.steps  # quick steps are short: more of them
         res = median_of(args.repeats, {mode: {"kind": "steps", "mode": mode, "size": size, "batch": batch,
                                               "steps": steps, "warmup": args.warmup}
-                                       for mode in ("loop", "lightning")})  # fmt: skip
+                                       for mode in ("loop", "lightning")}, args.baseline)  # fmt: skip
+        if args.baseline:
+            against_baseline(f"1. {size}", res, ["loop", "lightning"])
         overhead = res["loop"]["steps_per_s"] / res["lightning"]["steps_per_s"] - 1
         rows.append([size, batch, res["loop"]["steps_per_s"], res["lightning"]["steps_per_s"],
                      f"{overhead:+.1%}", res["loop"]["peak_rss_mb"], res["lightning"]["peak_rss_mb"]])  # fmt: skip
@@ -491,7 +521,9 @@ def section_modelgenerator(args: argparse.Namespace) -> None:
 
     if args.mg_python:
         specs["mg"] = {"run": modelgenerator}
-    results = median_of(args.repeats, specs)
+    results = median_of(args.repeats, specs, args.baseline)
+    if args.baseline:
+        against_baseline("7. ModelGenerator configuration", results, ["ours", "compiled"])
     ours, compiled = results["ours"], results["compiled"]
     rows = [["mmfuse", ours["steps_per_s"], ours["peak_rss_mb"], ours["params"], ours["trainable"]],
             ["mmfuse, compile_backbones: [dna]", compiled["steps_per_s"], compiled["peak_rss_mb"], compiled["params"],
@@ -517,6 +549,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the cache section")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs (median) in sections 1 and 7")
     parser.add_argument("--mg-python", help="Python of an environment with modelgenerator 0.1.3 (see its script)")
+    parser.add_argument("--baseline", type=Path, help="another checkout of mmfuse (e.g. `git worktree add ../base "
+                        "main`): sections 1 and 7 also run its code, alternating, and compare")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

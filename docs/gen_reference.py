@@ -92,8 +92,8 @@ def component(cls: type | Callable, heading: str, source: str = "") -> str:
 
 def render() -> str:
     from mmfuse.backbones.finetune import FineTuning, LoraOptions
-    from mmfuse.data import CellClassification, IsoformExpression, SequenceClassification, TFBinding
     from mmfuse.cache import CacheOptions
+    from mmfuse.data import CellClassification, IsoformExpression, SequenceClassification, TFBinding
     from mmfuse.registry import ADAPTERS, BACKBONES, BUILTIN_SOURCE, HEADS, OBJECTIVES
     from mmfuse.tasks import ClassificationTask, RegressionTask
 

@@ -18,9 +18,9 @@ The vocabularies are written here (no network): ESM2's 33 tokens, Nucleotide Tra
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -70,8 +70,9 @@ class Tokenizer(Protocol):
 
     name: str
 
-    def __call__(self, sequences: Sequence[str]) -> dict[str, Tensor]:
-        """Encodes and pads ``sequences`` to ``{"input_ids": (B, L), "attention_mask": (B, L)}``."""
+    def __call__(self, sequences: Sequence[str]) -> Mapping[str, Any]:
+        """Encodes and pads ``sequences`` to ``{"input_ids": (B, L), "attention_mask": (B, L)}`` (what the
+        backbone's ``encode`` reads; a cached backbone's tokenizer gives lists of keys and sequences)."""
         ...
 
     def validate(self, sequence: str) -> None:

@@ -79,3 +79,31 @@ def test_only_the_cli_knows_lightning_cli():
 def test_what_the_task_needs_of_a_data_module_is_a_protocol_not_a_probe():
     for path in _files("tasks", "cache"):
         assert "hasattr(datamodule" not in path.read_text(), path
+
+
+def _unit(module: str) -> str:
+    """The package-level unit of a module: ``mmfuse.tasks.task`` → ``mmfuse.tasks``."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_cycles_between_the_packages():
+    edges: dict[str, set[str]] = {}
+    for path in FILES:
+        source = _unit(_module(path))
+        targets = {_unit(m) for m in _imports(path) if m.startswith("mmfuse.") and m.count(".") >= 1}
+        edges.setdefault(source, set()).update(t for t in targets if t != source and t.count(".") == 1)
+    modules = {_unit(_module(p)) for p in FILES}
+    edges = {s: {t for t in ts if t in modules} for s, ts in edges.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            assert state.get(nxt) != 1, f"import cycle: {' -> '.join([*trail, node, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [])

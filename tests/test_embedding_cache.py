@@ -11,7 +11,7 @@ import torch
 
 from mmfuse.adapters import ConcatFusion
 from mmfuse.backbones import ESM2, Enformer, FineTuning, NucleotideTransformer
-from mmfuse.cache import CacheOptions, CachedBackbone, EmbeddingStore, KeyTokenizer, cache_backbones, cached_backbones
+from mmfuse.cache import CachedBackbone, CacheOptions, EmbeddingStore, KeyTokenizer, cache_backbones, cached_backbones
 from mmfuse.data import IsoformExpression
 from mmfuse.data.collate import MultiModalCollate, sequence_key
 from mmfuse.errors import ConfigError
@@ -99,7 +99,7 @@ def _cached(options: CacheOptions, freeze: bool = True) -> dict:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"modalities": ["protein"]}, r"the \['protein'\] backbone\(s\) train"),
+        ({"modalities": ["protein"]}, r"the \['protein'\] backbone\(s\) train.*\(`finetune: \{freeze: true\}`\)"),
         ({"modalities": ["dna"]}, r"names \['dna'\], which have no backbone"),
         ({"pool": {"protein": "mean"}}, r"embedding_cache.pool names \['protein'\], which are not cached"),
         ({"pool": {"rna": "median"}}, "must map modalities to one of"),

@@ -37,7 +37,8 @@ HEAD = partial(MLPHead, hidden_dims=[16], dropout=0.0)
 
 
 def test_importing_the_model_imports_no_lightning():
-    code = "import sys, mmfuse.model; print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))"
+    code = ("import sys, mmfuse.model; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -53,9 +54,9 @@ def test_a_hand_written_loop_follows_the_lightning_task(tmp_path):
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             lightning_losses.append(outputs["loss"].item())
 
-    trainer = L.Trainer(max_steps=STEPS, limit_val_batches=0, logger=False, accelerator="cpu", enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, callbacks=[Record()],
-                        default_root_dir=tmp_path)  # fmt: skip
+    trainer = L.Trainer(max_steps=STEPS, limit_val_batches=0, logger=False, accelerator="cpu",
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        callbacks=[Record()], default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(task, dm)
 
     # the same model in plain PyTorch: same weights, same batches, same objective

@@ -1,4 +1,4 @@
-"""The embedding cache of frozen backbones: the store on disk, the backbone wrapper that reads it, the callback that fills it."""
+"""The embedding cache of frozen backbones: the store on disk, the backbone reading it, the callback filling it."""
 
 from mmfuse.cache.backbone import CachedBackbone, KeyTokenizer, cache_backbones
 from mmfuse.cache.callback import EmbeddingCacheCallback, cached_backbones

@@ -142,7 +142,8 @@ class CachedBackbone(Backbone):
         if self._store is None:
             meta = self.fingerprint()
             digest = hashlib.blake2b(json.dumps(meta, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
-            directory = Path(self.options.directory).expanduser() / f"{self.modality}-{type(self.backbone).__name__}-{digest}"
+            name = f"{self.modality}-{type(self.backbone).__name__}-{digest}"
+            directory = Path(self.options.directory).expanduser() / name
             self._store = EmbeddingStore(directory, self.embed_dim, self.options.precision, f"rank{self.rank}", meta)
         return self._store
 
@@ -261,7 +262,9 @@ def _add_level(module: nn.Module, state: dict[str, Any], prefix: str, *args: Any
         state[prefix + _INNER + key[len(prefix) :]] = state.pop(key)
 
 
-def cache_backbones(backbones: Mapping[str, Backbone], options: CacheOptions | Mapping[str, Any]) -> dict[str, Backbone]:
+def cache_backbones(
+    backbones: Mapping[str, Backbone], options: CacheOptions | Mapping[str, Any]
+) -> dict[str, Backbone]:
     """``backbones`` with the ones ``options`` caches wrapped in a :class:`CachedBackbone`.
 
     Raises:

@@ -86,13 +86,14 @@ class CacheOptions:
         unknown = sorted(set(modalities) - set(frozen))
         if unknown:
             raise ConfigError(
-                f"embedding_cache.modalities names {unknown}, which have no backbone; the backbones are {sorted(frozen)}"
+                f"embedding_cache.modalities names {unknown}, which have no backbone; the backbones are "
+                f"{sorted(frozen)}"
             )
         training = [m for m in modalities if not frozen[m]]
         if training:
             raise ConfigError(
                 f"embedding_cache: the {training} backbone(s) train (their embeddings change every step), so "
-                f"they cannot be cached; cache only frozen backbones (`finetune: {freeze: true}`), or leave "
+                f"they cannot be cached; cache only frozen backbones (`finetune: {{freeze: true}}`), or leave "
                 f"embedding_cache.modalities unset to cache every frozen one"
             )
         if not modalities:

@@ -92,8 +92,8 @@ class EpochSummary(L.Callback):
 
     def _totals(self, device: torch.device) -> Tensor:
         """``[loss sum, samples]`` over every process."""
-        running = torch.stack([self._sum.detach().float().to(device) if self._sum is not None else
-                               torch.zeros((), device=device), torch.tensor(float(self._samples), device=device)])  # fmt: skip
+        total = self._sum.detach().float().to(device) if self._sum is not None else torch.zeros((), device=device)
+        running = torch.stack([total, torch.tensor(float(self._samples), device=device)])
         trainer = self._trainer
         return trainer.strategy.reduce(running, reduce_op="sum") if trainer is not None else running
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from mmfuse.backbones import Backbone
-from mmfuse.cache import CacheOptions, CachedBackbone, EmbeddingCacheCallback, cache_backbones
+from mmfuse.cache import CachedBackbone, CacheOptions, EmbeddingCacheCallback, cache_backbones
 from mmfuse.data.protocols import TakesTokenizers
 from mmfuse.errors import ConfigError
 from mmfuse.model import AdapterFactory, FusionModel, HeadFactory
@@ -143,14 +143,14 @@ class FusionTask(L.LightningModule):
                 self._hparams[key] = self._hparams_initial[key] = plain
 
     def configure_callbacks(self) -> list[L.Callback]:
-        cache = [EmbeddingCacheCallback()] if any(isinstance(b, CachedBackbone) for b in self.model.backbones.values()) else []
-        return [EpochSummary(), EvaluationReport(), StepReseeding(), *cache]
+        cached = any(isinstance(b, CachedBackbone) for b in self.model.backbones.values())
+        return [EpochSummary(), EvaluationReport(), StepReseeding(), *([EmbeddingCacheCallback()] if cached else [])]
 
     def setup(self, stage: str) -> None:
         # frozen backbones stay in eval mode on purpose (dropout off, BatchNorm statistics fixed), and the
         # task's batch transfer (strings left unwalked) is meant to replace the data module's
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-        warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device` in `LightningModule`")
+        warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device` in `LightningMod")
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if isinstance(datamodule, TakesTokenizers):
             datamodule.attach_tokenizers(self.model.tokenizers())

@@ -53,10 +53,10 @@ def test_only_trained_weights_are_stored_and_predictions_come_back_identical(esm
     trainer.save_checkpoint(tmp_path / "run.ckpt")
     saved = torch.load(tmp_path / "run.ckpt", weights_only=True)
     stored = {k for k in saved["state_dict"] if k.startswith("model.backbones.protein.")}
-    trainable = {f"model.backbones.protein.{n}" for n, p in task.model.backbones["protein"].named_parameters() if p.requires_grad}
-    assert trainable <= stored and stored - trainable <= {"model.backbones.protein.model.embeddings.position_ids"}, sorted(
-        stored - trainable
-    )[:5]
+    protein = task.model.backbones["protein"]
+    trainable = {f"model.backbones.protein.{n}" for n, p in protein.named_parameters() if p.requires_grad}
+    position_ids = "model.backbones.protein.model.embeddings.position_ids"
+    assert trainable <= stored and stored - trainable <= {position_ids}, sorted(stored - trainable)[:5]
     assert saved["mmfuse_reloaded_weights"] == {"protein": esm_dir}
     assert any(k.startswith("model.backbones.rna.") for k in saved["state_dict"]), "random backbones are stored whole"
 

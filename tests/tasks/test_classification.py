@@ -106,7 +106,8 @@ def test_label_smoothing_and_class_weights_change_the_multiclass_loss_as_defined
     weights = torch.tensor([5.0, 1.0, 2.0])
     weighted = _task(class_weights=weights.tolist()).objective.loss(logits, labels)
     torch.testing.assert_close(weighted, (weights[labels] * nll).sum() / weights[labels].sum())
-    assert weighted > _task().objective.loss(logits, labels)  # class 0, with the worst-predicted record, counts five times
+    # class 0, with the worst-predicted record, counts five times
+    assert weighted > _task().objective.loss(logits, labels)
 
 
 def test_label_smoothing_and_class_weights_change_the_binary_loss_as_defined():
