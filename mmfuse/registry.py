@@ -22,6 +22,7 @@ Examples:
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -263,12 +264,18 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
+@functools.cache
+def _packages_distributions() -> dict[str, list[str]]:
+    """Top-level module → distributions, read once: scanning every installed distribution takes most of a second."""
+    return metadata.packages_distributions()
+
+
 def _source_of(obj: Any) -> str:
     module = getattr(obj, "__module__", "") or ""
     if module == "mmfuse" or module.startswith("mmfuse."):
         return BUILTIN_SOURCE
     top = module.split(".")[0]
-    dists = metadata.packages_distributions().get(top)
+    dists = _packages_distributions().get(top)
     if dists:
         name = dists[0]
         try:
