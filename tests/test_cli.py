@@ -17,12 +17,15 @@ from mmfuse.registry import Registry
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").rglob("*.yaml"))
 
 
-def test_help_lists_the_subcommands(run_mmfuse):
-    result = run_mmfuse("--help")
+def test_help_lists_the_subcommands(run_mmfuse, capsys, monkeypatch):
+    result = run_mmfuse("--help")  # the installed command, in its own process
     assert result.returncode == 0, result.stderr
     assert "{fit,validate,test,predict}" in result.stdout and "mmfuse components" in result.stdout
-    result = run_mmfuse("fit", "--help")
-    assert result.returncode == 0 and "--predictions.output" in result.stdout and "--model" in result.stdout
+    monkeypatch.setattr("sys.argv", ["mmfuse"])
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "--predictions.output" in out and "--model" in out
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: str(p.parent.name + "/" + p.name))
@@ -88,13 +91,13 @@ def test_plugin_components_and_failures_are_reported_by_distribution(run_mmfuse,
     (tmp_path / "mmfuse_toy_plugin.py").write_text(
         textwrap.dedent('''
         import torch
-        from mmfuse.backbones import Backbone, BackboneOutput
+        from mmfuse.backbones import Backbone, BackboneOutput, FineTuning
         from mmfuse.tokenizers import CharTokenizer
 
         class ToyBackbone(Backbone):
             """A one-layer embedding of DNA letters."""
-            def __init__(self, preset: str = "tiny", modality: str = "dna", freeze: bool = False):
-                super().__init__(modality, freeze)
+            def __init__(self, preset: str = "tiny", modality: str = "dna", finetune: FineTuning | None = None):
+                super().__init__(modality, finetune)
                 self.embedding = torch.nn.Embedding(5, 8)
                 self.tokenizer = CharTokenizer("Toy", "ACGTN", [0, 1, 2, 3, 4], pad_id=4)
                 self._finish_init()
