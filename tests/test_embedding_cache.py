@@ -273,3 +273,15 @@ def test_a_cached_backbone_keeps_the_state_dict_keys_of_the_backbone_it_wraps(tm
         next(plain.parameters()).add_(1.0)
     cached.load_state_dict(plain.state_dict())  # a checkpoint of an uncached run loads, strictly
     assert torch.equal(next(cached.backbone.parameters()), next(plain.parameters()))
+
+
+def test_a_truncated_data_file_is_detected_not_read_as_other_embeddings(tmp_path):
+    store = EmbeddingStore(tmp_path, dim=4, precision="float32")
+    store.put([(_key(0), torch.ones(2, 4)), (_key(1), torch.full((3, 4), 2.0))])
+    with open(tmp_path / "rank0.bin", "r+b") as f:  # the index survives, the data file loses its end
+        f.truncate(3 * 4 * 4)
+    reader = EmbeddingStore(tmp_path, dim=4, precision="float32")
+    assert torch.equal(reader.get(_key(0)), torch.ones(2, 4))  # rows still on disk read as before
+    past_the_end = r"rank0.idx points at rows 2–4, past the end of rank0.bin \(3 rows\).*Delete"
+    with pytest.raises(ConfigError, match=past_the_end):
+        reader.get(_key(1))

@@ -199,10 +199,16 @@ class EmbeddingStore:
         mapped = self._maps.get(shard)
         if mapped is None or row + rows > len(mapped):
             path = self.directory / f"{shard}.bin"
-            n = path.stat().st_size // self.row_bytes
+            n = path.stat().st_size // self.row_bytes if path.exists() else 0
             mapped = np.memmap(path, dtype=self.np_dtype, mode="r", shape=(n, self.dim)) if n else np.empty(
                 (0, self.dim), dtype=self.np_dtype)  # fmt: skip
             self._maps[shard] = mapped
+            if row + rows > n:  # the index outlived its data: a truncated or replaced data file
+                raise ConfigError(
+                    f"embedding cache {self.directory}: an index record of {shard}.idx points at rows {row}–"
+                    f"{row + rows - 1}, past the end of {shard}.bin ({n} rows); the data file was truncated or "
+                    f"replaced. Delete {self.directory} to compute these embeddings again."
+                )
         return mapped[row : row + rows]
 
     def view(self, key: bytes) -> np.ndarray:
@@ -244,6 +250,7 @@ class EmbeddingStore:
                     records[i] = (np.frombuffer(key, dtype=np.uint8), row, len(array))
                     row += len(array)
                 data.flush()
+                os.fsync(data.fileno())  # the rows reach the disk before the index records that point at them
                 index_size = index.seek(0, os.SEEK_END)
                 if index_size % _INDEX.itemsize:  # a record that died half-way: drop it
                     index.truncate(index_size - index_size % _INDEX.itemsize)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,27 @@ from mmfuse.io import atomic_path
 __all__ = ["PredictionWriter"]
 
 _INDEX = "__mmfuse_index"
+
+
+def _refuse_inputs(output: Path, datamodule: Any) -> None:
+    """Raises :class:`ConfigError` if ``output`` is (or would land among) the data module's input files."""
+    inputs = [getattr(datamodule, "path", None)]
+    windows = getattr(datamodule, "genome_windows", None)
+    inputs.append(getattr(windows, "fasta", None))
+    target = output.expanduser().resolve()
+    for given in inputs:
+        if not isinstance(given, str | Path) or not str(given):
+            continue
+        source = Path(given).expanduser()
+        if not source.exists():
+            continue  # a hub id, or the bundled sample
+        source = source.resolve()
+        if target == source or (source.is_dir() and source in target.parents):
+            raise ConfigError(
+                f"--predictions.output {str(output)!r} would overwrite or join the data module's input "
+                f"{str(given)!r}; write the predictions to another file (e.g. predictions.csv in the run's "
+                f"directory, the default)"
+            )
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -55,12 +78,13 @@ class PredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._final = self._resolve(trainer)
+        _refuse_inputs(self._final, trainer.datamodule)
         self._path = self._final
         if trainer.world_size > 1:
             self._path = self._final.with_name(f"{self._final.stem}.rank{trainer.global_rank}{self._final.suffix}")
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self._path.with_name(f".{self._path.name}.partial")
-        self._tmp.unlink(missing_ok=True)
+        # one temporary file per process: two runs writing one output never append to each other's rows
+        self._tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
         if trainer.world_size > 1:  # a rank's file of an earlier run must not be joined into this one
             self._path.unlink(missing_ok=True)
         self._parquet, self._rows = None, 0
@@ -129,8 +153,11 @@ class PredictionWriter(BasePredictionWriter):
         if not parts:
             return
         suffix = final.suffix.lower()
+        # ids (the first column) are read back as the text they were written as: 00003 stays 00003
         read = (
-            pd.read_parquet if suffix == ".parquet" else lambda f: pd.read_csv(f, sep="\t" if suffix == ".tsv" else ",")
+            pd.read_parquet
+            if suffix == ".parquet"
+            else lambda f: pd.read_csv(f, sep="\t" if suffix == ".tsv" else ",", converters={0: str})
         )
         frame = pd.concat([read(p) for p in parts], ignore_index=True)
         if _INDEX in frame.columns:
