@@ -4,7 +4,7 @@ The ``mmfuse`` command prints these as one message, without a traceback (``MMFUS
 it); every message names the record, key or file and the fix.
 """
 
-__all__ = ["ConfigError", "MmfuseError"]
+__all__ = ["ConfigError", "MmfuseError", "NonFiniteError"]
 
 
 class MmfuseError(Exception):
@@ -13,3 +13,7 @@ class MmfuseError(Exception):
 
 class ConfigError(MmfuseError, ValueError):
     """An option value that cannot work (unknown preset, impossible combination, …)."""
+
+
+class NonFiniteError(MmfuseError, ArithmeticError):
+    """A loss, weight or prediction that is NaN or infinite: the run stops (never exits 0 after it)."""

@@ -223,5 +223,16 @@ class IsoformExpression(TableDataModule):
         targets = self.split_labels("train")
         if targets is None or len(targets) == 0:
             raise DataError(f"the training split of {self.path} has no targets to standardise with")
-        std = targets.std(axis=0)
-        return targets.mean(axis=0), np.where(std > 0, std, 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
+            std, mean = targets.std(axis=0), targets.mean(axis=0)
+        wide = targets.astype(np.float64)  # checked in float64: float32 sums of values near its limit overflow
+        limit = float(np.finfo(np.float32).max)
+        spread = np.abs(wide - wide.mean(axis=0)).max(axis=0)
+        too_wide = np.flatnonzero(~(spread < limit) | ~np.isfinite(std) | ~np.isfinite(mean))
+        if len(too_wide):
+            names = ", ".join(self.target_names[i] for i in too_wide[:3])
+            raise DataError(
+                f"the targets of {self.path} ({names}) reach {np.abs(wide).max():.3g}: standardising them (and "
+                f"training in float32) overflows to infinity; rescale them (e.g. log1p of expression) in the table"
+            )
+        return mean, np.where(std > 0, std, 1.0)

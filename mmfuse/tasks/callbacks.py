@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from mmfuse.errors import NonFiniteError
 from mmfuse.io import atomic_path
 from mmfuse.tasks import report
 from mmfuse.tasks.metrics import MetricTable
@@ -85,6 +87,12 @@ class EpochSummary(L.Callback):
         evaluation = getattr(pl_module, "evaluation", None)
         if trainer.sanity_checking or trainer.state.fn == "validate" or "val/loss" not in trainer.callback_metrics:
             return
+        val_loss = float(trainer.callback_metrics["val/loss"])
+        if not math.isfinite(val_loss):  # before ModelCheckpoint (the last callback) can save a "best" model
+            raise NonFiniteError(
+                f"the validation loss is {val_loss} after epoch {trainer.current_epoch}: the weights diverged; "
+                f"lower the learning rate, clip gradients (trainer.gradient_clip_val) or check the targets"
+            )
         scalars = evaluation.scalars if evaluation is not None else {}
         self._validation = f"  val/loss {trainer.callback_metrics['val/loss'].item():.4f}  " + "  ".join(
             f"val/{k} {v.item():.4f}" for k, v in scalars.items()
@@ -102,6 +110,11 @@ class EpochSummary(L.Callback):
         total = self._totals(pl_module.device)
         train_loss = (total[0] / total[1].clamp(min=1)).item()
         self._sum, self._samples = None, 0
+        if not math.isfinite(train_loss):
+            raise NonFiniteError(
+                f"the training loss of epoch {trainer.current_epoch} is {train_loss}: lower the learning rate, "
+                f"clip gradients (trainer.gradient_clip_val) or check the targets"
+            )
         pl_module.print(f"epoch {trainer.current_epoch}: train/loss {train_loss:.4f}{self._validation}")
         self._validation = ""
 

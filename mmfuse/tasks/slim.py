@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from mmfuse.checkpoints import CheckpointMismatchError, state_dict_mismatch
+from mmfuse.errors import NonFiniteError
 
 __all__ = ["check_checkpoint", "reloadable_keys", "trim_checkpoint", "upgrade_state_dict"]
 
@@ -71,6 +72,13 @@ def check_checkpoint(checkpoint: dict[str, Any], module: nn.Module, target_names
     Upgrades the state dict of an older checkpoint first (:func:`upgrade_state_dict`).
     """
     upgrade_state_dict(checkpoint.get("state_dict", {}))
+    diverged = [k for k, v in checkpoint.get("state_dict", {}).items()
+                if isinstance(v, Tensor) and v.is_floating_point() and not bool(v.isfinite().all())]  # fmt: skip
+    if diverged:
+        raise NonFiniteError(
+            f"the checkpoint holds NaN or infinite weights ({len(diverged)} tensors, e.g. {', '.join(diverged[:3])}): "
+            f"the run that wrote it diverged; use an earlier checkpoint"
+        )
     expected = module.state_dict()
     reloaded = checkpoint.get("mmfuse_reloaded_weights")
     if reloaded:  # fixed backbone weights come from their sources, not from the checkpoint

@@ -20,7 +20,7 @@ from torch import Tensor
 from mmfuse.backbones import Backbone
 from mmfuse.cache import CachedBackbone, CacheOptions, EmbeddingCacheCallback, cache_backbones
 from mmfuse.data.protocols import TakesTokenizers
-from mmfuse.errors import ConfigError
+from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.model import AdapterFactory, FusionModel, HeadFactory
 from mmfuse.tasks import slim
 from mmfuse.tasks.callbacks import EpochSummary, Evaluation, EvaluationReport, StepReseeding
@@ -181,6 +181,11 @@ class FusionTask(L.LightningModule):
         outputs = self.model(batch["inputs"], batch.get("present")).float()
         loss = self.objective.loss(outputs, batch["target"])
         on_step = stage == "train"
+        if on_step and loss.device.type == "cpu" and not torch.isfinite(loss):  # free on the CPU; elsewhere per epoch
+            raise NonFiniteError(
+                f"the training loss is {loss.item()} at step {self.global_step} (records {', '.join(batch['ids'][:4])}"
+                f"{', …' if len(batch['ids']) > 4 else ''}): check their targets, or lower the learning rate"
+            )
         self.log(f"{stage}/loss", loss, batch_size=len(batch["ids"]), on_step=on_step, on_epoch=True,
                  prog_bar=True, sync_dist=not on_step)  # fmt: skip
         if not on_step:

@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from mmfuse.data.records import ROW_ID
-from mmfuse.errors import ConfigError
+from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.io import atomic_path
 
 __all__ = ["PredictionWriter"]
@@ -104,6 +105,14 @@ class PredictionWriter(BasePredictionWriter):
         id_column = "id" if id_column == ROW_ID else id_column  # ids the data module made (FILE:ROW)
         names = list(getattr(pl_module, "target_names", []))
         preds = prediction["preds"].numpy()
+        if not np.isfinite(preds).all():
+            finite = np.isfinite(preds).all(axis=1)
+            bad = [str(i) for i, ok in zip(prediction["ids"], finite, strict=True) if not ok]
+            raise NonFiniteError(
+                f"the predictions of {len(bad)} record(s) ({', '.join(bad[:3])}{', …' if len(bad) > 3 else ''}) are "
+                f"NaN or infinite: the checkpoint's weights (or these records' inputs) are not finite; nothing was "
+                f"written"
+            )
         if len(names) != preds.shape[1]:
             names = [f"output_{i}" for i in range(preds.shape[1])]
         frame = pd.DataFrame(preds, columns=names)
