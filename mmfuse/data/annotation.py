@@ -168,6 +168,16 @@ def _add(transcript: Transcript, kind: str, interval: tuple[int, int], phase: st
             transcript.phase = int(phase)
 
 
+def _same_place(path: Path, number: int, transcript: Transcript, fields: list[str]) -> None:
+    """Refuses a line of ``transcript`` on another contig or strand than its earlier lines (exons would merge)."""
+    if (fields[0], fields[6]) != (transcript.contig, transcript.strand):
+        raise DataError(
+            f"{path}:{number}: transcript {transcript.transcript_id} is on {fields[0]} ({fields[6]}) here but on "
+            f"{transcript.contig} ({transcript.strand}) in its earlier lines; one id must name one transcript (give "
+            f"the copies distinct ids, e.g. GENCODE's _PAR_Y suffix, or remove one)"
+        )
+
+
 def _read_gtf(path: Path) -> dict[str, Transcript]:
     transcripts: dict[str, Transcript] = {}
     for number, fields in _records(path):
@@ -184,6 +194,7 @@ def _read_gtf(path: Path) -> dict[str, Transcript]:
         if transcript is None:
             gene = _versioned(attributes.get("gene_id", ""), attributes.get("gene_version"))
             transcript = transcripts[key] = Transcript(original, gene, fields[0], fields[6])
+        _same_place(path, number, transcript, fields)
         if not transcript.biotype:
             transcript.biotype = next((attributes[k] for k in _BIOTYPE_KEYS if k in attributes), "")
         if kind != "transcript":
@@ -210,6 +221,7 @@ def _read_gff3(path: Path) -> dict[str, Transcript]:
                 raise DataError(f"{path}:{number}: {kind} feature without a Parent= attribute")
             for parent in attributes["Parent"].split(","):
                 transcript = children.setdefault(parent, Transcript(parent, "", fields[0], fields[6]))
+                _same_place(path, number, transcript, fields)
                 _add(transcript, kind, interval, fields[7])
         elif "ID" in attributes and "Parent" in attributes:  # a transcript (genes have no Parent)
             kept = {
@@ -223,7 +235,15 @@ def _read_gff3(path: Path) -> dict[str, Transcript]:
         transcript.transcript_id = _versioned(original, attributes.get("version"))
         transcript.gene_id = attributes.get("gene_id") or _strip_prefix(gene)
         transcript.biotype = next((attributes[k] for k in _BIOTYPE_KEYS if k in attributes), "")
-        transcripts[strip_version(transcript.transcript_id)] = transcript
+        key = strip_version(transcript.transcript_id)
+        other = transcripts.get(key)
+        if other is not None and (other.contig, other.strand) != (transcript.contig, transcript.strand):
+            raise DataError(
+                f"{path}: transcript {transcript.transcript_id} is annotated on {other.contig} ({other.strand}) and on "
+                f"{transcript.contig} ({transcript.strand}); one id must name one transcript (give the copies distinct "
+                f"ids, e.g. GENCODE's _PAR_Y suffix, or remove one)"
+            )
+        transcripts[key] = transcript
     return transcripts
 
 

@@ -19,6 +19,7 @@ transcript FASTA by the GTF's exon lengths) placed at its coordinates, shifted t
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 from pathlib import Path
 
@@ -305,3 +306,15 @@ def test_coordinates_table_cuts_the_same_windows_when_read(tmp_path, genome, cap
     dm.setup("fit")
     windows = {r["id"]: r["sequences"]["dna"] for r in dm._splits["train"]}
     assert windows == dict(zip(full["transcript_id"], full["DNA"], strict=True))
+
+
+@pytest.mark.parametrize("write", [_write_gtf, _write_gff3], ids=["gtf", "gff3"])
+@pytest.mark.parametrize(("contig", "strand"), [("chr2", "+"), ("chr1", "-")], ids=["contig", "strand"])
+def test_one_id_on_two_contigs_or_strands_is_refused_by_id(tmp_path, write, contig, strand):
+    first = {"id": "ENST1.1", "contig": "chr1", "strand": "+", "exons": [(10, 40)]}
+    second = {**first, "contig": contig, "strand": strand, "exons": [(100, 130)], "gene": "G2"}
+    annotation = write(tmp_path / ("a.gtf" if write is _write_gtf else "a.gff3"), [first, second])
+    where = re.escape(f"{contig} ({strand})")
+    refused = rf"transcript (transcript:)?ENST1.1 is (on|annotated on) .*{where}.*one id must"
+    with pytest.raises(DataError, match=refused):
+        read_annotation(annotation)
