@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,10 +280,7 @@ def test_user_config_merges_config_files_and_overrides(tmp_path):
 
 
 def test_moved_options_of_todays_configs_say_what_to_write(quickstart, capsys, monkeypatch, tmp_path):
-    """End to end on the real classes, once the typed fine-tuning group and the objectives exist."""
-    pytest.importorskip("mmfuse.tasks.objectives")
-    if not hasattr(importlib.import_module("mmfuse.backbones"), "FineTuning"):
-        pytest.skip("mmfuse.backbones.FineTuning does not exist yet")
+    """End to end on the real classes: a config written for the flat fine-tuning options and task losses."""
     config = tmp_path / "old.yaml"
     esm2 = "class_path: ESM2\n        init_args: {preset: tiny"
     text = quickstart.read_text().replace(esm2 + "}", esm2 + ", freeze: true}")
