@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import Tensor
 
 from mmfuse.errors import MmfuseError
 
-__all__ = ["CheckpointMismatchError", "describe_mismatch", "state_dict_mismatch"]
+__all__ = [
+    "CheckpointMismatchError",
+    "compare_with_checkpoint",
+    "describe_mismatch",
+    "saved_model_config",
+    "state_dict_mismatch",
+]
 
 
 class CheckpointMismatchError(MmfuseError, ValueError):
@@ -35,3 +42,96 @@ def state_dict_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, Tens
         if hasattr(given[k], "shape") and tuple(given[k].shape) != tuple(expected[k].shape)
     ]
     return describe_mismatch(missing, unexpected, wrong_shape)
+
+
+# --- what a checkpoint's hyper-parameters may change ------------------------------------------------
+#
+# Lightning's CLI parses a checkpoint's ``hyper_parameters`` over the user's config. mmfuse does not: the
+# config builds the model, the checkpoint brings weights and training state only. The saved
+# hyper-parameters are compared with the config instead; a different class anywhere in the model
+# (task, a backbone, the adapter, the head, the objective), a modality one side lacks, or a checkpoint
+# that wants ``trust_remote_code`` the config does not give, is refused; any other difference is shown
+# and the config's value is used. docs/reliability.md ("What a checkpoint may change") is the policy.
+
+_IGNORED = ("model.init_args.target_names",)  # linked from the data module; checked against the weights
+
+
+def saved_model_config(hyper_parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``hyper_parameters`` as the ``{class_path, init_args}`` of the ``model`` section."""
+    saved = {k: v for k, v in hyper_parameters.items() if k not in ("_instantiator", "_class_path")}
+    return {"class_path": hyper_parameters.get("_class_path"), "init_args": saved}
+
+
+def _flatten(tree: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        if not tree:
+            return {prefix: {}}
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}.{key}"))
+        return flat
+    return {prefix: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def _same_class(a: Any, b: Any) -> bool:
+    """Whether two class paths name one class, without importing either (a checkpoint's module is not
+    imported to find out): equal, or one module a package of the other (``mmfuse.backbones.Enformer``
+    and ``mmfuse.backbones.enformer.Enformer``)."""
+    if a == b:
+        return True
+    if not (isinstance(a, str) and isinstance(b, str)) or a.rsplit(".", 1)[-1] != b.rsplit(".", 1)[-1]:
+        return False
+    ma, mb = a.rpartition(".")[0], b.rpartition(".")[0]
+    return ma.startswith(mb + ".") or mb.startswith(ma + ".") or not ma or not mb
+
+
+def _show(key: str, value: Any) -> str:
+    if value is _MISSING:
+        return "not set"
+    if key.endswith(".class_path") and isinstance(value, str):
+        return value.rsplit(".", 1)[-1]
+    text = repr(value)  # strings whole (paths matter), long lists cut
+    return text if isinstance(value, str) or len(text) <= 80 else text[:77] + "..."
+
+
+def compare_with_checkpoint(
+    config: Mapping[str, Any], hyper_parameters: Mapping[str, Any]
+) -> tuple[list[str], list[str]]:
+    """How the config's ``model`` section (``{class_path, init_args}``) differs from a checkpoint's
+    hyper-parameters: ``(refused, notes)``, one-line descriptions naming each option as the command line
+    does (``model.init_args.adapter.class_path``). Refused: a different class anywhere, a part only one
+    side has, ``trust_remote_code`` the checkpoint sets and the config does not. Notes: other values."""
+    ours = _flatten(dict(config), "model")
+    theirs = _flatten(saved_model_config(hyper_parameters), "model")
+    refused: list[str] = []
+    notes: list[str] = []
+    replaced: list[str] = []  # parts built from another class: their options are not compared
+    for key in sorted(set(ours) | set(theirs), key=lambda k: (k.count("."), k)):
+        if key in _IGNORED or any(key.startswith(p) for p in replaced):
+            continue
+        mine, saved = ours.get(key, _MISSING), theirs.get(key, _MISSING)
+        if key.endswith(".class_path") and not _same_class(mine, saved):
+            part = key.removesuffix(".class_path")
+            if _MISSING in (mine, saved) or None in (mine, saved):
+                only = "this config" if saved in (_MISSING, None) else "the checkpoint"
+                refused.append(f"{part} is only in {only}")
+            else:
+                a, b = _show(key, saved), _show(key, mine)
+                a, b = (saved, mine) if a == b else (a, b)  # one name in two packages: say which
+                refused.append(f"{key} is {a} in the checkpoint, {b} in this config")
+            replaced.append(part + ".")
+        elif key.endswith(".trust_remote_code") and _on(saved) and not _on(mine):
+            refused.append(
+                f"the checkpoint sets {key}: {saved!r}, which mmfuse never takes from a checkpoint (it would "
+                f"run the source's Python code); if you trust that source, set it in your own config"
+            )
+        elif mine != saved and not key.endswith(".class_path"):
+            notes.append(f"{key}: {_show(key, mine)} (config), {_show(key, saved)} (checkpoint)")
+    return refused, notes
+
+
+_MISSING: Any = object()
+
+
+def _on(value: Any) -> bool:
+    return value is not _MISSING and value not in (None, False, 0, "", "false", "False")

@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from mmfuse.checkpoints import CheckpointMismatchError, compare_with_checkpoint
 from mmfuse.cli_hints import SECTIONS, config_hints, user_config
 from mmfuse.errors import MmfuseError
 from mmfuse.registry import REGISTRIES, PluginLoadError, UnknownComponentError
@@ -81,10 +82,11 @@ class _Parser(LightningArgumentParser):
         super().error(message, ex)
 
 
-def _check_checkpoint(path: str) -> None:
-    """Fails early, and clearly, on a checkpoint that is missing or that mmfuse cannot read safely."""
+def _check_checkpoint(path: str) -> dict[str, Any]:
+    """Fails early, and clearly, on a checkpoint that is missing or that mmfuse cannot read safely;
+    returns its hyper-parameters."""
     if path in _CKPT_ALIASES or path.startswith("registry:"):
-        return
+        return {}
     file = Path(path).expanduser()
     if not file.is_file():
         raise MmfuseError(f"checkpoint {path!r} does not exist; pass the .ckpt file written by `mmfuse fit`")
@@ -106,6 +108,8 @@ def _check_checkpoint(path: str) -> None:
             f"{path!r} is not a Lightning checkpoint (it has no state_dict); pass a .ckpt file written by "
             f"`mmfuse fit` (weights alone load through a backbone's `source`)"
         )
+    saved = checkpoint.get("hyper_parameters")
+    return dict(saved) if isinstance(saved, dict) else {}
 
 
 def _get(namespace: Any, key: str) -> Any:
@@ -181,8 +185,34 @@ class MmfuseCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path == "last":
             ckpt_path = self._resolve_last(subcommand)
-        if ckpt_path:
-            _check_checkpoint(str(ckpt_path))
+        self._saved_hparams = _check_checkpoint(str(ckpt_path)) if ckpt_path else {}
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning parses a checkpoint's hyper-parameters over the config here; mmfuse compares them with
+        it instead (:func:`mmfuse.checkpoints.compare_with_checkpoint`): the config builds the model, a
+        checkpoint cannot swap a part of it, turn on ``trust_remote_code`` or change a weights source, and
+        the options that differ are shown."""
+        subcommand = self.config.get("subcommand")
+        saved = getattr(self, "_saved_hparams", None)
+        if not subcommand or not saved:
+            return
+        ckpt_path = str(self.config[subcommand]["ckpt_path"])
+        refused, notes = compare_with_checkpoint(self.config[subcommand]["model"].as_dict(), saved)
+        run_config = Path(ckpt_path).parent.parent / "config.yaml"
+        trained_with = (
+            f"its run's config is {run_config}" if run_config.is_file()
+            else "use the config it was trained with (`mmfuse fit` saves it as config.yaml in the run's directory)"
+        )  # fmt: skip
+        if refused:
+            raise CheckpointMismatchError(
+                f"checkpoint {ckpt_path!r} holds another model than this config builds: {'; '.join(refused)}. "
+                f"mmfuse builds the model from the config, never from a checkpoint; {trained_with}"
+            )
+        if notes and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+            shown = [*notes[:8], *([f"... and {len(notes) - 8} more"] if len(notes) > 8 else [])]
+            print(f"mmfuse: note: this config differs from what checkpoint {ckpt_path!r} was trained with; the "
+                  f"config's values are used ({trained_with}):", *(f"  {n}" for n in shown), sep="\n",
+                  file=sys.stderr)  # fmt: skip
 
     def _resolve_last(self, subcommand: str) -> str | None:
         """``--ckpt_path last``: the newest ``last*.ckpt`` of the earlier runs of this config.

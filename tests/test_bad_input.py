@@ -288,6 +288,28 @@ def truncated(inputs: Inputs) -> Path:
     return path
 
 
+def rewritten(edit: Callable[[dict], Any]) -> Callable[[Inputs], Path]:
+    """The shared checkpoint with its ``hyper_parameters`` changed by ``edit`` (plain data: it still loads
+    with ``weights_only=True``)."""
+
+    def write(inputs: Inputs) -> Path:
+        content = torch.load(inputs.checkpoint, map_location="cpu", weights_only=True)
+        edit(content["hyper_parameters"])
+        path = inputs.file("edited.ckpt")
+        torch.save(content, path)
+        return path
+
+    return write
+
+
+def other_adapter(hparams: dict) -> None:
+    hparams["adapter"] = {"class_path": "mmfuse.adapters.CrossAttentionFusion", "init_args": {"hidden_dim": 64}}
+
+
+def remote_code(hparams: dict) -> None:
+    hparams["backbones"]["protein"]["init_args"].update(source="/tmp/evil-model", trust_remote_code=True)
+
+
 def saved(obj: Any) -> Callable[[Inputs], Path]:
     """A checkpoint file holding ``obj`` (written by ``torch.save``)."""
 
@@ -492,6 +514,14 @@ CASES = [
          cli_test(lambda i: i.checkpoint, modelgenerator_table, "--data.init_args.columns=modelgenerator"),
          CheckpointMismatchError, ("trained with target_names Adipose Tissue, Adrenal Gland",
                                    "'labels_0' in the data module", "Use the config the checkpoint was trained with")),
+    Case("checkpoint-of-another-adapter", cli_test(rewritten(other_adapter)), CheckpointMismatchError,
+         ("edited.ckpt", "model.init_args.adapter.class_path is CrossAttentionFusion in the checkpoint, ConcatFusion "
+          "in this config", "builds the model from the config, never from a checkpoint", "config.yaml")),
+    Case("checkpoint-without-a-modality", cli_test(rewritten(lambda h: h["backbones"].pop("dna"))),
+         CheckpointMismatchError, ("edited.ckpt", "model.init_args.backbones.dna is only in this config")),
+    Case("checkpoint-turning-on-remote-code", cli_test(rewritten(remote_code)), CheckpointMismatchError,
+         ("edited.ckpt", "sets model.init_args.backbones.protein.init_args.trust_remote_code: True",
+          "never takes from a checkpoint", "set it in your own config")),
     # genome and TF-binding files
     Case("genome-index-unreadable", corrupt_index, DataError,
          ("genome.fa", "cannot read or build the index", "Delete", "genome.fa.fai to have it rebuilt")),

@@ -103,3 +103,143 @@ def test_a_bin_that_asks_to_run_code_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"pytorch_model.bin holds Python objects .* will not run code"):
         load_config_and_weights(str(tmp_path), _Tiny, "tiny")
     assert not marker.exists()
+
+
+# --- checkpoints: their hyper-parameters never build the model (docs/reliability.md) --------------
+
+
+def _evil_source(directory: Path, marker: Path) -> Path:
+    """A model directory whose tokenizer is Python code touching ``marker`` when imported."""
+    directory.mkdir()
+    (directory / "evil.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps({"auto_map": {"AutoTokenizer": ["evil.T", None]}}))
+    (directory / "config.json").write_text(json.dumps({"model_type": "evil", "auto_map": {"AutoConfig": "evil.C"}}))
+    return directory
+
+
+def _mmfuse(*args: str) -> tuple[int, str]:
+    import contextlib
+    import io
+    import os
+    import sys
+
+    from mmfuse.cli import main
+
+    saved, argv, err = dict(os.environ), sys.argv, io.StringIO()
+    sys.argv = ["mmfuse"]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exit:
+                code = int(exit.code or 0)
+    finally:
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(saved)
+    return code, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def hf_run(tmp_path_factory):
+    """A one-step fit of the quickstart with its protein read by a tiny ``HuggingFaceEncoder``: (config, ckpt)."""
+    import yaml
+
+    from tests.backbones.conftest import make_tiny_hf
+
+    root = tmp_path_factory.mktemp("hf-run")
+    quickstart = Path(__file__).resolve().parents[1] / "experiments" / "quickstart" / "config.yaml"
+    config = yaml.safe_load(quickstart.read_text())
+    source = make_tiny_hf("esm", root / "tiny-esm")
+    config["model"]["init_args"]["backbones"]["protein"] = {
+        "class_path": "HuggingFaceEncoder", "init_args": {"source": str(source), "modality": "protein"}}  # fmt: skip
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(root / "runs")
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, err = _mmfuse("fit", "--config", str(path), *_SMALL, "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
+                        "--trainer.num_sanity_val_steps=0")  # fmt: skip
+    assert code == 0, err[-2000:]
+    (checkpoint,) = (root / "runs").glob("*/*/checkpoints/last.ckpt")
+    return path, checkpoint
+
+
+_SMALL = (
+    "--data.init_args.sample_genes=12",
+    "--data.init_args.val_fraction=0.25",
+    "--data.init_args.test_fraction=0.25",
+    "--data.init_args.batch_size=4",
+    "--trainer.enable_progress_bar=false",
+    "--data.init_args.max_lengths={dna: 256, rna: 256, protein: 128}",
+    "--trainer.enable_model_summary=false",
+)
+
+
+def _edited(checkpoint: Path, directory: Path, **protein: object) -> Path:
+    content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    content["hyper_parameters"]["backbones"]["protein"]["init_args"].update(protein)
+    path = directory / "edited.ckpt"
+    torch.save(content, path)
+    return path
+
+
+def test_a_checkpoint_cannot_turn_on_remote_code(hf_run, tmp_path):
+    """The attack of issue 16: a plain-data checkpoint (it loads with ``weights_only=True``) whose
+    hyper-parameters point the backbone at a directory of Python code and set ``trust_remote_code``."""
+    import subprocess
+    import sys
+
+    config, checkpoint = hf_run
+    control = _evil_source(tmp_path / "control", tmp_path / "control_ran")
+    # the payload is live: trusting that source runs its code
+    subprocess.run([sys.executable, "-c", "from mmfuse.backbones import HuggingFaceEncoder as H\ntry: "
+                    f"H({str(control)!r}, modality='protein', trust_remote_code=True)\nexcept Exception: pass"],
+                   env={**__import__("os").environ, "HF_HOME": str(tmp_path / "hf")}, timeout=120)  # fmt: skip
+    assert (tmp_path / "control_ran").exists()
+
+    marker = tmp_path / "code_ran"
+    evil = _edited(checkpoint, tmp_path, source=str(_evil_source(tmp_path / "evil", marker)), trust_remote_code=True)
+    for command in ("predict", "test", "fit"):
+        code, err = _mmfuse(command, "--config", str(config), "--ckpt_path", str(evil), *_SMALL)
+        assert code == 1, err[-2000:]
+        assert "sets model.init_args.backbones.protein.init_args.trust_remote_code: True" in err
+        assert "never takes from a checkpoint" in err.splitlines()[-1]
+    assert not marker.exists()
+
+
+def test_a_checkpoint_cannot_change_a_weights_source_and_differences_are_shown(hf_run, tmp_path):
+    config, checkpoint = hf_run
+    elsewhere = _edited(checkpoint, tmp_path, source=str(tmp_path / "no-such-model"), max_length=64)
+    code, err = _mmfuse("test", "--config", str(config), "--ckpt_path", str(elsewhere), *_SMALL)
+    assert code == 0, err[-2000:]  # the config's source: Lightning's own CLI would have loaded the other one
+    note = err[err.index("mmfuse: note: this config differs from what checkpoint") :].splitlines()
+    assert "the config's values are used" in note[0] and str(config.parent / "runs") not in note[0]
+    assert any(f"protein.init_args.source: '{config.parent / 'tiny-esm'}' (config), '{tmp_path / 'no-such-model'}'"
+               f" (checkpoint)" in line for line in note[1:3])  # fmt: skip
+    assert any("protein.init_args.max_length: None (config), 64 (checkpoint)" in line for line in note[1:3])
+
+
+def test_the_comparison_names_each_difference_once_and_knows_re_exported_classes():
+    from mmfuse.checkpoints import compare_with_checkpoint
+
+    def model(adapter: str, backbone: str, **head: object) -> dict:
+        return {"class_path": "mmfuse.tasks.RegressionTask", "init_args": {
+            "backbones": {"dna": {"class_path": backbone, "init_args": {"preset": "tiny"}}},
+            "adapter": {"class_path": adapter, "init_args": {"hidden_dim": 8}},
+            "head": {"class_path": "mmfuse.tasks.MLPHead", "init_args": {"dropout": 0.1, **head}},
+            "target_names": None}}  # fmt: skip
+
+    def saved(config: dict) -> dict:
+        return {"_class_path": config["class_path"], "_instantiator": "x", **config["init_args"], "target_names": ["a"]}
+
+    config = model("mmfuse.adapters.ConcatFusion", "mmfuse.backbones.Enformer")
+    same = model("mmfuse.adapters.concat.ConcatFusion", "mmfuse.backbones.enformer.Enformer")
+    assert compare_with_checkpoint(config, saved(same)) == ([], [])  # module paths differ, classes do not
+    other = model("mmfuse.adapters.CrossAttentionFusion", "other_package.Enformer", dropout=0.5)
+    refused, notes = compare_with_checkpoint(config, saved(other))
+    assert refused == [
+        "model.init_args.adapter.class_path is CrossAttentionFusion in the checkpoint, ConcatFusion in this config",
+        "model.init_args.backbones.dna.class_path is other_package.Enformer in the checkpoint, "
+        "mmfuse.backbones.Enformer in this config",
+    ]
+    assert notes == ["model.init_args.head.init_args.dropout: 0.1 (config), 0.5 (checkpoint)"]  # not the adapter's
