@@ -18,7 +18,6 @@ when they are one, so the CDS includes its stop codon under both conventions.
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import IO
 from urllib.parse import unquote
 
 from mmfuse.data.errors import DataError
+from mmfuse.data.sources import open_text
 
 __all__ = ["Transcript", "read_annotation", "strip_version"]
 
@@ -83,9 +83,7 @@ class Transcript:
 
 
 def _open(path: Path) -> IO[str]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt")
-    return path.open()
+    return open_text(path, "annotation")
 
 
 def _format(path: Path) -> str:

@@ -22,18 +22,18 @@ grow with the number of transcripts (the annotation's exon coordinates aside).
 
 from __future__ import annotations
 
-import gzip
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from mmfuse.data.annotation import Transcript, read_annotation, strip_version
 from mmfuse.data.errors import DataError
+from mmfuse.data.gct import gct_chunks
+from mmfuse.data.gct import sample_tissues as read_sample_tissues
 from mmfuse.data.tissues import GTEX_TISSUES
 from mmfuse.io import atomic_path
 
@@ -56,6 +56,8 @@ class BuildSummary:
     bad_values_skipped: int = 0
     missing_contigs: Counter = field(default_factory=Counter)
     tissues: list[str] = field(default_factory=list)
+    samples_without_tissue: list[str] = field(default_factory=list)
+    expression_rows: int = 0
 
     def lines(self) -> list[str]:
         lines = [
@@ -69,7 +71,27 @@ class BuildSummary:
         ]
         if self.bad_values_skipped:
             lines.append(f"skipped for NaN or negative TPM: {self.bad_values_skipped}")
+        if self.samples_without_tissue:
+            missing = self.samples_without_tissue
+            lines.append(f"expression samples left out, not in the sample attributes: {len(missing)} "
+                         f"(e.g. {', '.join(missing[:3])})")  # fmt: skip
         return lines
+
+    def why_empty(self, genome_contigs: Sequence[str], annotation: dict[str, Transcript]) -> str:
+        """Why no transcript was written, and what to check."""
+        if not annotation:
+            return "the annotation holds no transcript"
+        if not self.missing_contigs and self.missing_from_annotation:
+            example = next(iter(annotation.values())).transcript_id
+            return (f"no transcript id of the expression file is in the annotation (its ids look like {example!r}; "
+                    f"versions are ignored): use an annotation of the release the expression was quantified with")
+        if not self.missing_contigs:
+            return "every transcript had a NaN or negative TPM and was skipped (--bad-values skip)"
+        ours = ", ".join(sorted(self.missing_contigs, key=str)[:3])
+        theirs = ", ".join(list(genome_contigs)[:3])
+        return (f"no matched transcript lies on a contig of the genome: the annotation names {ours}, the genome "
+                f"FASTA has {theirs}; use a genome and an annotation with the same contig names (UCSC 'chr1' "
+                f"against Ensembl '1')")
 
 
 def open_genome(path: str | Path) -> Any:
@@ -165,21 +187,6 @@ def transcript_sequences(genome: Any, transcript: Transcript, window: int, dna: 
     return row
 
 
-def _open_text(path: Path) -> IO[str]:
-    return gzip.open(path, "rt") if path.suffix == ".gz" else path.open()
-
-
-def _sample_tissues(path: Path, sample_column: str, tissue_column: str) -> dict[str, str]:
-    if not path.is_file():
-        raise DataError(f"sample attributes {str(path)!r} do not exist")
-    header = pd.read_csv(path, sep="\t", nrows=0).columns
-    missing = [c for c in (sample_column, tissue_column) if c not in header]
-    if missing:
-        raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(header[:12])}…)")
-    table = pd.read_csv(path, sep="\t", usecols=[sample_column, tissue_column], dtype=str).dropna()
-    return dict(zip(table[sample_column], table[tissue_column], strict=True))
-
-
 def _tissue_matrix(
     samples: Sequence[str], sample_tissue: dict[str, str], min_samples: int
 ) -> tuple[list[str], np.ndarray]:
@@ -253,75 +260,76 @@ def build_isoform_table(
 
     if window < 1 or min_samples < 1 or chunk_rows < 1:
         raise DataError("window, min_samples and chunk_rows must be positive")
+    out = Path(out).expanduser()
+    if out.suffix.lower() not in (".parquet", ".pq"):
+        raise DataError(f"--out {out}: the table is written as Parquet; name it {out.with_suffix('.parquet').name}")
     genome = open_genome(fasta)
     transcripts = read_annotation(annotation)
-    sample_tissue = _sample_tissues(Path(sample_tissues).expanduser(), sample_column, tissue_column)
+    sample_tissue = read_sample_tissues(Path(sample_tissues).expanduser(), sample_column, tissue_column)
     expression = Path(expression).expanduser()
     if not expression.is_file():
         raise DataError(f"expression file {str(expression)!r} does not exist")
     summary = BuildSummary()
     seen: set[str] = set()
-    with _open_text(expression) as handle:
-        if not handle.readline().startswith("#1."):
-            raise DataError(f"{expression}:1: not a GCT file (the first line should be #1.2)")
-        handle.readline()  # dimensions
-        reader = pd.read_csv(handle, sep="\t", chunksize=chunk_rows, dtype={0: str, 1: str})
-        with atomic_path(Path(out).expanduser()) as tmp:
-            writer = None
-            try:
-                line = 4  # of the first data row: #1.2, dimensions, header
-                for chunk in reader:
-                    if writer is None:
-                        samples = [str(c) for c in chunk.columns[2:]]
-                        tissues, matrix = _tissue_matrix(samples, sample_tissue, min_samples)
-                        summary.tissues = tissues
-                        schema = _schema(tissues, coordinates)
-                        writer = pq.ParquetWriter(tmp, schema)
-                    values = chunk.iloc[:, 2:].to_numpy(dtype=np.float64)
-                    bad = ~(values >= 0)  # NaN compares false
-                    rows = []
-                    means = np.log1p(np.where(bad, 0.0, values) @ matrix)
-                    for i, (tid, gid) in enumerate(zip(chunk.iloc[:, 0], chunk.iloc[:, 1], strict=True)):
-                        if bad[i].any():
-                            if bad_values == "error":
-                                j = int(np.flatnonzero(bad[i])[0])
-                                raise DataError(
-                                    f"{expression}:{line + i}: TPM of {tid} in sample {samples[j]} is {values[i, j]} "
-                                    f"(NaN or negative); fix the file or pass --bad-values skip"
-                                )
-                            summary.bad_values_skipped += 1
-                            continue
-                        key = strip_version(str(tid))
-                        if key in seen:
-                            raise DataError(f"{expression}:{line + i}: transcript {tid} appears twice")
-                        seen.add(key)
-                        transcript = transcripts.get(key)
-                        if transcript is None:
-                            summary.missing_from_annotation += 1
-                            continue
-                        if transcript.contig not in genome:
-                            summary.missing_contigs[transcript.contig] += 1
-                            continue
-                        row = transcript_sequences(genome, transcript, window, dna=not coordinates)
-                        summary.padded += row.pop("padded")
-                        if coordinates:
-                            del row["DNA"]
-                        summary.noncoding += not row["Protein"]
-                        row.update(
-                            transcript_id=str(tid), gene_id=str(gid), annotation_transcript_id=transcript.transcript_id,
-                            annotation_gene_id=transcript.gene_id, contig=transcript.contig, strand=transcript.strand,
-                            biotype=transcript.biotype, tss=transcript.tss,
-                        )  # fmt: skip
-                        row.update(zip(tissues, means[i].astype(np.float32).tolist(), strict=True))
-                        rows.append(row)
-                    line += len(chunk)
-                    if rows:
-                        writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-                        summary.written += len(rows)
+    with atomic_path(out) as tmp:
+        writer = None
+        try:
+            for line, chunk in gct_chunks(expression, chunk_rows):
+                summary.expression_rows += len(chunk)
                 if writer is None:
-                    raise DataError(f"{expression} has no transcripts")
-            finally:
-                if writer is not None:
-                    writer.close()
+                    samples = [str(c) for c in chunk.columns[2:]]
+                    summary.samples_without_tissue = [s for s in samples if s not in sample_tissue]
+                    tissues, matrix = _tissue_matrix(samples, sample_tissue, min_samples)
+                    summary.tissues = tissues
+                    schema = _schema(tissues, coordinates)
+                    writer = pq.ParquetWriter(tmp, schema)
+                values = chunk.iloc[:, 2:].to_numpy(dtype=np.float64)
+                bad = ~(values >= 0)  # NaN compares false
+                rows = []
+                means = np.log1p(np.where(bad, 0.0, values) @ matrix)
+                for i, (tid, gid) in enumerate(zip(chunk.iloc[:, 0], chunk.iloc[:, 1], strict=True)):
+                    if bad[i].any():
+                        if bad_values == "error":
+                            j = int(np.flatnonzero(bad[i])[0])
+                            raise DataError(
+                                f"{expression}:{line + i}: TPM of {tid} in sample {samples[j]} is {values[i, j]} "
+                                f"(NaN or negative); fix the file or pass --bad-values skip"
+                            )
+                        summary.bad_values_skipped += 1
+                        continue
+                    key = strip_version(str(tid))
+                    if key in seen:
+                        raise DataError(f"{expression}:{line + i}: transcript {tid} appears twice")
+                    seen.add(key)
+                    transcript = transcripts.get(key)
+                    if transcript is None:
+                        summary.missing_from_annotation += 1
+                        continue
+                    if transcript.contig not in genome:
+                        summary.missing_contigs[transcript.contig] += 1
+                        continue
+                    row = transcript_sequences(genome, transcript, window, dna=not coordinates)
+                    summary.padded += row.pop("padded")
+                    if coordinates:
+                        del row["DNA"]
+                    summary.noncoding += not row["Protein"]
+                    row.update(
+                        transcript_id=str(tid), gene_id=str(gid), annotation_transcript_id=transcript.transcript_id,
+                        annotation_gene_id=transcript.gene_id, contig=transcript.contig, strand=transcript.strand,
+                        biotype=transcript.biotype, tss=transcript.tss,
+                    )  # fmt: skip
+                    row.update(zip(tissues, means[i].astype(np.float32).tolist(), strict=True))
+                    rows.append(row)
+                if rows:
+                    writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                    summary.written += len(rows)
+            if writer is None:
+                raise DataError(f"{expression} has no transcripts")
+            if not summary.written:
+                why = summary.why_empty(list(genome.keys()), transcripts)
+                raise DataError(f"no transcript written to {out}: {why}")
+        finally:
+            if writer is not None:
+                writer.close()
     summary.missing_from_expression = sum(1 for key in transcripts if key not in seen)
     return summary

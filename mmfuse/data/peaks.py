@@ -8,7 +8,6 @@ large pool when a few draws suffice.
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.data.errors import DataError
+from mmfuse.data.sources import open_text
 from mmfuse.registry import suggest_name
 
 __all__ = ["IntervalIndex", "outside", "protein_name", "read_peaks", "read_proteins", "sample_free"]
@@ -32,7 +32,7 @@ _ROUNDS = 8  # random draws of candidates before the exhaustive search
 
 
 def _open_text(path: Path) -> IO[str]:
-    return gzip.open(path, "rt") if path.suffix == ".gz" else path.open()
+    return open_text(path, "file")
 
 
 def _is_int(text: str) -> bool:

@@ -10,19 +10,20 @@ blocks, cells as text); :mod:`mmfuse.data.records` writes them into the records 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
 from mmfuse.data.errors import DataError
 
-__all__ = ["BLOCKS", "SPLIT_ALIASES", "RowTooLong", "SourcePart", "part_batches", "part_columns", "read_table",
-           "source_parts"]
+__all__ = ["BLOCKS", "SPLIT_ALIASES", "RowTooLong", "SourcePart", "check_table_file", "open_text", "part_batches",
+           "part_columns", "read_table", "reading_error", "source_parts"]
 
 #: split names a table or a ``DatasetDict`` may use, and the split each means
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -157,12 +158,87 @@ def _header(path: Path, delimiter: str) -> list[str]:
     return next(csv.reader([first], delimiter=delimiter), [])
 
 
-def part_columns(part: SourcePart) -> list[str]:
-    if _is_parquet(part.path):
-        import pyarrow.parquet as pq
+# what a file's first bytes say it is, to check against what its name says
+_COMPRESSIONS = {".gz": (b"\x1f\x8b", "gzip"), ".bz2": (b"BZh", "bzip2"), ".zst": (b"\x28\xb5\x2f\xfd", "zstd"),
+                 ".xz": (b"\xfd7zXZ\x00", "xz")}  # fmt: skip
 
-        return list(pq.ParquetFile(part.path).schema_arrow.names)
-    return _header(part.path, _delimiter(part.path))
+
+def check_table_file(path: Path, kind: str = "table") -> None:
+    """Refuses, naming the file and the fix, a table that is empty or whose bytes are not what its name
+    says: Parquet named ``.csv`` (or the other way round), compressed without ``.gz`` (or named ``.gz``
+    without being compressed). Readers choose the format by the name, so a wrong name would otherwise
+    end in a decoding error of the reader."""
+    if not path.is_file():
+        fix = "; check the data module's `path`" if kind == "table" else ""
+        raise DataError(f"{kind} {str(path)!r} does not exist{fix}")
+    if path.stat().st_size == 0:  # other files: their reader says what they should hold
+        if kind == "table":
+            raise DataError(f"table {str(path)!r} is empty (0 bytes): it holds no header and no records")
+        return
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    found = next((f"{name}-compressed" for magic, name in _COMPRESSIONS.values() if head.startswith(magic)), None)
+    found = found or ("a Parquet file" if head.startswith(b"PAR1") else None)
+    suffix = path.suffix.lower()
+    if suffix in _COMPRESSIONS:
+        magic, name = _COMPRESSIONS[suffix]
+        if not head.startswith(magic):
+            raise DataError(f"{path} is named {suffix} but is not {name}-compressed (it is {found or 'plain text'}); "
+                            f"rename it {path.with_suffix('').name}")  # fmt: skip
+        return
+    if found and found.endswith("-compressed"):
+        extension = next(k for k, (m, _) in _COMPRESSIONS.items() if head.startswith(m))
+        raise DataError(f"{path} is {found} but its name does not say so; rename it {path.name}{extension}")
+    if _is_parquet(path) and found is None:
+        text = head.decode("utf-8", "replace")
+        raise DataError(f"{path} is named {suffix} but is not a Parquet file (it starts with {text!r}, as a text "
+                        f"table does); rename it .csv or .tsv")  # fmt: skip
+    if not _is_parquet(path) and found == "a Parquet file":
+        raise DataError(f"{path} is a Parquet file but is named {suffix or 'without a suffix'}; rename it "
+                        f"{path.with_suffix('.parquet').name}")  # fmt: skip
+
+
+def open_text(path: Path, kind: str) -> IO[str]:
+    """A text file (a GTF, a BED, a GCT: ``kind`` names it in messages), gunzipped when named ``.gz``,
+    after :func:`check_table_file`."""
+    check_table_file(path, kind)
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
+def reading_error(path: Path, exc: BaseException) -> DataError:
+    """A reader's exception on ``path`` (decoding, decompression, parsing) as one line naming the file."""
+    if isinstance(exc, UnicodeDecodeError):
+        return DataError(f"{path} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                         f"{exc.start} of the text): save it as UTF-8")  # fmt: skip
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, OSError | EOFError) or "compressed" in first.lower():
+        return DataError(f"cannot read {path} ({first}): the file is damaged or truncated; write it again")
+    return DataError(f"cannot read {path} as a table ({type(exc).__name__}: {first})")
+
+
+_READ_ERRORS: tuple[type[BaseException], ...] = (UnicodeDecodeError, OSError, EOFError, ValueError)
+
+
+def part_columns(part: SourcePart) -> list[str]:
+    """The column names of one file (refused: a file that is not what its name says, repeated names)."""
+    check_table_file(part.path)
+    try:
+        if _is_parquet(part.path):
+            import pyarrow.parquet as pq
+
+            names = list(pq.ParquetFile(part.path).schema_arrow.names)
+        else:
+            names = _header(part.path, _delimiter(part.path))
+    except DataError:
+        raise
+    except _READ_ERRORS as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise reading_error(part.path, exc) from None
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        where = ", ".join(f"{n!r} (columns {', '.join(str(i + 1) for i, m in enumerate(names) if m == n)})"
+                          for n in twice[:3])  # fmt: skip
+        raise DataError(f"{part.path} names {where} more than once; rename the columns so each name is unique")
+    return names
 
 
 def _is_parquet(path: Path) -> bool:
@@ -176,7 +252,10 @@ def part_batches(part: SourcePart, columns: list[str], block: int = BLOCKS[0]) -
     if _is_parquet(part.path):
         import pyarrow.parquet as pq
 
-        yield from pq.ParquetFile(part.path).iter_batches(batch_size=_BATCH_ROWS, columns=columns)
+        try:
+            yield from pq.ParquetFile(part.path).iter_batches(batch_size=_BATCH_ROWS, columns=columns)
+        except _READ_ERRORS as exc:
+            raise reading_error(part.path, exc) from None
         return
     from pyarrow import csv as pcsv
 
@@ -195,7 +274,12 @@ def part_batches(part: SourcePart, columns: list[str], block: int = BLOCKS[0]) -
         if "straddl" in str(exc) and block < BLOCKS[-1]:
             raise RowTooLong(f"{part.path} has a row longer than {block >> 20} MB") from None
         kind = "TSV" if delimiter == "\t" else "CSV"
+        row = re.search(r"Row #(\d+): CSV conversion error to string: invalid UTF8", str(exc))
+        if row:
+            raise DataError(f"{part.path} is not UTF-8 text (line {row.group(1)}): save it as UTF-8") from None
         raise DataError(f"cannot read {part.path} as a {kind} table: {exc}") from None
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise reading_error(part.path, exc) from None
 
 
 def read_table(path: str | Path, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -207,14 +291,16 @@ def read_table(path: str | Path, dtype: Mapping[str, Any] | None = None) -> pd.D
             ``007`` as written (Parquet columns keep their stored types).
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"table {str(path)!r} does not exist; check the data module's `path`")
     suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz", ".bz2", ".zst", ".xz")]
     kind = suffixes[-1] if suffixes else ""
-    if kind in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if kind in (".tsv", ".tab", ".txt"):
-        return pd.read_csv(path, sep="\t", dtype=dtype)
-    if kind == ".csv":
-        return pd.read_csv(path, dtype=dtype)
-    raise DataError(f"cannot tell the format of {str(path)!r}: name it .csv, .tsv or .parquet (optionally .gz)")
+    if path.is_file() and kind not in (".parquet", ".pq", ".tsv", ".tab", ".txt", ".csv"):
+        raise DataError(f"cannot tell the format of {str(path)!r}: name it .csv, .tsv or .parquet (optionally .gz)")
+    part_columns(SourcePart(path))  # the file is what its name says, its column names unique (pandas renames)
+    try:
+        if kind in (".parquet", ".pq"):
+            table = pd.read_parquet(path)
+        else:
+            table = pd.read_csv(path, sep="," if kind == ".csv" else "\t", dtype=dtype)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, *_READ_ERRORS) as exc:
+        raise reading_error(path, exc) from None
+    return table

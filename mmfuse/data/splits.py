@@ -76,17 +76,32 @@ class SplitRule:
                 f"{self.source} has neither a {self.split_column!r} column nor the gene column "
                 f"{self.gene_column!r} to split by; add one, or set gene_column: null to split by record."
             )
-        keys = table[self.gene_column if self.gene_column is not None else self.id_column].astype(str)
+        keys = self._keys(table, self.gene_column is not None)
         cache = {k: gene_split(k, self.seed, self.val_fraction, self.test_fraction) for k in keys.unique()}
         by = f"{self.gene_column!r}" if self.gene_column is not None else "record"
         return keys.map(cache).to_numpy(), (
             f"by {by} ({len(cache)} values), val_fraction {self.val_fraction}, test_fraction {self.test_fraction}"
         )
 
+    def _keys(self, table: pd.DataFrame, by_gene: bool) -> pd.Series:
+        """The key each record is split by: its gene, or (no gene column, or an empty gene cell: counted)
+        its own id, so records without a gene never pool into one pseudo-gene."""
+        ids = table[self.id_column].astype(str)
+        if not by_gene:
+            return ids
+        genes = table[self.gene_column]
+        empty = genes.isna().to_numpy() | (genes.astype(str).str.strip() == "").to_numpy()
+        if empty.any():
+            rank_zero_info(
+                f"{self.owner}: {int(empty.sum())} records have no {self.gene_column!r} (e.g. "
+                f"{ids[empty].iloc[0]!r}); each is split on its own, as a gene of one record"
+            )
+        return genes.astype(str).where(~empty, "<no gene> " + ids)
+
     def _carve_val(self, table: pd.DataFrame, splits: np.ndarray) -> np.ndarray:
         """``val_fraction`` of the training genes (records, without a gene column) made the validation split."""
         by_gene = self.gene_column is not None and self.gene_column in table.columns
-        keys = table[self.gene_column if by_gene else self.id_column].astype(str)
+        keys = self._keys(table, by_gene)
         train = splits == "train"
         candidates = keys[train].unique()
         draws = np.array([uniform(k, self.seed) for k in candidates])

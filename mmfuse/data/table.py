@@ -124,6 +124,11 @@ class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModu
             )
         if not modalities and genome is None:
             raise ConfigError("`modalities` is empty: map each modality to its column, e.g. {dna: DNA}")
+        for option, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                              ("num_workers", num_workers)):  # fmt: skip
+            least = 0 if option == "num_workers" else 1
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ConfigError(f"data option {option} must be a whole number of at least {least}, not {value!r}")
         if missing_modalities not in ("mask", "error"):
             raise ConfigError(f"`missing_modalities` is 'mask' or 'error', not {missing_modalities!r}")
         self.path = path
@@ -199,6 +204,13 @@ class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModu
             categorical=[self.split_column, *(self._coordinate_columns[:2])],
         )
         table["__row__"] = np.arange(len(table))
+        missing = table[self.id_column].isna().to_numpy() | (table[self.id_column].astype(str).str.strip() == "")
+        if missing.any():
+            raise DataError(
+                f"{int(missing.sum())} records of {self.path} have no id in column {self.id_column!r} (the first at "
+                f"data row {int(np.flatnonzero(missing)[0]) + 1}); give every record an id, or set id_column: null "
+                f"to name records by file and row"
+            )
         ids = table[self.id_column].astype(str)
         duplicated = ids[ids.duplicated()].unique()
         if len(duplicated):

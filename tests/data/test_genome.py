@@ -318,3 +318,93 @@ def test_one_id_on_two_contigs_or_strands_is_refused_by_id(tmp_path, write, cont
     refused = rf"transcript (transcript:)?ENST1.1 is (on|annotated on) .*{where}.*one id must"
     with pytest.raises(DataError, match=refused):
         read_annotation(annotation)
+
+
+# --- bad expression files and builds that would write nothing (docs/data.md, "Building from a genome")
+
+
+def _gct(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "bad.gct"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+_HEADER = "transcript_id\tgene_id\tS1\tS2\tS3\tS4"
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["#1.2", _HEADER, "uc010vpx.1\tG1\t1\t1\t1\t1"],
+         r"bad\.gct:2: expected the GCT dimensions line .* found 'transcript_id\\tgene_id"),
+        (["#1.2", "1\t4", _HEADER, "uc010vpx.1\tG1\t1\tn/a?\t1\t1"],
+         r"bad\.gct:4: the value of uc010vpx\.1 in sample S2 is 'n/a\?', not a number"),
+        (["#1.2", "3\t4", _HEADER, "uc010vpx.1\tG1\t1\t1\t1\t1"],
+         r"the dimensions line says 3 rows, the file has 1: it may be truncated"),
+        (["#1.2", "1\t5", _HEADER, "uc010vpx.1\tG1\t1\t1\t1\t1"],
+         r"bad\.gct:3: the header names 4 samples, the dimensions line says 5"),
+        (["#1.2", "2\t4", _HEADER, "uc010vpx.1\tG1\t1\t1\t1\t1", "\tG2\t1\t1\t1\t1"],
+         r"bad\.gct:5: the transcript id \(first column\) is empty"),
+        (["#1.2", "1\t4", _HEADER, "uc010vpx.1\tG1\t1\t1\t1\t1\t7\t8"],
+         r"bad\.gct:4: the row has more fields than the header"),
+        (["#1.2", "2\t4", _HEADER, "uc010vpx.1\tG1\t1\t1\t1\t1", "T2\tG1\t1\t1\t1\t1\t7"],
+         r"bad\.gct:5: 7 tab-separated fields, the header has 6"),
+    ],
+    ids=["no-dimensions-line", "non-numeric-value", "truncated", "header-against-dimensions", "empty-id",
+         "first-row-too-long", "later-row-too-long"],
+)
+def test_bad_expression_files_name_the_line(tmp_path, genome, lines, message):
+    gtf = _write_gtf(tmp_path / "a.gtf", [_bed12_model()])
+    _, attributes = _write_expression(tmp_path, {})
+    out = tmp_path / "table.parquet"
+    with pytest.raises(DataError, match=message):
+        build_isoform_table(genome, gtf, _gct(tmp_path, lines), attributes, out)
+    assert not out.exists()
+
+
+def test_samples_without_a_tissue_are_left_out_and_counted(tmp_path, genome):
+    gtf = _write_gtf(tmp_path / "a.gtf", [_bed12_model()])
+    _, attributes = _write_expression(tmp_path, {})
+    gct = _gct(tmp_path, ["#1.2", "1\t5", f"{_HEADER}\tS9", "uc010vpx.1\tG1\t1\t1\t1\t1\t1000"])
+    summary = build_isoform_table(genome, gtf, gct, attributes, tmp_path / "t.parquet")
+    assert summary.samples_without_tissue == ["S9"]
+    assert "expression samples left out, not in the sample attributes: 1 (e.g. S9)" in summary.lines()
+    table = pd.read_parquet(tmp_path / "t.parquet")
+    assert table["Liver"][0] == pytest.approx(np.log1p(1.0))  # S9's 1000 TPM went nowhere
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: {**m, "contig": "17"}, r"no matched transcript lies on a contig of the genome: the annotation names "
+                                          r"17, the genome FASTA has chr17; .*UCSC 'chr1' against Ensembl '1'"),
+        (lambda m: {**m, "id": "ENST00000000001"}, r"no transcript id of the expression file is in the annotation "
+                                                   r"\(its ids look like 'ENST00000000001'"),
+    ],
+    ids=["contig-names", "transcript-ids"],
+)
+def test_a_build_that_would_write_no_transcript_says_why(tmp_path, genome, edit, message):
+    gtf = _write_gtf(tmp_path / "a.gtf", [edit(_bed12_model())])
+    out = tmp_path / "table.parquet"
+    with pytest.raises(DataError, match=rf"no transcript written to .*table\.parquet: {message}"):
+        _build(tmp_path, genome, gtf, {"uc010vpx.1": [1, 1, 1, 1]})
+    assert not out.exists()
+
+
+def test_the_table_is_parquet_and_must_be_named_so(tmp_path, genome, capsys):
+    gtf = _write_gtf(tmp_path / "a.gtf", [_bed12_model()])
+    gct, attributes = _write_expression(tmp_path, {"uc010vpx.1": [1, 1, 1, 1]})
+    args = ["data", "build-isoform", "--fasta", str(genome), "--annotation", str(gtf), "--expression", str(gct),
+            "--sample-tissues", str(attributes), "--out", str(tmp_path / "table.csv")]  # fmt: skip
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    assert exit.value.code == 1
+    assert "table.csv: the table is written as Parquet; name it table.parquet" in capsys.readouterr().err
+    assert not (tmp_path / "table.csv").exists()
+
+
+def test_an_annotation_compressed_without_gz_in_its_name_is_named(tmp_path):
+    gtf = _write_gtf(tmp_path / "a.gtf", [_bed12_model()])
+    gtf.write_bytes(gzip.compress(gtf.read_bytes()))
+    with pytest.raises(DataError, match=r"a\.gtf is gzip-compressed but its name does not say so; rename it a\.gtf\.gz"):  # noqa: E501
+        read_annotation(gtf)
