@@ -23,6 +23,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from mmfuse.checkpoints import CheckpointMismatchError, compare_with_checkpoint
+from mmfuse.cli_checks import check_output_dirs, compact_message, where_written
 from mmfuse.cli_hints import SECTIONS, config_hints, user_config
 from mmfuse.errors import MmfuseError
 from mmfuse.registry import REGISTRIES, PluginLoadError, UnknownComponentError
@@ -72,14 +73,21 @@ class _Parser(LightningArgumentParser):
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         args = _ARGS.get()
-        if self.exit_on_error and args is not None:  # the error the user sees (nested parsers raise theirs)
-            try:
-                hints = config_hints(user_config(args), _sections(self))
-            except Exception:  # a hint must never hide the error itself
-                hints = []
-            if hints:
-                message = "\n".join([message.rstrip(), *hints])
-        super().error(message, ex)
+        if not self.exit_on_error or args is None or os.environ.get("MMFUSE_DEBUG"):
+            super().error(message, ex)  # nested parsers raise theirs; MMFUSE_DEBUG: jsonargparse's own output
+        try:
+            hints = config_hints(user_config(args), _sections(self))
+        except Exception:  # a hint must never hide the error itself
+            hints = []
+        # the cause, where it is written, and no usage dump of every option above it
+        lines = [f"mmfuse: error: {where_written(h, args)}{h}" for h in hints]
+        if not lines:
+            first, _, rest = compact_message(message).strip().partition("\n")
+            lines = [f"mmfuse: error: {where_written(message, args)}{first}", *([rest] if rest else [])]
+        prog = self.prog.replace(" [options]", "")
+        sys.stderr.write("\n".join([*lines, f"tip: `{prog} --help` lists the options; MMFUSE_DEBUG=1 shows the "
+                                              f"parser's whole message"]) + "\n")  # fmt: skip
+        raise SystemExit(2)
 
 
 def _check_checkpoint(path: str) -> dict[str, Any]:
@@ -168,6 +176,8 @@ class MmfuseCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
     def before_instantiate_classes(self) -> None:
+        if self.subcommand is not None:
+            check_output_dirs(self.config[self.subcommand])
         if self.subcommand != "fit":
             # test/predict restore callback state from the checkpoint; a ModelCheckpoint in a new run
             # directory then warns that it will not resume its bookkeeping, which is irrelevant here

@@ -47,6 +47,7 @@ SECTIONS = (
 )
 _SUBCOMMANDS = ("fit", "validate", "test", "predict")
 _CLASS_KEYS = ("class_path", "init_args", "dict_kwargs", "__path__")
+_LABELS = {"LightningDataModule": "data module (data.class_path)", "FusionTask": "task (model.class_path)"}
 _LISTED = 15  # a class with more parameters is not listed in full ("the Trainer takes: …" would be 40)
 
 
@@ -311,8 +312,10 @@ class _Walk:
         close = suggest_name(name, known)
         if close is None and len(known) > _LISTED:
             return None
+        known = [k for k in known if k != "LightningDataModule"]  # the base itself is not a data module to use
         listed = f" Known: {', '.join(known)}." if len(known) <= _LISTED else ""
-        return f"Unknown {bases[0].__name__} {name!r}.{listed}" + (f" Did you mean {close!r}?" if close else "")
+        label = _LABELS.get(bases[0].__name__, bases[0].__name__)
+        return f"Unknown {label} {name!r}.{listed}" + (f" Did you mean {close!r}?" if close else "")
 
 
 def _is_kind(parameter: str, registry: Registry) -> bool:

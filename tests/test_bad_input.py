@@ -26,6 +26,7 @@ refused, never stripped (see :mod:`mmfuse.tokenizers`).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import os
 import pickle
@@ -177,6 +178,37 @@ def isoform(edit: Callable | None = None, read: tuple[str, ...] = ("dna", "rna",
         dm.attach_tokenizers({m: inputs.tokenizers[m] for m in read})
 
     return run
+
+
+def table_file(name: str, write: Callable[[pd.DataFrame, Path], Any]) -> EntryPoint:
+    """``IsoformExpression`` over the sample table written to ``name`` by ``write(table, path)``."""
+
+    def run(inputs: Inputs) -> None:
+        path = inputs.file(name)
+        write(inputs.table.copy(), path)
+        dm = IsoformExpression(str(path), val_fraction=0.25)
+        dm.setup("fit")
+
+    return run
+
+
+def _gzipped(table: pd.DataFrame, path: Path) -> None:
+    path.write_bytes(gzip.compress(table.to_csv(index=False).encode()))
+
+
+def _truncated_gzip(table: pd.DataFrame, path: Path) -> None:
+    data = gzip.compress(table.to_csv(index=False).encode())
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _latin1(table: pd.DataFrame, path: Path) -> None:
+    table.loc[3, "transcript_id"] = "SYNT-café"
+    path.write_bytes(table.to_csv(index=False).encode("latin-1"))
+
+
+def _duplicate_column(table: pd.DataFrame, path: Path) -> None:
+    table.insert(3, "gene_id", table["gene_id"], allow_duplicates=True)
+    table.to_csv(path, index=False)
 
 
 def classification(edit: Callable | None = None, **options: Any) -> EntryPoint:
@@ -435,7 +467,28 @@ CASES = [
          (FIRST, "longer than ESM2 accepts (1022 letters)", "`max_lengths: {protein: 1022}`", "`crop` policy")),
     Case("rna-too-long-no-crop", isoform(put("RNA", LONG_RNA)), DataError,
          (FIRST, "more than NucleotideTransformer accepts", "`max_lengths: {rna: 12282}`", "keeps the 3' end")),
+    Case("dna-longer-than-enformer-reads", isoform(put("DNA", "ACGT" * 100_000)), DataError,
+         (FIRST, "400000 letters is longer than Enformer accepts (393216 letters)", "raise the backbone's max_length")),
     # tables and labels
+    Case("table-parquet-named-csv", table_file("table.csv", lambda t, p: t.to_parquet(p)), DataError,
+         ("table.csv is a Parquet file but is named .csv", "rename it table.parquet")),
+    Case("table-csv-named-parquet", table_file("table.parquet", lambda t, p: t.to_csv(p, index=False)), DataError,
+         ("table.parquet is named .parquet but is not a Parquet file", "rename it .csv or .tsv")),
+    Case("table-gzip-named-csv", table_file("table.csv", _gzipped), DataError,
+         ("table.csv is gzip-compressed but its name does not say so", "rename it table.csv.gz")),
+    Case("table-gz-not-compressed",
+         table_file("table.csv.gz", lambda t, p: t.to_csv(p, index=False, compression=None)), DataError,
+         ("table.csv.gz is named .gz but is not gzip-compressed (it is plain text)", "rename it table.csv")),
+    Case("table-truncated-gzip", table_file("table.csv.gz", _truncated_gzip), DataError,
+         ("cannot read", "table.csv.gz", "damaged or truncated", "write it again")),
+    Case("table-empty-file", table_file("table.csv", lambda t, p: p.write_bytes(b"")), DataError,
+         ("table.csv", "is empty (0 bytes)")),
+    Case("table-not-utf8", table_file("table.csv", _latin1), DataError,
+         ("table.csv is not UTF-8 text (line 5)", "save it as UTF-8")),
+    Case("table-column-named-twice", table_file("table.csv", _duplicate_column), DataError,
+         ("table.csv names 'gene_id' (columns 2, 4) more than once", "rename the columns")),
+    Case("record-without-id", isoform(put("transcript_id", None)), DataError,
+         ("1 records of", "have no id in column 'transcript_id' (the first at data row 1)", "id_column: null")),
     Case("missing-sequence-column", isoform(drop("Protein")), DataError,
          ("lacks column(s) 'Protein'", "Its columns are: transcript_id", "`modalities.protein`")),
     Case("missing-id-column", isoform(drop("transcript_id")), DataError,
@@ -481,6 +534,26 @@ CASES = [
     Case("missing-modalities-unknown-value", lambda i: IsoformExpression("sample", missing_modalities="drop"),
          ConfigError, ("`missing_modalities`", "'mask' or 'error'", "'drop'")),
     # components and config keys
+    Case("batch-size-zero", lambda i: IsoformExpression("sample", batch_size=0), ConfigError,
+         ("data option batch_size must be a whole number of at least 1, not 0",)),
+    Case("cli-eval-batch-size-negative", cli_config("batch_size: 16", "batch_size: 16\n    eval_batch_size: -4"),
+         ConfigError, ("data option eval_batch_size must be a whole number of at least 1, not -4",)),
+    Case("cli-learning-rate-zero", cli_config("lr: 0.003", "lr: 0.0"), ConfigError,
+         ("the learning rate is 0.0, so nothing would train", "model.init_args.optimizer.init_args.lr")),
+    Case("cli-learning-rate-negative", cli_config("lr: 0.003", "lr: -0.1"), ConfigError,
+         ("the optimizer refuses its options: Invalid learning rate: -0.1", "model.init_args.optimizer.init_args")),
+    Case("cli-unwritable-log-directory",
+         lambda i: cli("fit", "--config", str(QUICKSTART), f"--trainer.logger.init_args.save_dir={i.checkpoint}/runs"),
+         ConfigError, ("trainer.logger.init_args.save_dir: cannot write in", "last.ckpt/runs (Not a directory",
+                       "choose a directory you can write to")),
+    Case("cli-unwritable-predictions",
+         cli_test(lambda i: i.checkpoint, lambda i: f"--predictions.output={i.checkpoint}/p.csv"), ConfigError,
+         ("predictions.output: cannot write in", "last.ckpt (", "choose a directory")),
+    Case("cli-misspelled-data-class", cli_config("class_path: IsoformExpression", "class_path: IsoformExpresion"),
+         SystemExit, ("config.yaml:40: Unknown data module (data.class_path) 'IsoformExpresion'",
+                      "Did you mean 'IsoformExpression'?")),
+    Case("cli-wrong-type", cli_config("max_epochs: 10", "max_epochs: ten"), SystemExit,
+         ("config.yaml:8: option trainer.max_epochs takes int or null, not 'ten'",)),
     Case("cli-unknown-backbone", cli_config("class_path: ESM2", "class_path: ESM3"), SystemExit,
          ("Unknown backbone 'ESM3'", "Known backbones:", "Did you mean 'ESM2'?")),
     Case("registry-unknown-backbone", lambda i: BACKBONES.get("ESM3"), UnknownComponentError,
@@ -625,6 +698,20 @@ def test_bad_targets_and_labels_can_be_dropped_and_are_counted(inputs: Inputs) -
                                 label_column="expression_level", missing_labels="drop")  # fmt: skip
     dm.setup("fit")
     assert FIRST not in dm.split_ids("train") + dm.split_ids("val") + dm.split_ids("test")
+
+
+def test_records_without_a_gene_are_split_each_on_its_own_and_counted(inputs: Inputs, caplog) -> None:
+    import logging
+
+    def no_genes(table: pd.DataFrame) -> None:
+        table["gene_id"] = None
+
+    with caplog.at_level(logging.INFO):
+        dm = IsoformExpression(inputs.csv(no_genes), val_fraction=0.25, test_fraction=0.25)
+        dm.setup("fit")
+    sizes = {split: len(dm.split_ids(split)) for split in ("train", "val", "test")}
+    assert sum(sizes.values()) == len(inputs.table) and min(sizes.values()) > 0  # not one pseudo-gene "None"
+    assert f"{len(inputs.table)} records have no 'gene_id' (e.g. '{FIRST}'); each is split on its own" in caplog.text
 
 
 def test_tf_binding_skips_missing_contigs_and_tfs_and_counts_them(inputs: Inputs) -> None:

@@ -287,7 +287,33 @@ def test_moved_options_of_todays_configs_say_what_to_write(quickstart, capsys, m
     config.write_text(text.replace("    optimizer:\n", "    loss: huber\n    optimizer:\n", 1))
     code, stderr = _in_process(capsys, monkeypatch, "fit", "--config", str(config))
     assert code == 2
-    assert stderr.rstrip().splitlines()[-2:] == [
-        "'loss' is an option of the objective: write `objective: {class_path: Regression, init_args: {loss: huber}}`",
-        "'freeze' is now an option of finetune: write `finetune: {freeze: true}`",
+    lines = config.read_text().splitlines()
+    at = {key: 1 + next(i for i, row in enumerate(lines) if f"{key}:" in row) for key in ("loss", "freeze")}
+    assert sorted(stderr.rstrip().splitlines()[:2]) == [
+        f"mmfuse: error: {config}:{at['freeze']}: 'freeze' is now an option of finetune: write "
+        f"`finetune: {{freeze: true}}`",
+        f"mmfuse: error: {config}:{at['loss']}: 'loss' is an option of the objective: write "
+        f"`objective: {{class_path: Regression, init_args: {{loss: huber}}}}`",
     ]
+
+
+def test_a_refused_config_gets_its_cause_and_place_without_the_usage_dump(capsys, monkeypatch, tmp_path):
+    config = tmp_path / "x.yaml"
+    quickstart = next(p for p in EXPERIMENTS if p.parent.name == "quickstart" and p.name == "config.yaml")
+    text = quickstart.read_text().replace("init_args: {hidden_dim: 64}", "init_args: {hiden_dim: 64}")
+    config.write_text(text)
+    line = 1 + next(i for i, row in enumerate(text.splitlines()) if "hiden_dim" in row)
+    code, err = _in_process(capsys, monkeypatch, "fit", "--config", str(config))
+    assert code == 2
+    assert err.splitlines()[0] == (
+        f"mmfuse: error: {config}:{line}: 'hiden_dim' is not an option of ConcatFusion; did you mean 'hidden_dim'? "
+        f"(ConcatFusion takes: input_dims, hidden_dim, dropout, layer_norm, pooling)"
+    )
+    assert "usage:" not in err and len(err.splitlines()) == 2  # the error and one tip
+    code, err = _in_process(capsys, monkeypatch, "fit", "--config", str(quickstart), "--trainer.max_epochs=ten")
+    assert err.splitlines()[0] == (
+        "mmfuse: error: on the command line: option trainer.max_epochs takes int or null, not 'ten'"
+    )
+    monkeypatch.setenv("MMFUSE_DEBUG", "1")  # jsonargparse's own, whole message
+    code, err = _in_process(capsys, monkeypatch, "fit", "--config", str(config))
+    assert code == 2 and "usage:" in err and 'Parser key "model"' in err

@@ -31,6 +31,10 @@ class DnaTrunkBackbone(PretrainedBackbone):
     padding_invariant = False
     lora_targets: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out")
     default_modality = "dna"
+    #: the longest sequence accepted when ``max_length`` is not set: twice the official models' input. Their
+    #: attention is quadratic in the bins, so a chromosome-sized cell would end in an out-of-memory error
+    #: after minutes; the data module refuses it when it checks the sequences, naming the record
+    default_max_length: ClassVar[int]
     #: bp per output bin, set by :meth:`_prepare`
     bin_size: int
 
@@ -49,7 +53,8 @@ class DnaTrunkBackbone(PretrainedBackbone):
         self.crop_bins = crop_bins
         self._prepare()
         name = type(self).__name__
-        self.tokenizer = CharTokenizer(name, "ACGTN", [0, 1, 2, 3, 4], pad_id=-1, max_tokens=max_length)
+        limit = max_length or self.default_max_length
+        self.tokenizer = CharTokenizer(name, "ACGTN", [0, 1, 2, 3, 4], pad_id=-1, max_tokens=limit)
         self._finish_init()
 
     def _load_pretrained(self, source: str, revision: str | None) -> nn.Module:

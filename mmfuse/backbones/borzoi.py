@@ -119,7 +119,8 @@ class Borzoi(DnaTrunkBackbone):
             ``to_q``, ``to_k``, ``to_v``, ``to_out``).
         crop_bins: keep only this many central bins (Borzoi's ``bins_to_return``: 6,144 of the 16,384
             bins of a 524,288 bp input for the official models). ``None`` keeps every bin.
-        max_length: longest accepted sequence in bp (``None``: unlimited).
+        max_length: longest accepted sequence in bp (``None``: 1,048,576, twice the official 524,288 bp
+            window; longer sequences are refused naming the record, before training).
 
     Examples:
         >>> backbone = Borzoi("tiny")
@@ -131,6 +132,7 @@ class Borzoi(DnaTrunkBackbone):
     presets = BORZOI_PRESETS
     default_preset = "borzoi_replicate_0"
     bin_size = BIN_SIZE
+    default_max_length = 2 * 524_288
 
     def _load_pretrained(self, source: str, revision: str | None) -> nn.Module:
         return load_borzoi(source, revision)

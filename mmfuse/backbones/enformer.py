@@ -112,7 +112,8 @@ class Enformer(DnaTrunkBackbone):
             official model on 196,608 bp). ``None`` keeps every bin.
         use_tf_gamma: TensorFlow-exact positional features of the official port; they exist only for
             196,608 bp inputs. ``None`` takes the preset's value.
-        max_length: longest accepted sequence in bp (``None``: unlimited).
+        max_length: longest accepted sequence in bp (``None``: 393,216, twice the official 196,608 bp
+            window; longer sequences are refused naming the record, before training).
 
     Examples:
         >>> backbone = Enformer("tiny")
@@ -120,6 +121,8 @@ class Enformer(DnaTrunkBackbone):
         >>> tuple(out.embeddings.shape)
         (1, 8, 96)
     """
+
+    default_max_length = 2 * 196_608
 
     presets = ENFORMER_PRESETS
     default_preset = "enformer_official_rough"

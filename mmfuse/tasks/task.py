@@ -9,6 +9,7 @@ trims and checks checkpoints.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
@@ -166,7 +167,8 @@ class FusionTask(L.LightningModule):
             batch, device, dataloader_idx)  # fmt: skip
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        trained = [p for p in self.parameters() if p.requires_grad]
+        optimizer = _optimizer(self.optimizer_factory, trained, scheduled=self.scheduler_factory is not None)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
@@ -251,3 +253,20 @@ class ClassificationTask(FusionTask):
     """
 
     default_objective = Classification
+
+
+def _optimizer(factory: Callable[..., Any], parameters: list[Tensor], scheduled: bool) -> torch.optim.Optimizer:
+    """``factory(parameters)``; options torch refuses (a negative learning rate) or that train nothing (a
+    non-finite learning rate, or zero without a scheduler to raise it) end in a :class:`ConfigError`
+    naming ``model.init_args.optimizer``."""
+    where = "model.init_args.optimizer.init_args"
+    try:
+        optimizer = factory(parameters)
+    except ValueError as exc:  # torch checks lr, betas, eps, weight_decay and says which
+        raise ConfigError(f"the optimizer refuses its options: {exc}; fix {where}") from None
+    for group in optimizer.param_groups:
+        lr = group.get("lr")
+        lr = float(lr) if isinstance(lr, int | float | Tensor) else None
+        if lr is not None and not (math.isfinite(lr) and (lr > 0 or scheduled)):
+            raise ConfigError(f"the learning rate is {lr}, so nothing would train; set {where}.lr to a positive number")
+    return optimizer
