@@ -253,6 +253,10 @@ def fit(edit: Callable | None = None) -> EntryPoint:
     return run
 
 
+def two_genes(table: pd.DataFrame) -> None:
+    table.drop(table.index[~table["gene_id"].isin(["SYNG00000", "SYNG00001"])], inplace=True)
+
+
 def empty_split(split: str, edit: Callable | None = None, **options: Any) -> EntryPoint:
     """The ``split`` loader of a protein-only ``IsoformExpression`` whose ``split`` has no record."""
 
@@ -518,6 +522,8 @@ CASES = [
     # patched after the error, see lightning.fabric.utilities.data._replace_dunder_methods)
     Case("empty-val-split", empty_split("val", val_fraction=0.0), DataError,
          ("'val' split", "val_fraction 0.0", "raise val_fraction", "trainer.limit_val_batches: 0")),
+    Case("tiny-table-empty-val-split", empty_split("val", edit=two_genes), DataError,
+         ("'val' split", "split by 'gene_id' (2 values)", "about 0.2 values validate", "raise val_fraction")),
     Case("empty-test-split-of-split-column", empty_split("test", edit=lambda t: t.insert(0, "split", "train")),
          DataError, ("'test' split", "'split' column marks no record test", "test on another table")),
     Case("modality-without-column", lambda i: IsoformExpression(i.csv(), modalities={"rna": "RNA"})

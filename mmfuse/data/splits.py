@@ -79,8 +79,11 @@ class SplitRule:
         keys = self._keys(table, self.gene_column is not None)
         cache = {k: gene_split(k, self.seed, self.val_fraction, self.test_fraction) for k in keys.unique()}
         by = f"{self.gene_column!r}" if self.gene_column is not None else "record"
+        n = len(cache)
         return keys.map(cache).to_numpy(), (
-            f"by {by} ({len(cache)} values), val_fraction {self.val_fraction}, test_fraction {self.test_fraction}"
+            f"by {by} ({n} values), val_fraction {self.val_fraction}, test_fraction {self.test_fraction}: each "
+            f"value draws its split, so about {n * self.val_fraction:g} values validate and "
+            f"{n * self.test_fraction:g} test"
         )
 
     def _keys(self, table: pd.DataFrame, by_gene: bool) -> pd.Series:
