@@ -19,12 +19,13 @@ from torch import Tensor, nn
 
 from mmfuse.backbones.base import Backbone, BackboneOutput
 from mmfuse.backbones.finetune import FineTuning
-from mmfuse.backbones.presets import is_local, weights_error
+from mmfuse.backbones.hf_tokenizer import ALPHABETS, HFTokenizer
+from mmfuse.backbones.hf_tokenizer import spaced_letters as spaced_letters_of
+from mmfuse.backbones.presets import Preset, get_preset, is_local, preset_table, weights_error
 from mmfuse.errors import ConfigError
 from mmfuse.registry import BACKBONES
-from mmfuse.tokenizers import InvalidSequenceError
 
-__all__ = ["MODEL_TYPES", "HFTokenizer", "HuggingFaceEncoder", "ModelTypeSpec"]
+__all__ = ["HF_PRESETS", "MODEL_TYPES", "HFTokenizer", "HuggingFaceEncoder", "ModelTypeSpec"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class ModelTypeSpec:
             removed because parameters without gradients break DDP.
         position_offset: positions the model reserves before the first token (RoBERTa and ESM
             number positions from ``padding_idx + 1``).
+        max_tokens: the default input limit of architectures without absolute positions (T5's relative
+            positions have none; attention memory grows with its square, so mmfuse sets one).
     """
 
     hidden_size: str = "hidden_size"
@@ -47,9 +50,11 @@ class ModelTypeSpec:
     lora_targets: tuple[str, ...] = ("query", "value")
     unused: tuple[str, ...] = ("pooler",)
     position_offset: int = 0
+    max_tokens: int | None = None
 
 
 _ROBERTA = ModelTypeSpec(position_offset=2)
+_T5 = ModelTypeSpec("d_model", "encoder.block", ("q", "v"), (), max_tokens=2048)
 
 #: Attribute names per ``config.model_type``, each checked against tiny models of transformers 5.
 MODEL_TYPES: dict[str, ModelTypeSpec] = {
@@ -63,7 +68,32 @@ MODEL_TYPES: dict[str, ModelTypeSpec] = {
     "deberta-v2": ModelTypeSpec(lora_targets=("query_proj", "value_proj"), unused=()),
     "mpnet": ModelTypeSpec(lora_targets=("q", "v")),
     "modernbert": ModelTypeSpec(layers="layers", lora_targets=("Wqkv",), unused=()),
+    # encoder-decoder checkpoints: only the encoder is built (:data:`_ENCODERS`)
+    "t5": _T5,
+    "mt5": _T5,
+    "umt5": _T5,
 }
+
+#: the encoder-only class of each encoder-decoder ``model_type`` (``AutoModel`` would build the decoder too)
+_ENCODERS = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+
+#: ProtTrans' mapping of the rare and ambiguous residues (selenocysteine, Glx, pyrrolysine, Asx) to X
+_PROTTRANS_LETTERS = {"U": "X", "Z": "X", "O": "X", "B": "X"}
+_PROTTRANS_PAPER = "Elnaggar et al. 2022, IEEE TPAMI, doi:10.1109/TPAMI.2021.3095381"
+
+#: checkpoints whose tokenizers need more than ``AutoTokenizer`` (letters spaced, letters mapped), as data
+HF_PRESETS = preset_table(
+    Preset(name="prot_bert", source="Rostlab/prot_bert", embed_dim=1024, max_tokens=2048, modality="protein",
+           config={"letter_map": _PROTTRANS_LETTERS}, license="not stated on the model card (ProtTrans code: AFL-3.0)",
+           paper=_PROTTRANS_PAPER),
+    Preset(name="prot_t5_xl_u50", source="Rostlab/prot_t5_xl_half_uniref50-enc", embed_dim=1024, max_tokens=2048,
+           modality="protein", config={"letter_map": _PROTTRANS_LETTERS},
+           license="not stated on the model card (ProtTrans code: AFL-3.0)", paper=_PROTTRANS_PAPER),
+    Preset(name="splicebert_1024nt", source=None, embed_dim=512, max_tokens=1026, modality="rna",
+           config={"letter_map": {"U": "T"}, "download": "https://doi.org/10.5281/zenodo.7995778"},
+           license="weights CC BY 4.0 (Zenodo), code BSD-3-Clause",
+           paper="Chen et al. 2024, Briefings in Bioinformatics 25(3) bbae163, doi:10.1093/bib/bbae163"),
+)  # fmt: skip
 
 #: what is assumed of a model type missing from :data:`MODEL_TYPES`
 _FALLBACK = ModelTypeSpec(layers=None, lora_targets=(), unused=())
@@ -72,99 +102,23 @@ _FALLBACK = ModelTypeSpec(layers=None, lora_targets=(), unused=())
 _NO_LIMIT = 10**9
 
 
+def _model_class(config: Any) -> Any:
+    """``AutoModel``, or for an encoder-decoder checkpoint the class of its encoder alone."""
+    import transformers
+
+    model_type = str(getattr(config, "model_type", ""))
+    if model_type in _ENCODERS:  # an encoder saved alone says is_encoder_decoder: false
+        return getattr(transformers, _ENCODERS[model_type])
+    if not getattr(config, "is_encoder_decoder", False):
+        return transformers.AutoModel
+    raise ConfigError(
+        f"{model_type!r} is an encoder-decoder architecture whose encoder-only class mmfuse does not know "
+        f"(known: {', '.join(sorted(_ENCODERS))}); save its encoder alone (model.get_encoder().save_pretrained)"
+    )
+
+
 def _model_name(source: str) -> str:
     return Path(source).expanduser().name if is_local(source) else source
-
-
-class HFTokenizer:
-    """A Hugging Face tokenizer behind mmfuse's :class:`~mmfuse.tokenizers.Tokenizer` protocol.
-
-    Pads to the batch's longest sequence, returns a bool attention mask and refuses what the model
-    cannot read: empty sequences, sequences over ``max_length`` tokens and letters that the
-    vocabulary maps to the unknown token (or drops). Picklable, so DataLoader workers can run it.
-
-    Args:
-        tokenizer: the ``transformers`` tokenizer.
-        name: model name used in error messages.
-        max_length: longest accepted encoding, in tokens including special tokens.
-    """
-
-    def __init__(self, tokenizer: Any, name: str, max_length: int) -> None:
-        self.tokenizer = tokenizer
-        self.name = name
-        self.max_length = max_length
-
-    def __call__(self, sequences: Sequence[str]) -> dict[str, Tensor]:
-        """Encodes and pads ``sequences`` to ``{"input_ids": (B, L), "attention_mask": (B, L)}``."""
-        sequences = list(sequences)
-        for i, sequence in enumerate(sequences):
-            if not sequence:
-                raise InvalidSequenceError(self._empty(), i)
-        enc = self.tokenizer(
-            sequences, padding="longest", truncation=False, return_tensors="pt",
-            return_attention_mask=True, return_token_type_ids=False, verbose=False,
-        )  # fmt: skip
-        ids, mask = enc["input_ids"].long(), enc["attention_mask"].bool()
-        unk = self.tokenizer.unk_token_id
-        suspect = mask.sum(1) > self.max_length
-        if unk is not None:
-            suspect |= (mask & (ids == unk)).any(1)
-        for i in suspect.nonzero().flatten().tolist():
-            self._check(sequences[i], i)
-        return {"input_ids": ids, "attention_mask": mask}
-
-    def validate(self, sequence: str) -> None:
-        """Raises :class:`InvalidSequenceError` if ``sequence`` cannot be encoded."""
-        self._check(sequence, None)
-
-    def _empty(self) -> str:
-        return "the sequence is empty; drop the record or provide a sequence"
-
-    def _check(self, sequence: str, index: int | None) -> None:
-        if not sequence:
-            raise InvalidSequenceError(self._empty(), index)
-        fast = bool(getattr(self.tokenizer, "is_fast", False))
-        enc = self.tokenizer(sequence, truncation=False, return_offsets_mapping=fast, verbose=False)
-        ids: list[int] = enc["input_ids"]
-        unk = self.tokenizer.unk_token_id
-        if fast:
-            offsets: list[tuple[int, int]] = enc["offset_mapping"]
-            bad = next((s for (s, e), i in zip(offsets, ids, strict=True) if i == unk and e > s), None)
-            if bad is None:  # byte-level vocabularies without an unknown token drop letters instead
-                covered = [False] * len(sequence)
-                for s, e in offsets:
-                    covered[s:e] = [True] * (e - s)
-                bad = next((p for p, c in enumerate(sequence) if not covered[p] and not c.isspace()), None)
-            if bad is not None:
-                raise InvalidSequenceError(self._bad_letter(sequence, bad), index)
-        elif unk is not None and unk in ids:
-            # slow tokenizers give no offsets: find the first letter that alone maps to the unknown token
-            for pos, char in enumerate(sequence):
-                if unk in self.tokenizer(char, add_special_tokens=False, verbose=False)["input_ids"]:
-                    raise InvalidSequenceError(self._bad_letter(sequence, pos), index)
-            raise InvalidSequenceError(
-                f"{self.name}'s tokenizer maps part of the sequence to its unknown token "
-                f"{self.tokenizer.unk_token!r}; fix or remove the record.",
-                index,
-            )
-        if len(ids) > self.max_length:
-            raise InvalidSequenceError(
-                f"{len(sequence)} letters make {len(ids)} tokens, more than {self.name} accepts "
-                f"({self.max_length} tokens). Crop the sequence in the data (or raise the backbone's "
-                f"max_length if the model allows it).",
-                index,
-            )
-
-    def _bad_letter(self, sequence: str, pos: int) -> str:
-        context = sequence[max(0, pos - 5) : pos + 6]
-        return (
-            f"letter {sequence[pos]!r} at position {pos} (…{context}…) is not in the vocabulary of "
-            f"{self.name}. Replace it (unknown bases are usually written N, unknown residues X) or remove "
-            f"the record."
-        )
-
-    def __repr__(self) -> str:
-        return f"HFTokenizer({self.name!r}, max_length={self.max_length})"
 
 
 @BACKBONES.register()
@@ -178,10 +132,15 @@ class HuggingFaceEncoder(Backbone):
 
     Weights are loaded in float32; the trainer's ``precision`` decides the compute dtype.
 
+    Checkpoints that read one letter per token separated by spaces (ProtBert, ProtT5, SpliceBERT) are
+    detected from their vocabulary and given spaced letters (``spaced_letters``); the data keeps its
+    sequences unspaced. Encoder-decoder checkpoints (T5: ProtT5, Ankh) build their encoder only.
+
     Args:
         source: hub id (``"zhihan1996/DNABERT-S"``) or a local directory written by
-            ``save_pretrained`` (or ``hf download ID --local-dir DIR``), the way to work offline.
-        modality: the modality name this encoder reads.
+            ``save_pretrained`` (or ``hf download ID --local-dir DIR``), the way to work offline;
+            with ``preset``, where to read that preset's checkpoint instead of its hub id.
+        modality: the modality name this encoder reads (default: the preset's, else ``dna``).
         revision: hub revision (commit, branch or tag) to pin.
         trust_remote_code: allow checkpoints whose architecture is defined by Python files in the
             checkpoint; this **runs code from the checkpoint** on this machine, so only set it for
@@ -195,6 +154,12 @@ class HuggingFaceEncoder(Backbone):
         pretrained: load the weights; ``False`` builds the checkpoint's architecture with random ones.
         finetune: which weights train (:class:`~mmfuse.backbones.finetune.FineTuning`; LoRA's default
             targets come from :data:`MODEL_TYPES`, e.g. ``query``, ``value``).
+        preset: a checkpoint of :data:`HF_PRESETS` (``prot_bert``, ``prot_t5_xl_u50``,
+            ``splicebert_1024nt``): its hub id, modality, length limit and letter mapping.
+        spaced_letters: separate letters by spaces before tokenizing (``None``: detected from the
+            vocabulary, which maps unspaced letters to its unknown token).
+        letter_map: letters replaced before tokenizing (default: the preset's; ProtTrans models write
+            U, Z, O and B as X, SpliceBERT reads RNA with T).
 
     Examples:
         A YAML config::
@@ -207,30 +172,40 @@ class HuggingFaceEncoder(Backbone):
                   finetune: {lora: {r: 8}}
     """
 
+    presets = HF_PRESETS
+
     def __init__(
         self,
-        source: str,
-        modality: str = "dna",
+        source: str | None = None,
+        modality: str | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
         max_length: int | None = None,
         layer: int = -1,
         pretrained: bool = True,
         finetune: FineTuning | None = None,
+        preset: str | None = None,
+        spaced_letters: bool | None = None,
+        letter_map: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(modality, finetune)
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        known = get_preset(HF_PRESETS, preset, "HuggingFaceEncoder") if preset is not None else None
+        super().__init__(modality or (known.modality if known else "dna"), finetune)
+        from transformers import AutoConfig, AutoTokenizer
 
+        source = self._source(source, known)
         self.source = source
         self.layer = layer
         remote: dict[str, Any] = {"trust_remote_code": True} if trust_remote_code else {}
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, **remote)
+            config = AutoConfig.from_pretrained(source, revision=revision, **remote)
+            model_class = _model_class(config)
             if pretrained:
-                model = AutoModel.from_pretrained(source, revision=revision, dtype=torch.float32, **remote)
-            else:
-                config = AutoConfig.from_pretrained(source, revision=revision, **remote)
-                model = AutoModel.from_config(config, dtype=torch.float32, **remote)
+                model = model_class.from_pretrained(source, revision=revision, dtype=torch.float32, **remote)
+            elif hasattr(model_class, "from_config"):  # AutoModel
+                model = model_class.from_config(config, dtype=torch.float32, **remote)
+            else:  # an encoder-only class
+                model = model_class._from_config(config, dtype=torch.float32)
         except OSError as exc:
             raise weights_error(source, exc) from exc
         config = model.config
@@ -246,8 +221,28 @@ class HuggingFaceEncoder(Backbone):
         self._check_layer(config)
         self._check_finetuning()
         self.lora_targets = self.spec.lora_targets  # type: ignore[misc]  # per instance: depends on the checkpoint
-        self.tokenizer = HFTokenizer(tokenizer, _model_name(source), self._max_tokens(tokenizer, max_length))
+        letters = dict(letter_map if letter_map is not None else (known.config.get("letter_map", {}) if known else {}))
+        name = _model_name(source)
+        if spaced_letters is None:  # detected: one letter per token, separated by spaces (ProtBert, ProtT5)
+            probe = HFTokenizer(tokenizer, name, 1, letter_map=letters).text(ALPHABETS.get(self.modality, ""))
+            spaced_letters = spaced_letters_of(tokenizer, probe)
+        if max_length is None and known is not None:
+            max_length = known.max_tokens
+        self.tokenizer = HFTokenizer(tokenizer, name, self._max_tokens(tokenizer, max_length), spaced_letters, letters)
         self._finish_init()
+
+    @staticmethod
+    def _source(source: str | None, known: Preset | None) -> str:
+        if source is not None:
+            return source
+        if known is None:
+            raise ConfigError("HuggingFaceEncoder needs a `source` (a hub id or a local directory) or a `preset`")
+        if known.source is None:
+            raise ConfigError(
+                f"the weights of preset {known.name!r} are not on the Hugging Face hub: download them from "
+                f"{known.config.get('download')}, unpack them, and set `source` to the model's directory"
+            )
+        return known.source
 
     # -- construction helpers -----------------------------------------------------------------
 
@@ -294,6 +289,8 @@ class HuggingFaceEncoder(Backbone):
         positions = getattr(self.model.config, "max_position_embeddings", None)
         if isinstance(positions, int) and positions > self.spec.position_offset:
             return positions - self.spec.position_offset
+        if self.spec.max_tokens is not None:
+            return self.spec.max_tokens
         raise ConfigError(
             f"neither the tokenizer nor the config of {self.source!r} states a maximum length; set max_length."
         )

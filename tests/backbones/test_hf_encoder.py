@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 
 import pytest
 import torch
 import transformers
 
 from mmfuse.backbones.finetune import FineTuning, LoraOptions, lora_parameters
-from mmfuse.backbones.hf_encoder import MODEL_TYPES, HuggingFaceEncoder
+from mmfuse.backbones.hf_encoder import HF_PRESETS, MODEL_TYPES, HuggingFaceEncoder
 from mmfuse.backbones.presets import WeightsNotFoundError
 from mmfuse.errors import ConfigError
 from mmfuse.tokenizers import InvalidSequenceError, Tokenizer
@@ -21,13 +22,22 @@ PROTEINS = ["MKTAYIAKQRQ", "MVL"]
 TOKENIZER_KINDS = ["bert", "roberta", "esm"]
 
 
+#: model types whose tiny vocabularies hold residues one per token, spaced (ProtT5's)
+SPACED = {"t5", "mt5", "umt5"}
+
+
 def _sequences(model_type: str) -> list[str]:
-    return PROTEINS if model_type == "esm" else DNA
+    return PROTEINS if model_type == "esm" or model_type in SPACED else DNA
 
 
 def _reference(source, sequences, **kwargs):
-    model = transformers.AutoModel.from_pretrained(source).eval()
-    tokens = transformers.AutoTokenizer.from_pretrained(source)(sequences, padding=True, return_tensors="pt")
+    """transformers' own output, used as the model cards say: ProtT5's letters spaced, its encoder alone."""
+    config = transformers.AutoConfig.from_pretrained(source)
+    encoder = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}.get(config.model_type)
+    model = getattr(transformers, encoder or "AutoModel").from_pretrained(source).eval()
+    texts = [" ".join(s) for s in sequences] if config.model_type in SPACED else sequences
+    tokens = transformers.AutoTokenizer.from_pretrained(source)(texts, padding=True, return_tensors="pt")
+    tokens.pop("token_type_ids", None)
     return model(**tokens, **kwargs), tokens["attention_mask"].bool()
 
 
@@ -69,7 +79,7 @@ def test_train_last_layer_leaves_only_the_last_layer_and_what_follows_trainable(
     trainable = {id(p) for p in backbone.parameters() if p.requires_grad}
     assert {id(p) for p in last.parameters()} <= trainable
     assert not trainable & {id(p) for b in earlier for p in b.parameters()}
-    assert not trainable & {id(p) for p in backbone.model.embeddings.parameters()}
+    assert not trainable & {id(p) for p in backbone.model.get_input_embeddings().parameters()}
 
 
 @pytest.mark.parametrize("model_type", TOKENIZER_KINDS)
@@ -147,3 +157,78 @@ def test_bad_layer_and_missing_checkpoint_are_explained(tiny_bert_dir, tmp_path)
         HuggingFaceEncoder(str(tiny_bert_dir), layer=3)
     with pytest.raises(WeightsNotFoundError, match="could not load weights"):
         HuggingFaceEncoder(str(tmp_path / "missing"))
+
+
+# --- letter-per-token checkpoints and their presets (ProtBert, ProtT5, SpliceBERT) -----------------
+
+#: per preset: sequences as a table holds them (rare residues, RNA with U) and what the model card feeds
+#: the checkpoint's own tokenizer (ProtTrans: re.sub(r"[UZOB]", "X", s), spaced; SpliceBERT: U→T, spaced)
+CARD_USAGE = {
+    "prot_bert": (["MKTAYIAKQRQUZ", "MVLOB"], lambda s: " ".join(re.sub(r"[UZOB]", "X", s))),
+    "prot_t5_xl_u50": (["MKTAYIAKQRQUZ", "MVLOB"], lambda s: " ".join(re.sub(r"[UZOB]", "X", s))),
+    "splicebert_1024nt": (["ACGUUAGCNNAU", "GGCU"], lambda s: " ".join(s.replace("U", "T"))),
+}
+
+
+@pytest.fixture(scope="module")
+def preset_dirs(tmp_path_factory):
+    from tests.backbones.conftest import make_tiny_preset
+
+    return {name: make_tiny_preset(name, tmp_path_factory.mktemp(name)) for name in CARD_USAGE}
+
+
+@pytest.mark.parametrize("preset", sorted(CARD_USAGE))
+def test_letter_per_token_presets_give_what_the_model_cards_do(preset, preset_dirs):
+    source = preset_dirs[preset]
+    sequences, card = CARD_USAGE[preset]
+    ours = HuggingFaceEncoder(source=str(source), preset=preset).eval()
+    assert ours.tokenizer.spaced and ours.modality == HF_PRESETS[preset].modality
+    assert ours.tokenizer.max_length == HF_PRESETS[preset].max_tokens
+    theirs = transformers.AutoTokenizer.from_pretrained(source)
+    expected = theirs([card(s) for s in sequences], padding=True, return_tensors="pt")
+    batch = ours.tokenizer(sequences)
+    assert torch.equal(batch["input_ids"], expected["input_ids"])
+    assert theirs.unk_token_id not in batch["input_ids"]
+    config = transformers.AutoConfig.from_pretrained(source)
+    model = (transformers.T5EncoderModel if config.model_type == "t5" else transformers.AutoModel)
+    reference = model.from_pretrained(source).eval()
+    mask = expected["attention_mask"].bool()
+    with torch.no_grad():
+        want = reference(input_ids=expected["input_ids"], attention_mask=expected["attention_mask"]).last_hidden_state
+        got = ours(batch).embeddings
+    torch.testing.assert_close(got[mask], want[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_spacing_is_detected_from_the_vocabulary(preset_dirs, tiny_hf):
+    assert HuggingFaceEncoder(str(preset_dirs["prot_bert"]), modality="protein").tokenizer.spaced
+    assert HuggingFaceEncoder(str(preset_dirs["prot_t5_xl_u50"]), modality="protein").tokenizer.spaced
+    assert not HuggingFaceEncoder(str(tiny_hf("bert"))).tokenizer.spaced  # ## continuations: letters joined
+    assert not HuggingFaceEncoder(str(tiny_hf("esm")), modality="protein").tokenizer.spaced
+
+
+def test_unspaced_letters_are_explained_with_what_the_tokenizer_did(preset_dirs):
+    joined = HuggingFaceEncoder(str(preset_dirs["prot_bert"]), modality="protein", spaced_letters=False)
+    with pytest.raises(InvalidSequenceError) as error:
+        joined.tokenizer(["MKTAYIAKQRQ"])
+    message = str(error.value)
+    assert "read 'MKTAYIAKQRQ'… as one word and mapped it to its unknown token '[UNK]'" in message
+    assert "its letters are in the vocabulary one by one" in message and "`spaced_letters: true`" in message
+    spaced = HuggingFaceEncoder(str(preset_dirs["prot_bert"]), modality="protein", letter_map={})
+    with pytest.raises(InvalidSequenceError, match=r"letter 'J' at position 2 .* not in the vocabulary"):
+        spaced.tokenizer(["MKJA"])
+
+
+def test_an_encoder_decoder_checkpoint_builds_its_encoder_alone(tiny_hf):
+    backbone = HuggingFaceEncoder(str(tiny_hf("mt5")), modality="protein")  # saved whole, encoder and decoder
+    assert type(backbone.model).__name__ == "MT5EncoderModel"
+    assert not any(name.startswith("decoder") for name, _ in backbone.model.named_parameters())
+    out = backbone(backbone.tokenizer(PROTEINS))
+    assert out.embeddings.shape[-1] == 32 and torch.isfinite(out.embeddings).all()
+
+
+def test_a_preset_whose_weights_are_not_on_the_hub_says_where_they_are():
+    with pytest.raises(ConfigError, match=r"splicebert_1024nt.* not on the Hugging Face hub: download them from "
+                                          r"https://doi.org/10.5281/zenodo.7995778.*set `source`"):  # fmt: skip
+        HuggingFaceEncoder(preset="splicebert_1024nt")
+    with pytest.raises(ConfigError, match=r"Unknown HuggingFaceEncoder preset 'prot_bertt'.*Did you mean 'prot_bert'"):
+        HuggingFaceEncoder(preset="prot_bertt")
