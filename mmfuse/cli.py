@@ -1,4 +1,4 @@
-"""The ``mmfuse`` command: LightningCLI (fit, validate, test, predict) over registered components.
+"""The ``mmfuse`` command: LightningCLI (fit, validate, test, predict, and embed) over registered components.
 
 Built-in components and plugins are imported before parsing, so a YAML file may name a component by
 its class name (``class_path: ESM2``) or by its full import path. Three more commands:
@@ -32,7 +32,8 @@ __all__ = ["MmfuseCLI", "main"]
 
 _DESCRIPTION = (
     "mmfuse: fuse pretrained biological sequence models. Subcommands: fit, validate, test, predict "
-    "(Lightning), and `mmfuse components` (what is registered), `mmfuse sample-data --out FILE`, "
+    "(Lightning), embed (each record's embeddings to a file), and `mmfuse components` (what is registered), "
+    "`mmfuse sample-data --out FILE`, "
     "`mmfuse data build-isoform` (see its --help)."
 )
 _USER_ERRORS = (MmfuseError, UnknownComponentError, PluginLoadError)
@@ -154,11 +155,13 @@ class MmfuseCLI(LightningCLI):
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
         from mmfuse.tasks import FusionTask
+        from mmfuse.tasks.embed import MmfuseTrainer
 
         load_components()  # before parsing: YAML may name any registered class by its short name
         super().__init__(
             FusionTask,
             LightningDataModule,
+            trainer_class=MmfuseTrainer,
             subclass_mode_model=True,
             subclass_mode_data=True,
             parser_class=_Parser,
@@ -174,6 +177,18 @@ class MmfuseCLI(LightningCLI):
 
         parser.link_arguments("data.target_names", "model.init_args.target_names", apply_on="instantiate")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "embed": {"model", "datamodule"}}
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "embed":  # the embedding writer's options (`embeddings.*`): only `mmfuse embed` has them
+            from mmfuse.tasks.embed import EmbeddingWriter
+
+            parser.add_lightning_class_args(EmbeddingWriter, "embeddings")
+        return parser
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is not None:

@@ -48,6 +48,10 @@ def compact_message(message: str) -> str:
     """jsonargparse's tree for a plain value of the wrong type, as one line:
     ``option trainer.max_epochs takes int or null, not 'ten'``; other messages unchanged."""
     key = re.match(r'\s*Parser key "([^"]+)":', message)
+    choice = re.search(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)$", message, flags=re.M)
+    if key is not None and choice is not None:
+        choices = ", ".join(c.strip().strip("'\"") for c in choice.group(1).split(","))
+        return f"option {key.group(1)} is one of {choices}, not {choice.group(2).strip()!r}"
     expected = re.findall(r"^\s*- Expected a <class '([\w.]+)'>\s*$", message, flags=re.M)
     errors = re.findall(r"^\s*- ", message, flags=re.M)
     given = re.search(r"^\s*Given value: (.*)$", message, flags=re.M)
@@ -76,9 +80,10 @@ def _output_dirs(config: Any) -> Iterator[tuple[str, Path]]:
     for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
         if _get(_get(callback, "init_args") or {}, "dirpath"):
             yield "trainer.callbacks[].init_args.dirpath", Path(str(callback["init_args"]["dirpath"]))
-    output = _get(_get(config, "predictions") or {}, "output")
-    if output:
-        yield "predictions.output", Path(str(output)).expanduser().parent
+    for section in ("predictions", "embeddings"):
+        output = _get(_get(config, section) or {}, "output")
+        if output:
+            yield f"{section}.output", Path(str(output)).expanduser().parent
 
 
 def check_output_dirs(config: Any) -> None:

@@ -30,7 +30,6 @@ import gzip
 import io
 import os
 import pickle
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, partial
@@ -54,6 +53,7 @@ from mmfuse.data.sample import make_sample_table
 from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.registry import ADAPTERS, BACKBONES, PluginLoadError, UnknownComponentError
 from mmfuse.tasks import MLPHead, RegressionTask
+from tests.helpers.in_process import bare_argv
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart" / "config.yaml"
 FIRST = "SYNT00000.1"  # the first record of the sample table
@@ -117,18 +117,7 @@ def inputs(tmp_path_factory) -> Inputs:
     return Inputs(tmp_path_factory.mktemp("bad-input"))
 
 
-@contextlib.contextmanager
-def _in_process():
-    """``sys.argv`` of a bare ``mmfuse`` during an in-process run (LightningCLI warns about pytest's), and
-    ``os.environ`` restored after it (``seed_everything`` sets PL_GLOBAL_SEED)."""
-    saved, argv = dict(os.environ), sys.argv
-    sys.argv = ["mmfuse"]
-    try:
-        yield
-    finally:
-        sys.argv = argv
-        os.environ.clear()
-        os.environ.update(saved)
+_in_process = bare_argv  # sys.argv of a bare `mmfuse`, os.environ restored after the run
 
 
 # ---------------------------------------------------------------------------------------------

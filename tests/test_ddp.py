@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -98,6 +99,9 @@ def runs(tmp_path_factory):
         ckpt = "runs/r/version_0/checkpoints/last.ckpt"
         _mmfuse(workdir, "predict", "--config", "config.yaml", f"--data.init_args.batch_size={batch}",
                 "--ckpt_path", ckpt, "--predictions.output", "preds.csv", *extra, in_process=single)  # fmt: skip
+        _mmfuse(workdir, "embed", "--config", "config.yaml", f"--data.init_args.batch_size={batch}",
+                "--ckpt_path", ckpt, "--embeddings.output", "emb.parquet", "--embeddings.fused=true", *extra,
+                in_process=single)  # fmt: skip
         dirs[name] = workdir
     return dirs["single"], dirs["ddp"]
 
@@ -123,3 +127,15 @@ def test_ddp_predictions_are_joined_into_one_file_in_record_order(runs):
     numeric = a.columns.drop("transcript_id_gtex")
     assert (b[numeric] - a[numeric]).abs().to_numpy().max() < 1e-3
     assert not list(ddp.glob("preds.rank*")) and not list(ddp.glob(".preds*"))  # parts joined and removed
+
+
+def test_ddp_embeddings_are_joined_into_one_file_in_record_order(runs):
+    single, ddp = runs
+    a, b = (pd.read_parquet(d / "emb.parquet") for d in runs)
+    assert list(b.columns) == list(a.columns) and "fused" in a.columns
+    assert list(b["transcript_id_gtex"]) == list(a["transcript_id_gtex"]) and len(a) > 50
+    for name in a.columns[1:]:
+        present = a[name].notna()
+        assert (b[name].notna() == present).all()
+        np.testing.assert_allclose(np.stack(b[name][present]), np.stack(a[name][present]), atol=1e-3)
+    assert not list(ddp.glob("emb.rank*")) and not list(ddp.glob(".emb*"))

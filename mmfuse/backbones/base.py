@@ -56,6 +56,8 @@ class Backbone(nn.Module, ABC):
     #: whether a sequence's embeddings are the same alone and padded in a batch (attention masks
     #: padding); Enformer's convolutions and unmasked attention see the padding, so it is not.
     padding_invariant: bool = True
+    #: whether the first token summarises the sequence (a CLS token; ``None``: ask the tokenizer)
+    cls_token: ClassVar[bool | None] = None
     #: the named checkpoints of this architecture (``preset: <name>`` in YAML)
     presets: ClassVar[Mapping[str, Preset]] = {}
     #: names (suffixes) of the linear layers LoRA adapts by default

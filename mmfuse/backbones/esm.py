@@ -65,6 +65,7 @@ class ESM2(EsmFamilyBackbone):
         ((2, 10, 32), [10, 4])
     """
 
+    cls_token = True
     presets = ESM2_PRESETS
     default_preset = "esm2_t6_8M_UR50D"
     default_modality = "protein"

@@ -72,6 +72,7 @@ class NucleotideTransformer(EsmFamilyBackbone):
         (1, 7, 32)
     """
 
+    cls_token = True
     presets = NT_PRESETS
     default_preset = "nt_v2_50m_multi_species"
     default_modality = "rna"

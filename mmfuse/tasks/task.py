@@ -127,6 +127,7 @@ class FusionTask(L.LightningModule):
         # checkpoints may leave out fixed backbone weights; on_load_checkpoint checks them strictly itself
         self.strict_loading = not slim.reloadable_keys(self.model.backbones)
         self.evaluation: Evaluation | None = None
+        self.embedding: Any = None  # set by `mmfuse embed`: predict_step then returns embeddings
 
     def _save_plain_hyperparameters(self) -> None:
         """Saves the constructor arguments as plain data (under the CLI, all are: its config); from Python,
@@ -205,6 +206,8 @@ class FusionTask(L.LightningModule):
         self._loss(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        if self.embedding is not None:  # `mmfuse embed` (mmfuse.tasks.embed)
+            return self.embedding.embed(self, batch)
         return self.objective.prediction(self.model(batch["inputs"], batch.get("present")).float(), batch["ids"])
 
     def _end_evaluation(self, stage: str) -> None:

@@ -22,7 +22,7 @@ __all__ = ["PredictionWriter"]
 _INDEX = "__mmfuse_index"
 
 
-def _refuse_inputs(output: Path, datamodule: Any) -> None:
+def _refuse_inputs(output: Path, datamodule: Any, option: str = "--predictions.output") -> None:
     """Raises :class:`ConfigError` if ``output`` is (or would land among) the data module's input files."""
     inputs = [getattr(datamodule, "path", None)]
     windows = getattr(datamodule, "genome_windows", None)
@@ -37,9 +37,8 @@ def _refuse_inputs(output: Path, datamodule: Any) -> None:
         source = source.resolve()
         if target == source or (source.is_dir() and source in target.parents):
             raise ConfigError(
-                f"--predictions.output {str(output)!r} would overwrite or join the data module's input "
-                f"{str(given)!r}; write the predictions to another file (e.g. predictions.csv in the run's "
-                f"directory, the default)"
+                f"{option} {str(output)!r} would overwrite or join the data module's input "
+                f"{str(given)!r}; write to another file (e.g. the default, in the run's directory)"
             )
 
 
@@ -77,9 +76,18 @@ class PredictionWriter(BasePredictionWriter):
             raise ConfigError(f"predictions output {str(path)!r} must end in .csv, .tsv or .parquet")
         return path
 
+    #: the option naming the output, in messages
+    option = "--predictions.output"
+
+    def _active(self, pl_module: LightningModule) -> bool:
+        """Whether this writer writes this run's outputs (``mmfuse embed`` runs the predict loop for its own)."""
+        return getattr(pl_module, "embedding", None) is None
+
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._active(pl_module):
+            return
         self._final = self._resolve(trainer)
-        _refuse_inputs(self._final, trainer.datamodule)
+        _refuse_inputs(self._final, trainer.datamodule, self.option)
         self._path = self._final
         if trainer.world_size > 1:
             self._path = self._final.with_name(f"{self._final.stem}.rank{trainer.global_rank}{self._final.suffix}")
@@ -100,9 +108,24 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
+        if not self._active(pl_module):
+            return
         assert self._tmp is not None and self._path is not None
         id_column = getattr(trainer.datamodule, "id_column", "id") if trainer.datamodule is not None else "id"
         id_column = "id" if id_column == ROW_ID else id_column  # ids the data module made (FILE:ROW)
+        frame = self._frame(pl_module, prediction)
+        frame.insert(0, id_column, list(prediction["ids"]), allow_duplicates=True)
+        if trainer.world_size > 1 and batch_indices is not None:  # restores the records' order when joining
+            frame[_INDEX] = list(batch_indices)
+        if frame.columns.duplicated().any():
+            raise ConfigError(
+                f"output columns {list(frame.columns)} repeat a name (a target, class or modality named like "
+                f"the id column {id_column!r} or 'predicted'); rename it in the data."
+            )
+        self._append(frame)
+
+    def _frame(self, pl_module: LightningModule, prediction: Any) -> pd.DataFrame:
+        """One batch's rows, without their ids."""
         names = list(getattr(pl_module, "target_names", []))
         preds = prediction["preds"].numpy()
         if not np.isfinite(preds).all():
@@ -118,14 +141,10 @@ class PredictionWriter(BasePredictionWriter):
         frame = pd.DataFrame(preds, columns=names)
         if "labels" in prediction:
             frame.insert(frame.shape[1], "predicted", list(prediction["labels"]), allow_duplicates=True)
-        frame.insert(0, id_column, list(prediction["ids"]), allow_duplicates=True)
-        if trainer.world_size > 1 and batch_indices is not None:  # restores the records' order when joining
-            frame[_INDEX] = list(batch_indices)
-        if frame.columns.duplicated().any():
-            raise ConfigError(
-                f"prediction columns {list(frame.columns)} repeat a name (a target or class named like the "
-                f"id column {id_column!r} or 'predicted'); rename it in the data."
-            )
+        return frame
+
+    def _append(self, frame: pd.DataFrame) -> None:
+        assert self._tmp is not None and self._path is not None
         suffix = self._path.suffix.lower()
         if suffix == ".parquet":
             import pyarrow as pa
@@ -141,6 +160,8 @@ class PredictionWriter(BasePredictionWriter):
         self._rows += len(frame)
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._active(pl_module):
+            return
         assert self._tmp is not None and self._path is not None
         if self._parquet is not None:
             self._parquet.close()
@@ -148,7 +169,7 @@ class PredictionWriter(BasePredictionWriter):
             self._tmp.replace(self._path)
         if trainer.world_size == 1:
             if self._rows:
-                print(f"Wrote {self._rows} predictions to {self._path}")
+                self._done(self._path, self._rows, "")
             return
         trainer.strategy.barrier("predictions written")  # every rank's file is in place
         if trainer.is_global_zero:
@@ -178,9 +199,15 @@ class PredictionWriter(BasePredictionWriter):
                 frame.to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
         for part in parts:
             part.unlink()
-        print(f"Wrote {len(frame)} predictions to {final} (joined from {len(parts)} processes)")
+        self._done(final, len(frame), f" (joined from {len(parts)} processes)")
+
+    def _done(self, path: Path, rows: int, how: str) -> None:
+        """Rank 0, when ``path`` holds every row."""
+        print(f"Wrote {rows} predictions to {path}{how}")
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not self._active(pl_module):
+            return
         if self._parquet is not None:
             self._parquet.close()
         if self._tmp is not None:
