@@ -226,8 +226,9 @@ class HuggingFaceEncoder(Backbone):
         if spaced_letters is None:  # detected: one letter per token, separated by spaces (ProtBert, ProtT5)
             probe = HFTokenizer(tokenizer, name, 1, letter_map=letters).text(ALPHABETS.get(self.modality, ""))
             spaced_letters = spaced_letters_of(tokenizer, probe)
-        if max_length is None and known is not None:
-            max_length = known.max_tokens
+        if max_length is None and known is not None and known.max_tokens is not None:
+            positions = self._positions()  # the checkpoint read may have fewer positions than the preset's
+            max_length = min(known.max_tokens, positions) if positions else known.max_tokens
         self.tokenizer = HFTokenizer(tokenizer, name, self._max_tokens(tokenizer, max_length), spaced_letters, letters)
         self._finish_init()
 
@@ -279,6 +280,10 @@ class HuggingFaceEncoder(Backbone):
                 f"(known: {known}), which finetune.train_last_layers and finetune.gradient_checkpointing "
                 f"need; use finetune.freeze, or finetune.lora with lora.targets set, instead."
             )
+
+    def _positions(self) -> int | None:
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        return positions - self.spec.position_offset if isinstance(positions, int) else None
 
     def _max_tokens(self, tokenizer: Any, max_length: int | None) -> int:
         if max_length is not None:

@@ -163,3 +163,34 @@ def test_the_writer_refuses_bad_options_in_python_too():
         EmbeddingWriter(pooling="max")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="center_bins must be at least 1"):
         EmbeddingWriter(center_bins=0)
+
+
+def test_letter_per_token_presets_fit_test_predict_and_embed(tmp_path, monkeypatch):
+    """ProtT5 (an encoder of a T5) for the protein and SpliceBERT for the RNA, as tiny random checkpoints of
+    their architectures and vocabularies in local directories, through every command."""
+    import yaml
+
+    from tests.backbones.conftest import make_tiny_preset
+
+    config = yaml.safe_load(QUICKSTART.read_text())
+    backbones = config["model"]["init_args"]["backbones"]
+    for modality, preset in (("protein", "prot_t5_xl_u50"), ("rna", "splicebert_1024nt")):
+        source = make_tiny_preset(preset, tmp_path / preset)
+        backbones[modality] = {"class_path": "HuggingFaceEncoder", "init_args": {"preset": preset,
+                                                                                 "source": str(source)}}  # fmt: skip
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    small = [*SMALL, "--data.init_args.max_lengths={dna: 256, rna: 254, protein: 128}"]  # the tiny BERT: 256 positions
+    printed = _mmfuse("fit", "--config", str(path), *small, "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
+                      "--trainer.num_sanity_val_steps=0")  # fmt: skip
+    (last,) = (tmp_path / "runs").glob("*/*/checkpoints/last.ckpt")
+    assert "Test it with" in printed
+    assert "Test metrics per target" in _mmfuse("test", "--config", str(path), *small, "--ckpt_path", str(last))
+    _mmfuse("predict", "--config", str(path), *small, "--ckpt_path", str(last), "--predictions.output=p.csv")
+    _mmfuse("embed", "--config", str(path), *small, "--ckpt_path", str(last), "--embeddings.output=e.parquet",
+            "--embeddings.modalities=[rna, protein]")  # fmt: skip
+    predictions, embeddings = pd.read_csv(tmp_path / "p.csv"), pd.read_parquet(tmp_path / "e.parquet")
+    assert predictions["transcript_id"].tolist() == embeddings["transcript_id"].tolist() and len(embeddings) == 31
+    assert len(embeddings["protein"].dropna().iloc[0]) == 32 and embeddings["rna"].notna().all()
