@@ -158,3 +158,11 @@ def test_frozen_cached_config_fills_the_cache_once_and_reuses_it(run_mmfuse, tmp
     second = run_mmfuse("fit", "--config", str(config), *FAST, cwd=tmp_path)  # a later run reads everything
     assert second.returncode == 0, second.stderr[-3000:]
     assert "dna: 0 computed" in second.stdout and "rna: 0 computed" in second.stdout
+    # `mmfuse embed` reads the cache too: only the test split's records (not seen by fit) are computed
+    embed = run_mmfuse("embed", "--config", str(config), *FAST[:1], "--embeddings.output=e.parquet", cwd=tmp_path)
+    assert embed.returncode == 0, embed.stderr[-3000:]
+    summary = next(line for line in embed.stdout.splitlines() if line.startswith("embedding cache: "))
+    embedded = {part.split(":")[0].strip(): int(part.split(":")[1].split()[0]) for part in
+                summary.removeprefix("embedding cache: ").split(";")}  # fmt: skip
+    total = len(pd.read_parquet(tmp_path / "e.parquet"))
+    assert all(0 < n < total // 4 for n in embedded.values()), (embedded, total)
