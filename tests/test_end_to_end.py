@@ -69,7 +69,17 @@ def test_test_prints_the_table_per_tissue(trained, quickstart, run_mmfuse):
     report = next(line for line in lines if line.startswith("Report written to "))
     folder = workdir / report.removeprefix("Report written to ").split(": ")[0]
     assert {p.name for p in folder.iterdir()} == {"metrics.csv", "metrics.md", "r2_spearman_per_tissue.png",
-                                                  "scatter_best_worst.png", "loss_curves.png"}  # fmt: skip
+                                                  "scatter_best_worst.png", "loss_curves.png",
+                                                  "modality_contribution.csv", "modality_contribution.md",
+                                                  "modality_contribution.png"}  # fmt: skip
+    # three modalities: the six proper subsets are evaluated too; the full one is the table above
+    contribution = pd.read_csv(folder / "modality_contribution.csv")
+    assert list(contribution["shown"].unique()) == ["dna+rna+protein", "dna+rna", "dna+protein", "rna+protein",
+                                                    "dna", "rna", "protein"]  # fmt: skip
+    full = contribution[contribution["shown"] == "dna+rna+protein"].set_index("target")
+    np.testing.assert_allclose(full.loc[list(table.index), "spearman"], table["spearman"], rtol=1e-5, atol=1e-6)
+    assert contribution.groupby("shown")["target"].count().eq(30).all()
+    assert "| modality | cost of hiding it alone (spearman) | Shapley value (spearman) |" in result.stdout
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

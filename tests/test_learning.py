@@ -61,3 +61,34 @@ def _benchmark():
 def test_every_adapter_learns_the_quickstart(name, tmp_path):
     results = _benchmark().train(name, epochs=ADAPTER_EPOCHS, root=tmp_path)
     assert results["test/spearman"] > ADAPTER_THRESHOLD, results
+
+
+@pytest.mark.slow  # one quickstart run (10 epochs) and its test: about a minute
+def test_modality_contribution_shows_the_planted_structure(quickstart, tmp_path, monkeypatch):
+    """Trained with modality dropout on the sample data, whose signal is planted per modality
+    (mmfuse.data.sample): hiding the RNA (the AU-rich elements, in every tissue) costs the most, and hiding
+    the DNA (the promoter motifs) costs more in the tissues of the four programmes than in the others.
+    Measured on this seed: hiding RNA 0.17, DNA 0.05, protein 0.004 (Spearman); the DNA's cost 0.10 in the
+    programmes' tissues against -0.02 elsewhere."""
+    import pandas as pd
+
+    from mmfuse.data.sample import PROGRAMS
+
+    monkeypatch.setattr("sys.argv", ["mmfuse"])
+    cli = MmfuseCLI(
+        ["--config", str(quickstart), "--model.init_args.modality_dropout=0.3", "--data.init_args.test_fraction=0.3",
+         f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+         "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"],
+        run=False,
+    )  # fmt: skip
+    cli.trainer.fit(cli.model, cli.datamodule)
+    cli.trainer.test(cli.model, cli.datamodule, ckpt_path="best", verbose=False)
+    (table,) = tmp_path.glob("**/report_test/modality_contribution.csv")
+    spearman = pd.read_csv(table).pivot(index="target", columns="shown", values="spearman")
+    full = spearman["dna+rna+protein"]
+    cost = {"dna": full - spearman["rna+protein"], "rna": full - spearman["dna+protein"],
+            "protein": full - spearman["dna+rna"]}  # fmt: skip
+    means = {m: c.mean() for m, c in cost.items()}
+    assert max(means, key=means.get) == "rna" and means["rna"] > 0.08, means
+    programme = cost["dna"].index.isin([t for _, tissues in PROGRAMS.values() for t in tissues])
+    assert cost["dna"][programme].mean() > cost["dna"][~programme].mean() + 0.04, cost["dna"]

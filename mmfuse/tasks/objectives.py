@@ -7,6 +7,7 @@ the model and its buffers go into checkpoints.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -87,6 +88,17 @@ class Objective(nn.Module, ABC):
             ``{name: scalar}`` logged as ``{stage}/{name}``, and the table per target (per class) that
             ``mmfuse validate``/``mmfuse test`` print and write, if any.
         """
+
+    def add_stage(self, stage: str) -> None:
+        """Metrics for one more evaluation named ``stage`` (``test|rna+protein``: the test with the DNA hidden),
+        as fresh copies of the test metrics; objectives keeping them elsewhere than ``self.metrics`` override it."""
+        metrics = getattr(self, "metrics", None)
+        if not isinstance(metrics, nn.ModuleDict) or "test" not in metrics:
+            raise NotImplementedError(f"{type(self).__name__} keeps no `metrics` ModuleDict: override add_stage")
+        if stage not in metrics:
+            fresh = copy.deepcopy(metrics["test"])
+            fresh.reset()
+            metrics[stage] = fresh
 
     def records(self, stage: str) -> Any:
         """What :meth:`plots` needs of the epoch's records, taken before :meth:`compute` resets them (every

@@ -25,6 +25,7 @@ from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.model import AdapterFactory, FusionModel, HeadFactory
 from mmfuse.tasks import slim
 from mmfuse.tasks.callbacks import EpochSummary, Evaluation, EvaluationReport, StepReseeding
+from mmfuse.tasks.contribution import ModalityContribution
 from mmfuse.tasks.heads import MLPHead
 from mmfuse.tasks.objectives import Classification, ObjectiveFactory, Regression
 
@@ -87,6 +88,9 @@ class FusionTask(L.LightningModule):
             later epochs and runs (the backbones are wrapped in :class:`~mmfuse.cache.CachedBackbone`).
         compile_backbones: compile these backbones' forward passes with ``torch.compile`` (``true``:
             every backbone; or a list of modalities); gains are measured in docs/performance.md.
+        modality_contribution: in ``mmfuse test``/``validate``, also evaluate the model with every subset
+            of its modalities hidden and report each modality's contribution
+            (:mod:`mmfuse.tasks.contribution`); ``None``: on for two or three modalities.
     """
 
     #: the objective built when ``objective`` is not given
@@ -104,6 +108,7 @@ class FusionTask(L.LightningModule):
         modality_dropout: float = 0.0,
         embedding_cache: CacheOptions | None = None,
         compile_backbones: bool | list[str] = False,
+        modality_contribution: bool | None = None,
     ) -> None:
         super().__init__()
         self._save_plain_hyperparameters()
@@ -128,6 +133,7 @@ class FusionTask(L.LightningModule):
         self.strict_loading = not slim.reloadable_keys(self.model.backbones)
         self.evaluation: Evaluation | None = None
         self.embedding: Any = None  # set by `mmfuse embed`: predict_step then returns embeddings
+        self.modality_contribution = modality_contribution
 
     def _save_plain_hyperparameters(self) -> None:
         """Saves the constructor arguments as plain data (under the CLI, all are: its config); from Python,
@@ -146,7 +152,11 @@ class FusionTask(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         cached = any(isinstance(b, CachedBackbone) for b in self.model.backbones.values())
-        return [EpochSummary(), EvaluationReport(), StepReseeding(), *([EmbeddingCacheCallback()] if cached else [])]
+        modalities = list(self.model.backbones)
+        contribution = self.modality_contribution
+        contribution = len(modalities) <= 3 if contribution is None else contribution
+        return [EpochSummary(), EvaluationReport(), StepReseeding(), *([EmbeddingCacheCallback()] if cached else []),
+                *([ModalityContribution(modalities)] if contribution and len(modalities) > 1 else [])]
 
     def setup(self, stage: str) -> None:
         # frozen backbones stay in eval mode on purpose (dropout off, BatchNorm statistics fixed), and the
