@@ -216,6 +216,7 @@ def test_checkpoint_is_plain_data_and_validate_writes_the_table_per_class(tmp_pa
         "modality_dropout": 0.0,
         "embedding_cache": None,
         "compile_backbones": False,
+        "modality_contribution": None,
     }
     assert checkpoint["datamodule_hyper_parameters"]["classes"] == LEVELS
 

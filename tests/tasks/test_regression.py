@@ -61,6 +61,7 @@ def test_python_api_checkpoint_holds_only_plain_hyperparameters(tmp_path):
         "modality_dropout",
         "embedding_cache",
         "compile_backbones",
+        "modality_contribution",
     }
     assert checkpoint["datamodule_hyper_parameters"]["path"] == "sample"
 

@@ -10,7 +10,8 @@ from mmfuse.tasks import RegressionMetrics, report
 from tests.tasks.test_regression import _datamodule, _task, _trainer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-REPORT_FILES = {"metrics.csv", "metrics.md", "r2_spearman_per_tissue.png", "scatter_best_worst.png"}
+REPORT_FILES = {"metrics.csv", "metrics.md", "r2_spearman_per_tissue.png", "scatter_best_worst.png",
+                "modality_contribution.csv", "modality_contribution.md", "modality_contribution.png"}  # fmt: skip
 
 
 def _is_png(path) -> bool:
