@@ -145,7 +145,8 @@ class ModalityContribution(L.Callback):
             Path(tmp).write_text(text)
         written = [directory / "modality_contribution.csv", directory / "modality_contribution.md"]
         written += [plot_contribution(summary, drop_one, metric, directory / "modality_contribution.png")]
-        print(f"\nModality contribution ({metric}, mean over {evaluation.table.index_title}s):\n{text}")
+        rows = evaluation.table.index_title
+        print(f"\nModality contribution ({metric}, mean over {rows}{'es' if rows.endswith('s') else 's'}):\n{text}")
         print(f"Written to {directory}: {', '.join(p.name for p in written)}")
 
 
@@ -165,7 +166,9 @@ def summarise(tables: Mapping[tuple[str, ...], pd.DataFrame], modalities: Sequen
               metric: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:  # fmt: skip
     """``(subset × metrics means, target × modality drop-one costs of metric, Shapley values of its mean)``."""
     full = tuple(modalities)
-    summary = pd.DataFrame({"+".join(s): f.mean(numeric_only=True) for s, f in tables.items()}).T
+    counts = ("support",)  # a class's number of records: not a metric to average
+    summary = pd.DataFrame({"+".join(s): f.drop(columns=[c for c in counts if c in f]).mean(numeric_only=True)
+                            for s, f in tables.items()}).T  # fmt: skip
     summary.index.name = "shown"
     drop_one = pd.DataFrame({
         m: tables[full][metric] - tables[tuple(x for x in full if x != m)][metric] for m in modalities

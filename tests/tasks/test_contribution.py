@@ -36,12 +36,13 @@ def test_hiding_a_modality_is_the_model_evaluated_without_it():
 
 def test_the_summary_is_drop_one_costs_and_shapley_values():
     tables = {
-        ("a", "b"): pd.DataFrame({"spearman": [0.6, 0.4]}, index=["t1", "t2"]),
+        ("a", "b"): pd.DataFrame({"spearman": [0.6, 0.4], "support": [5, 7]}, index=["t1", "t2"]),
         ("a",): pd.DataFrame({"spearman": [0.5, 0.1]}, index=["t1", "t2"]),
         ("b",): pd.DataFrame({"spearman": [0.2, 0.2]}, index=["t1", "t2"]),
     }
     summary, drop_one, shapley = summarise(tables, ["a", "b"], "spearman")
     assert summary["spearman"].to_dict() == pytest.approx({"a+b": 0.5, "a": 0.3, "b": 0.2})
+    assert "support" not in summary.columns  # a count per class is not averaged as a metric
     assert drop_one.loc["t2"].to_dict() == pytest.approx({"a": 0.2, "b": 0.3})  # full minus without it
     assert shapley == pytest.approx({"a": 0.3, "b": 0.2})  # (0.3 + (0.5 - 0.2)) / 2, (0.2 + (0.5 - 0.3)) / 2
     assert sum(shapley.values()) == pytest.approx(summary.loc["a+b", "spearman"])  # efficiency
