@@ -224,7 +224,7 @@ class HuggingFaceEncoder(Backbone):
         letters = dict(letter_map if letter_map is not None else (known.config.get("letter_map", {}) if known else {}))
         name = _model_name(source)
         if spaced_letters is None:  # detected: one letter per token, separated by spaces (ProtBert, ProtT5)
-            probe = HFTokenizer(tokenizer, name, 1, letter_map=letters).text(ALPHABETS.get(self.modality, ""))
+            probe = ALPHABETS.get(self.modality, "").translate(str.maketrans(letters))
             spaced_letters = spaced_letters_of(tokenizer, probe)
         if max_length is None and known is not None and known.max_tokens is not None:
             positions = self._positions()  # the checkpoint read may have fewer positions than the preset's
@@ -282,8 +282,10 @@ class HuggingFaceEncoder(Backbone):
             )
 
     def _positions(self) -> int | None:
+        """The tokens the checkpoint's position embeddings can read, if it has absolute positions."""
         positions = getattr(self.model.config, "max_position_embeddings", None)
-        return positions - self.spec.position_offset if isinstance(positions, int) else None
+        fits = isinstance(positions, int) and positions > self.spec.position_offset
+        return positions - self.spec.position_offset if fits else None
 
     def _max_tokens(self, tokenizer: Any, max_length: int | None) -> int:
         if max_length is not None:
@@ -291,9 +293,9 @@ class HuggingFaceEncoder(Backbone):
         limit = getattr(tokenizer, "model_max_length", None)
         if isinstance(limit, int) and 0 < limit < _NO_LIMIT:
             return limit
-        positions = getattr(self.model.config, "max_position_embeddings", None)
-        if isinstance(positions, int) and positions > self.spec.position_offset:
-            return positions - self.spec.position_offset
+        positions = self._positions()
+        if positions is not None:
+            return positions
         if self.spec.max_tokens is not None:
             return self.spec.max_tokens
         raise ConfigError(

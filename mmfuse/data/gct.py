@@ -20,6 +20,9 @@ from mmfuse.data.sources import check_table_file, open_text, reading_error
 
 __all__ = ["gct_chunks", "sample_tissues"]
 
+#: what pandas raises on a file it cannot read (not ValueError: the DataErrors raised while reading are ValueErrors)
+_UNREADABLE = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError)
+
 
 def _dimensions(path: Path, line: str) -> tuple[int, int]:
     fields = line.rstrip("\r\n").split("\t")
@@ -58,7 +61,7 @@ def gct_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, pd.DataFrame]
                 raise reading_error(path, exc) from None
             expected, at, saw = (int(g) for g in found.groups())
             raise DataError(f"{path}:{at + 2}: {saw} tab-separated fields, the header has {expected}") from None
-        except (pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
+        except _UNREADABLE as exc:
             raise reading_error(path, exc) from None
     if seen != rows:
         raise DataError(f"{path}: the dimensions line says {rows} rows, the file has {seen}: it may be truncated "
@@ -93,6 +96,6 @@ def sample_tissues(path: Path, sample_column: str, tissue_column: str) -> dict[s
         if missing:
             raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(header[:12])}…)")
         table = pd.read_csv(path, sep="\t", usecols=[sample_column, tissue_column], dtype=str).dropna()
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
+    except _UNREADABLE as exc:
         raise reading_error(path, exc) from None
     return dict(zip(table[sample_column], table[tissue_column], strict=True))

@@ -301,6 +301,6 @@ def read_table(path: str | Path, dtype: Mapping[str, Any] | None = None) -> pd.D
             table = pd.read_parquet(path)
         else:
             table = pd.read_csv(path, sep="," if kind == ".csv" else "\t", dtype=dtype)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, *_READ_ERRORS) as exc:
+    except _READ_ERRORS as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
         raise reading_error(path, exc) from None
     return table

@@ -169,8 +169,8 @@ class EmbeddingWriter(PredictionWriter):
 
     def _frame(self, pl_module: LightningModule, prediction: Any) -> pd.DataFrame:
         columns: dict[str, list[Any]] = {}
+        ids = prediction["ids"]
         for name, rows in prediction["embeddings"].items():
-            ids = prediction["ids"]
             bad = [str(i) for i, r in zip(ids, rows, strict=True) if r is not None and not np.isfinite(r).all()]
             if bad:
                 raise NonFiniteError(
