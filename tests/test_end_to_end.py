@@ -155,6 +155,7 @@ def test_classification_fit_then_predict_writes_class_probabilities(run_mmfuse, 
     assert (written["predicted"] == np.array(["low", "medium", "high"])[probs.argmax(1)]).all()
 
 
+@pytest.mark.slow  # three runs in their own processes (~25 s): the fast suite keeps the in-process cache tests
 def test_frozen_cached_config_fills_the_cache_once_and_reuses_it(run_mmfuse, tmp_path):
     config = Path(__file__).resolve().parents[1] / "experiments" / "quickstart" / "frozen_cached.yaml"
     first = run_mmfuse("fit", "--config", str(config), *FAST, cwd=tmp_path)
