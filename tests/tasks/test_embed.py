@@ -165,6 +165,7 @@ def test_the_writer_refuses_bad_options_in_python_too():
         EmbeddingWriter(center_bins=0)
 
 
+@pytest.mark.slow  # four commands on two Hugging Face checkpoints; their unit tests are in the fast suite
 def test_letter_per_token_presets_fit_test_predict_and_embed(tmp_path, monkeypatch):
     """ProtT5 (an encoder of a T5) for the protein and SpliceBERT for the RNA, as tiny random checkpoints of
     their architectures and vocabularies in local directories, through every command."""
