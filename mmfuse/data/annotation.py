@@ -19,6 +19,7 @@ when they are one, so the CDS includes its stop codon under both conventions.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +188,7 @@ def _read_gtf(path: Path) -> dict[str, Transcript]:
         if "transcript_id" not in attributes:
             raise DataError(f"{path}:{number}: {kind} line without a transcript_id attribute")
         original = _versioned(attributes["transcript_id"], attributes.get("transcript_version"))
-        key = strip_version(original)
+        key = original  # keyed without the version by read_annotation, where that stays unique
         transcript = transcripts.get(key)
         if transcript is None:
             gene = _versioned(attributes.get("gene_id", ""), attributes.get("gene_version"))
@@ -233,7 +234,7 @@ def _read_gff3(path: Path) -> dict[str, Transcript]:
         transcript.transcript_id = _versioned(original, attributes.get("version"))
         transcript.gene_id = attributes.get("gene_id") or _strip_prefix(gene)
         transcript.biotype = next((attributes[k] for k in _BIOTYPE_KEYS if k in attributes), "")
-        key = strip_version(transcript.transcript_id)
+        key = transcript.transcript_id
         other = transcripts.get(key)
         if other is not None and (other.contig, other.strand) != (transcript.contig, transcript.strand):
             raise DataError(
@@ -252,7 +253,9 @@ def read_annotation(path: str | Path) -> dict[str, Transcript]:
         path: ``.gtf``, ``.gff3`` or ``.gff``, optionally gzipped.
 
     Returns:
-        ``{strip_version(transcript id): Transcript}``; transcripts without exons are left out.
+        ``{strip_version(transcript id): Transcript}``; transcripts without exons are left out. Ids
+        that differ only in their suffix (TAIR's ``AT1G01010.1`` and ``AT1G01010.2``, the bundled
+        sample's ``SYNT00000.1`` and ``.2``: isoforms, not versions) stay distinct, keyed as written.
 
     Raises:
         DataError: a malformed line (named ``file:line``), or a file that does not exist.
@@ -261,4 +264,7 @@ def read_annotation(path: str | Path) -> dict[str, Transcript]:
     if not path.is_file():
         raise DataError(f"annotation {str(path)!r} does not exist")
     transcripts = _read_gtf(path) if _format(path) == "gtf" else _read_gff3(path)
-    return {key: t for key, t in transcripts.items() if t.exons}
+    stripped = Counter(strip_version(key) for key in transcripts)
+    return {
+        strip_version(key) if stripped[strip_version(key)] == 1 else key: t for key, t in transcripts.items() if t.exons
+    }

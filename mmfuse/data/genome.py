@@ -37,7 +37,14 @@ from mmfuse.data.gct import sample_tissues as read_sample_tissues
 from mmfuse.data.tissues import GTEX_TISSUES
 from mmfuse.io import atomic_path
 
-__all__ = ["BuildSummary", "build_isoform_table", "open_genome", "padded_slice", "transcript_sequences"]
+__all__ = [
+    "BuildSummary",
+    "build_isoform_table",
+    "genetic_code",
+    "open_genome",
+    "padded_slice",
+    "transcript_sequences",
+]
 
 DEFAULT_WINDOW = 196_608  # Enformer's input length
 _MITOCHONDRIAL = {"MT", "chrM", "M", "chrMT"}
@@ -113,6 +120,11 @@ def open_genome(path: str | Path) -> Any:
         ) from None
 
 
+def genetic_code(contig: str) -> int:
+    """The NCBI translation table of ``contig``: 2 (vertebrate mitochondrial) for ``MT``/``chrM``, else 1."""
+    return 2 if contig in _MITOCHONDRIAL else 1
+
+
 def _reverse_complement(sequence: str) -> str:
     from Bio.Seq import Seq
 
@@ -179,8 +191,8 @@ def transcript_sequences(genome: Any, transcript: Transcript, window: int, dna: 
 
         coding = rna[cds_start + transcript.phase : cds_end]
         coding = coding[: len(coding) - len(coding) % 3]
-        table = 2 if contig in _MITOCHONDRIAL else 1
-        row.update(cds_start=cds_start, cds_end=cds_end, Protein=str(Seq(coding).translate(table=table)).rstrip("*"))
+        protein = str(Seq(coding).translate(table=genetic_code(contig))).rstrip("*")
+        row.update(cds_start=cds_start, cds_end=cds_end, Protein=protein)
     row["utr5_length"] = row["cds_start"]
     row["utr3_length"] = None if region is None else len(rna) - row["cds_end"]
     row["padded"] = padded
@@ -301,7 +313,7 @@ def build_isoform_table(
                     if key in seen:
                         raise DataError(f"{expression}:{line + i}: transcript {tid} appears twice")
                     seen.add(key)
-                    transcript = transcripts.get(key)
+                    transcript = transcripts.get(key, transcripts.get(str(tid)))
                     if transcript is None:
                         summary.missing_from_annotation += 1
                         continue

@@ -29,7 +29,7 @@ import pandas as pd
 from mmfuse.data.errors import DataError
 from mmfuse.data.genome import DEFAULT_WINDOW, open_genome, padded_slice
 
-__all__ = ["DEFAULT_WINDOW", "GenomeWindows", "WindowReader", "reverse_complement"]
+__all__ = ["DEFAULT_WINDOW", "GenomeWindows", "WindowReader", "find_contig", "reverse_complement"]
 
 _COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 _IUPAC_TO_N = str.maketrans("RYKMSWBDHVryksmwbdhv", "N" * 20)
@@ -94,6 +94,17 @@ def _contig_aliases(name: str) -> list[str]:
     return aliases
 
 
+def find_contig(name: str, contigs: Any) -> str | None:
+    """The name ``contigs`` (a genome, or any container of names) gives contig ``name``, with or without
+    ``chr`` (and ``MT``/``chrM``); ``None`` if it has none of them.
+
+    Examples:
+        >>> find_contig("chr1", {"1", "2"}), find_contig("MT", ["chrM"]), find_contig("3", ["1"])
+        ('1', 'chrM', None)
+    """
+    return next((a for a in _contig_aliases(name) if a in contigs), None) if name else None
+
+
 class WindowReader:
     """Checks coordinates once and cuts windows by record row, opening the FASTA once per process.
 
@@ -143,7 +154,7 @@ class WindowReader:
         uniques, code = np.unique(names.to_numpy(dtype=str), return_inverse=True)
         resolved = []
         for name in uniques:
-            match = next((a for a in _contig_aliases(str(name)) if a in lengths), None) if name else None
+            match = find_contig(str(name), lengths)
             if match is None:
                 i = int(np.flatnonzero(names.to_numpy(dtype=str) == name)[0])
                 tried = " or ".join(repr(a) for a in dict.fromkeys(_contig_aliases(str(name))[:3]))
