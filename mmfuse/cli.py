@@ -155,7 +155,7 @@ class MmfuseCLI(LightningCLI):
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True) -> None:
         from mmfuse.tasks import FusionTask
-        from mmfuse.tasks.embed import MmfuseTrainer
+        from mmfuse.tasks.trainer import MmfuseTrainer
 
         load_components()  # before parsing: YAML may name any registered class by its short name
         super().__init__(
@@ -180,14 +180,24 @@ class MmfuseCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "embed": {"model", "datamodule"}}
+        given = {"model", "datamodule"}
+        return {**LightningCLI.subcommands(), "embed": given, "explain": given, "score-variants": given}
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if subcommand == "embed":  # the embedding writer's options (`embeddings.*`): only `mmfuse embed` has them
+        # each command's writer options: `embeddings.*` only in `mmfuse embed`, and so on
+        if subcommand == "embed":
             from mmfuse.tasks.embed import EmbeddingWriter
 
             parser.add_lightning_class_args(EmbeddingWriter, "embeddings")
+        elif subcommand == "explain":
+            from mmfuse.tasks.explain import ExplanationWriter
+
+            parser.add_lightning_class_args(ExplanationWriter, "attributions")
+        elif subcommand == "score-variants":
+            from mmfuse.tasks.variants import VariantWriter
+
+            parser.add_lightning_class_args(VariantWriter, "variants")
         return parser
 
     def before_instantiate_classes(self) -> None:

@@ -35,6 +35,8 @@ __all__ = [
     "CharTokenizer",
     "InvalidSequenceError",
     "KmerTokenizer",
+    "LocatesLetters",
+    "Span",
     "Tokenizer",
     "check_vocab_file",
 ]
@@ -77,6 +79,27 @@ class Tokenizer(Protocol):
 
     def validate(self, sequence: str) -> None:
         """Raises :class:`InvalidSequenceError` if ``sequence`` cannot be encoded."""
+        ...
+
+
+#: the letters ``[start, end)`` of a sequence that one token reads; ``None`` for a special token
+Span = tuple[int, int] | None
+
+
+@runtime_checkable
+class LocatesLetters(Protocol):
+    """A tokenizer that says which letters each token reads, and which token stands for "no letter".
+
+    ``mmfuse explain`` needs both: attributions per token are given back per letter, and integrated
+    gradients start from the sequence with every letter token replaced by :attr:`reference_id` (the
+    mask token, ``N`` for DNA, ``X`` for protein), special tokens kept.
+    """
+
+    #: the token id of the integrated-gradients baseline
+    reference_id: int
+
+    def spans(self, sequence: str) -> list[Span]:
+        """One entry per token of ``self([sequence])`` (padding excluded): the letters it reads."""
         ...
 
 
@@ -269,6 +292,20 @@ class CharTokenizer(BatchEncoder):
         self._accepted = "".join(mapping)
         #: the letters it reads (either case): data modules check tables in bulk (with :attr:`max_letters`)
         self.letters = self._accepted
+        #: "no letter": N for nucleotides, X for residues, else padding (:class:`LocatesLetters`)
+        self.reference_id = next((mapping[c] for c in "NX" if c in mapping), pad_id)
+
+    def spans(self, sequence: str) -> list[Span]:
+        """One letter per token, special tokens ``None`` (:class:`LocatesLetters`).
+
+        Examples:
+            >>> CharTokenizer("p", "AC", [5, 6], pad_id=0, bos_id=1, eos_id=2).spans("CA")
+            [None, (0, 1), (1, 2), None]
+        """
+        if self.strip_trailing:
+            sequence = sequence.rstrip(self.strip_trailing)
+        letters: list[Span] = [(i, i + 1) for i in range(len(sequence))]
+        return [*([None] * len(self.prefix)), *letters, *([None] * len(self.suffix))]
 
     def encode(self, sequence: str, index: int | None = None) -> np.ndarray:
         """Token ids of one sequence, special tokens included."""
@@ -331,6 +368,27 @@ class KmerTokenizer(BatchEncoder):
         self._accepted = "ACGTUN"
         self.letters = self._accepted
         self._powers = 4 ** np.arange(k - 1, -1, -1)
+        self.reference_id = index["<mask>"]
+
+    def spans(self, sequence: str) -> list[Span]:
+        """The letters of each token, ``<cls>`` ``None`` (:class:`LocatesLetters`): runs of A/C/G/T cut into
+        k-mers from their start, leftovers and ``N`` one letter each, as :meth:`encode` cuts them.
+
+        Examples:
+            >>> KmerTokenizer("nt").spans("AAAAAAGNCC")
+            [None, (0, 6), (6, 7), (7, 8), (8, 9), (9, 10)]
+        """
+        spans: list[Span] = [None]
+        start = 0
+        upper = sequence.upper()
+        for stop in [*(i for i, c in enumerate(upper) if c == "N"), len(upper)]:
+            n_kmers = (stop - start) // self.k
+            spans += [(start + j * self.k, start + (j + 1) * self.k) for j in range(n_kmers)]
+            spans += [(p, p + 1) for p in range(start + n_kmers * self.k, stop)]
+            if stop < len(upper):
+                spans.append((stop, stop + 1))
+            start = stop + 1
+        return spans
 
     def encode(self, sequence: str, index: int | None = None) -> np.ndarray:
         """Token ids of one sequence, ``<cls>`` included."""

@@ -55,6 +55,8 @@ class DnaTrunkBackbone(PretrainedBackbone):
         name = type(self).__name__
         limit = max_length or self.default_max_length
         self.tokenizer = CharTokenizer(name, "ACGTN", [0, 1, 2, 3, 4], pad_id=-1, max_tokens=limit)
+        #: the one-hot input, through a module so attributions can be taken there (:meth:`input_layer`)
+        self.one_hot = nn.Identity()
         self._finish_init()
 
     def _load_pretrained(self, source: str, revision: str | None) -> nn.Module:
@@ -79,6 +81,10 @@ class DnaTrunkBackbone(PretrainedBackbone):
         """The transformer layers (attention + feed-forward), input side first."""
         return list(self.model.transformer)
 
+    def input_layer(self) -> nn.Module:
+        """The ``(B, L, 4)`` one-hot input."""
+        return self.one_hot
+
     def encode(self, batch: Mapping[str, Tensor]) -> BackboneOutput:
         if "one_hot" in batch:
             one_hot = batch["one_hot"].float()
@@ -88,7 +94,7 @@ class DnaTrunkBackbone(PretrainedBackbone):
         else:
             one_hot = self._ids_to_one_hot(batch["input_ids"])
             base_mask = batch["attention_mask"]
-        embeddings = self._embed(one_hot)
+        embeddings = self._embed(self.one_hot(one_hot))
         mask = bin_mask(base_mask, self.bin_size)  # a bin is real if any base in it is
         if self.crop_bins is not None:
             name = type(self).__name__

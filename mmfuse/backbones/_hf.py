@@ -27,6 +27,10 @@ class TransformersBackbone(PretrainedBackbone):
         """The transformer layers, input side first."""
         return list(self.model.encoder.layer)
 
+    def input_layer(self) -> nn.Module:
+        """The token embeddings."""
+        return self.model.get_input_embeddings()
+
     @property
     def embed_dim(self) -> int:
         return int(self.model.config.hidden_size)

@@ -110,6 +110,11 @@ class Backbone(nn.Module, ABC):
         """The backbone's repeated layers (transformer blocks), input side first."""
         return []
 
+    def input_layer(self) -> nn.Module | None:
+        """The module whose output ``(B, L, d)`` is each token's input representation (token embeddings, a
+        one-hot), which ``mmfuse explain`` attributes to; ``None``: this backbone cannot be explained."""
+        return None
+
     @property
     @abstractmethod
     def embed_dim(self) -> int:

@@ -316,6 +316,10 @@ class HuggingFaceEncoder(Backbone):
             module = getattr(module, part)
         return list(module)
 
+    def input_layer(self) -> nn.Module:
+        """The token embeddings."""
+        return self.model.get_input_embeddings()
+
     def encode(self, batch: Mapping[str, Tensor]) -> BackboneOutput:
         """Embeds a batch: ``(B, L)`` ids and mask to ``(B, L, D)`` embeddings of hidden state ``layer``."""
         mask = batch["attention_mask"].bool()

@@ -14,7 +14,8 @@ from typing import Any
 
 from torch import Tensor
 
-from mmfuse.tokenizers import InvalidSequenceError
+from mmfuse.errors import ConfigError
+from mmfuse.tokenizers import InvalidSequenceError, Span
 
 __all__ = ["ALPHABETS", "HFTokenizer", "spaced_letters"]
 
@@ -79,6 +80,36 @@ class HFTokenizer:
         """
         mapped = sequence.translate(self._table) if self.letter_map else sequence
         return " ".join(mapped) if self.spaced else mapped
+
+    @property
+    def reference_id(self) -> int:
+        """The integrated-gradients baseline token: the mask token, else the unknown one, else padding."""
+        for token in (self.tokenizer.mask_token_id, self.tokenizer.unk_token_id, self.tokenizer.pad_token_id):
+            if token is not None:
+                return int(token)
+        raise ConfigError(f"{self.name}'s tokenizer has no mask, unknown or padding token to start attributions from")
+
+    def spans(self, sequence: str) -> list[Span]:
+        """The letters of ``sequence`` each token reads (special tokens ``None``), from the fast tokenizer's
+        offsets; a slow tokenizer of spaced letters reads one letter per non-special token."""
+        text = self.text(sequence)
+        step = 2 if self.spaced else 1  # a letter and its space
+        if getattr(self.tokenizer, "is_fast", False):
+            enc = self.tokenizer(text, truncation=False, return_offsets_mapping=True, verbose=False)
+            return [None if e <= s else (s // step, (e + step - 1) // step) for s, e in enc["offset_mapping"]]
+        if not self.spaced:
+            raise ConfigError(
+                f"{self.name}'s tokenizer is a slow one that gives no letter offsets, so its tokens cannot be placed "
+                f"on the sequence; use a checkpoint with a fast tokenizer (tokenizer.json) to explain this modality"
+            )
+        special = set(self.tokenizer.all_special_ids)
+        ids = self.tokenizer(text, truncation=False, verbose=False)["input_ids"]
+        spans: list[Span] = []
+        letter = 0
+        for token in ids:
+            spans.append(None if token in special else (letter, letter + 1))
+            letter += token not in special
+        return spans
 
     def __call__(self, sequences: Sequence[str]) -> dict[str, Tensor]:
         """Encodes and pads ``sequences`` to ``{"input_ids": (B, L), "attention_mask": (B, L)}``."""

@@ -50,10 +50,13 @@ class MultiModalCollate:
 
     Args:
         tokenizers: one tokenizer per modality; other modalities of the records are ignored.
+        keep_sequences: also give the records' sequences as read, ``"sequences": {modality: [str | None] * B}``
+            (``mmfuse explain`` reads their letters).
     """
 
-    def __init__(self, tokenizers: Mapping[str, Tokenizer]) -> None:
+    def __init__(self, tokenizers: Mapping[str, Tokenizer], keep_sequences: bool = False) -> None:
         self.tokenizers = dict(tokenizers)
+        self.keep_sequences = keep_sequences
 
     def __call__(self, records: Sequence[Record]) -> dict[str, Any]:
         ids = [r["id"] for r in records]
@@ -75,4 +78,6 @@ class MultiModalCollate:
         batch: dict[str, Any] = {"ids": ids, "inputs": inputs, "present": present}
         if records and "target" in records[0]:
             batch["target"] = torch.from_numpy(np.stack([r["target"] for r in records]))
+        if self.keep_sequences:
+            batch["sequences"] = {m: [r["sequences"][m] for r in records] for m in self.tokenizers}
         return batch

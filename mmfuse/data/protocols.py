@@ -14,7 +14,7 @@ import numpy as np
 
 from mmfuse.tokenizers import Tokenizer
 
-__all__ = ["ListsSequences", "TakesTokenizers", "TargetStatistics"]
+__all__ = ["ListsSequences", "SelectsRecords", "TakesTokenizers", "TargetStatistics"]
 
 
 @runtime_checkable
@@ -35,6 +35,15 @@ class ListsSequences(Protocol):
 
     def split_sequences(self, splits: str | Sequence[str], modality: str) -> Sequence[str | None]:
         """The ``modality`` sequences of ``splits`` (``None`` where a record lacks it); may be lazy."""
+
+
+@runtime_checkable
+class SelectsRecords(Protocol):
+    """A data module whose ``predict`` can be restricted to chosen records (``mmfuse explain --ids``)."""
+
+    def select_records(self, ids: Sequence[str]) -> None:
+        """From now on ``predict`` reads only the records ``ids``, in this order, and its batches also give the
+        sequences as read (``batch["sequences"]``); raises a data error naming ids the data does not have."""
 
 
 @runtime_checkable

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.strategies import ParallelStrategy
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler, SequentialSampler
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Sampler,
+    SequentialSampler,
+    Subset,
+)
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from mmfuse.data.collate import MultiModalCollate
@@ -61,6 +69,8 @@ class TableLoaders:
     _splits: dict[str, SplitRecords] | None
     _collate: MultiModalCollate | None
     _validated: set[str]
+    #: the records `predict` reads instead of its split, set by :meth:`select_records`
+    _selected: Dataset | None = None
 
     # tokenizers -----------------------------------------------------------------------------------
     def attach_tokenizers(self, tokenizers: Mapping[str, Tokenizer]) -> None:
@@ -113,14 +123,50 @@ class TableLoaders:
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        if self._selected is not None:
+            collate = MultiModalCollate(self._attached().tokenizers, keep_sequences=True)
+            return DataLoader(self._selected, batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                              collate_fn=collate)  # fmt: skip
         return self._loader(self.predict_split, shuffle=False)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def select_records(self, ids: Sequence[str]) -> None:
+        """``predict`` reads only the records ``ids`` (in this order, each once) from now on, with their sequences.
+
+        Raises:
+            DataError: ids the table does not have (a few listed, with ids it has).
+        """
+        self.setup("predict")
+        assert self._splits is not None
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        if not wanted:
+            raise DataError("no record ids were given; name the records to read, e.g. --ids T1,T2")
+        parts = [self._splits[name] for name in SPLITS]
+        index: dict[str, int] = {}
+        offset = 0
+        for records in parts:
+            for i, rid in enumerate(records.ids):
+                index.setdefault(rid, offset + i)
+            offset += len(records)
+        missing = [i for i in wanted if i not in index]
+        if missing:
+            known = ", ".join(list(index)[:3])
+            raise DataError(
+                f"{len(missing)} of the {len(wanted)} ids given are not records of {self.path}: "
+                f"{', '.join(missing[:5])}{', …' if len(missing) > 5 else ''} (its ids read like {known}); "
+                f"ids are matched exactly, version suffix included"
+            )
+        self._selected = Subset(ConcatDataset(parts), [index[i] for i in wanted])
+
+    def _attached(self) -> MultiModalCollate:
         if self._collate is None:
             raise RuntimeError(
                 f"{type(self).__name__} has no tokenizers: a task attaches its backbones' tokenizers in its "
                 f"setup(); outside a Trainer call `datamodule.attach_tokenizers(task.model.tokenizers())` first."
             )
+        return self._collate
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self._attached()
         assert self._splits is not None
         dataset: Dataset
         if split == "all":

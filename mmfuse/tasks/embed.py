@@ -3,7 +3,7 @@
 :class:`EmbeddingWriter` is a :class:`~mmfuse.tasks.writer.PredictionWriter` whose rows are embeddings:
 streamed per batch into a temporary Parquet file, renamed into place at the end, one file per DDP
 process joined by rank 0 in the records' order; ``.npy`` and ``.h5ad`` outputs are converted from it
-when every row is in. :meth:`MmfuseTrainer.embed` runs Lightning's predict loop with the task's
+when every row is in. :meth:`~mmfuse.tasks.trainer.MmfuseTrainer.embed` runs Lightning's predict loop with the task's
 ``predict_step`` returning embeddings instead of predictions.
 """
 
@@ -22,7 +22,7 @@ from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.io import atomic_path
 from mmfuse.tasks.writer import PredictionWriter
 
-__all__ = ["POOLINGS", "EmbeddingWriter", "MmfuseTrainer", "pool"]
+__all__ = ["POOLINGS", "EmbeddingWriter", "pool"]
 
 Pooling = Literal["mean", "cls", "center", "tokens"]
 #: what each pooling keeps of a backbone's per-token embeddings
@@ -135,7 +135,7 @@ class EmbeddingWriter(PredictionWriter):
             raise ConfigError("nothing to embed: embeddings.modalities is empty and embeddings.fused is false")
         return chosen
 
-    def embed(self, task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
+    def step(self, task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
         """``predict_step``'s output in an embedding run: ``{"ids", "embeddings": {name: rows}}``."""
         model = task.model
         features = model.encode(batch["inputs"], batch.get("present"))
@@ -146,7 +146,7 @@ class EmbeddingWriter(PredictionWriter):
 
     # the writer's hooks
     def _active(self, pl_module: LightningModule) -> bool:
-        return getattr(pl_module, "embedding", None) is self
+        return getattr(pl_module, "command", None) is self
 
     def _resolve(self, trainer: Trainer) -> Path:
         default = Path(trainer.log_dir or trainer.default_root_dir) / "embeddings.parquet"
@@ -214,27 +214,3 @@ def _matrix(column: pd.Series) -> np.ndarray:
         if value is not None:
             out[i] = np.asarray(value, dtype=np.float32)
     return out
-
-
-class MmfuseTrainer(Trainer):
-    """Lightning's ``Trainer`` with one more command, :meth:`embed`."""
-
-    def embed(self, model: LightningModule | None = None, datamodule: Any = None, ckpt_path: str | None = None) -> None:
-        """Write each record's embeddings: every backbone's (pooled) and, from a trained checkpoint, the fused one.
-
-        Args:
-            model: the task (its backbones from the config: zero-shot without ``ckpt_path``).
-            datamodule: the records to embed (its ``predict_split``: all records by default).
-            ckpt_path: a trained checkpoint, or ``None`` for the config's pretrained backbones.
-        """
-        writers = [c for c in self.callbacks if isinstance(c, EmbeddingWriter)]
-        if len(writers) != 1 or model is None:
-            raise ConfigError("mmfuse embed needs the task and one EmbeddingWriter (the `embeddings` options)")
-        writer = writers[0]
-        writer.chosen = writer.check(model.model, ckpt_path)
-        model.embedding = writer  # type: ignore[attr-defined]
-        try:
-            self.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
-        finally:
-            model.embedding = None  # type: ignore[attr-defined]
-

@@ -132,7 +132,8 @@ class FusionTask(L.LightningModule):
         # checkpoints may leave out fixed backbone weights; on_load_checkpoint checks them strictly itself
         self.strict_loading = not slim.reloadable_keys(self.model.backbones)
         self.evaluation: Evaluation | None = None
-        self.embedding: Any = None  # set by `mmfuse embed`: predict_step then returns embeddings
+        #: the writer of `mmfuse embed`, `explain` or `score-variants` while it runs: predict_step returns its rows
+        self.command: Any = None
         self.modality_contribution = modality_contribution
 
     def _save_plain_hyperparameters(self) -> None:
@@ -216,8 +217,8 @@ class FusionTask(L.LightningModule):
         self._loss(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        if self.embedding is not None:  # `mmfuse embed` (mmfuse.tasks.embed)
-            return self.embedding.embed(self, batch)
+        if self.command is not None:  # `mmfuse embed`, `explain`, `score-variants` (mmfuse.tasks.trainer)
+            return self.command.step(self, batch)
         return self.objective.prediction(self.model(batch["inputs"], batch.get("present")).float(), batch["ids"])
 
     def _end_evaluation(self, stage: str) -> None:

@@ -80,8 +80,9 @@ class PredictionWriter(BasePredictionWriter):
     option = "--predictions.output"
 
     def _active(self, pl_module: LightningModule) -> bool:
-        """Whether this writer writes this run's outputs (``mmfuse embed`` runs the predict loop for its own)."""
-        return getattr(pl_module, "embedding", None) is None
+        """Whether this writer writes this run's outputs (``mmfuse embed``, ``explain`` and ``score-variants`` run
+        the predict loop for their own)."""
+        return getattr(pl_module, "command", None) is None
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._active(pl_module):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
@@ -11,42 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
-from mmfuse.cli import MmfuseCLI, main
+from mmfuse.cli import main
 from mmfuse.errors import ConfigError
 from mmfuse.tasks.embed import EmbeddingWriter, pool
-from tests.helpers.in_process import bare_argv
-
-QUICKSTART = Path(__file__).resolve().parents[2] / "experiments" / "quickstart" / "config.yaml"
-SMALL = ["--data.init_args.sample_genes=12", "--data.init_args.batch_size=4", "--trainer.enable_progress_bar=false",
-         "--data.init_args.max_lengths={dna: 256, rna: 256, protein: 128}",
-         "--data.init_args.val_fraction=0.25"]  # fmt: skip
-
-
-def _mmfuse(*args: str) -> str:
-    out = io.StringIO()
-    with bare_argv(), contextlib.redirect_stdout(out):
-        main(list(args))
-    return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    runs = tmp_path_factory.mktemp("embed-runs")
-    _mmfuse("fit", "--config", str(QUICKSTART), *SMALL, "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
-            "--trainer.num_sanity_val_steps=0", f"--trainer.logger.init_args.save_dir={runs}")  # fmt: skip
-    (last,) = runs.glob("*/*/checkpoints/last.ckpt")
-    return last
+from tests.helpers.in_process import QUICKSTART, SMALL, bare_argv, load_task, mmfuse_stdout
 
 
 def _reference(checkpoint: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """The model of ``checkpoint`` run by hand over the predict loader: ids, mean-pooled and fused embeddings."""
-    with bare_argv():
-        cli = MmfuseCLI(["--config", str(QUICKSTART), *SMALL], run=False)
-    task, dm = cli.model, cli.datamodule
-    task.load_state_dict(torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"])
-    task.eval()
-    dm.setup("predict")
-    dm.attach_tokenizers(task.model.tokenizers())
+    task, dm = load_task(checkpoint)
     ids, rows = [], {"rna": [], "protein": [], "fused": []}
     with torch.no_grad():
         for batch in dm.predict_dataloader():
@@ -62,7 +33,7 @@ def _reference(checkpoint: Path) -> tuple[list[str], dict[str, np.ndarray]]:
 
 def test_embeddings_of_a_checkpoint_follow_the_records_and_equal_the_model(trained, tmp_path):
     out = tmp_path / "emb.parquet"
-    printed = _mmfuse("embed", "--config", str(QUICKSTART), *SMALL, "--ckpt_path", str(trained),
+    printed = mmfuse_stdout("embed", "--config", str(QUICKSTART), *SMALL, "--ckpt_path", str(trained),
                       f"--embeddings.output={out}", "--embeddings.modalities=[rna, protein]",
                       "--embeddings.fused=true", f"--trainer.logger.init_args.save_dir={tmp_path}")  # fmt: skip
     ids, expected = _reference(trained)
@@ -79,7 +50,7 @@ def test_embeddings_of_a_checkpoint_follow_the_records_and_equal_the_model(train
     assert not list(tmp_path.glob(".*partial*")) and not list(tmp_path.glob("*staging*"))
 
     # the same numbers as .h5ad (obsm) and .npy (one embedding, ids beside it)
-    _mmfuse("embed", "--config", str(QUICKSTART), *SMALL, "--ckpt_path", str(trained),
+    mmfuse_stdout("embed", "--config", str(QUICKSTART), *SMALL, "--ckpt_path", str(trained),
             f"--embeddings.output={tmp_path / 'emb.h5ad'}", "--embeddings.fused=true",
             f"--trainer.logger.init_args.save_dir={tmp_path}")  # fmt: skip
     import anndata
@@ -88,7 +59,7 @@ def test_embeddings_of_a_checkpoint_follow_the_records_and_equal_the_model(train
     assert list(adata.obs_names) == ids and set(adata.obsm) == {"dna", "rna", "protein", "fused"}
     np.testing.assert_allclose(adata.obsm["fused"], expected["fused"], rtol=1e-5, atol=1e-5)
     assert np.isnan(adata.obsm["protein"][absent]).all()
-    _mmfuse("embed", "--config", str(QUICKSTART), *SMALL, "--ckpt_path", str(trained),
+    mmfuse_stdout("embed", "--config", str(QUICKSTART), *SMALL, "--ckpt_path", str(trained),
             f"--embeddings.output={tmp_path / 'rna.npy'}", "--embeddings.modalities=[rna]",
             f"--trainer.logger.init_args.save_dir={tmp_path}")  # fmt: skip
     np.testing.assert_allclose(np.load(tmp_path / "rna.npy"), expected["rna"], rtol=1e-5, atol=1e-5)
@@ -110,7 +81,7 @@ def test_a_failed_run_leaves_the_earlier_file_and_no_partial_one(trained, tmp_pa
     original = EmbeddingWriter._frame
     monkeypatch.setattr(EmbeddingWriter, "_frame", failing)
     with pytest.raises(RuntimeError, match="went away"):
-        _mmfuse("embed", "--config", str(QUICKSTART), *SMALL, "--ckpt_path", str(trained),
+        mmfuse_stdout("embed", "--config", str(QUICKSTART), *SMALL, "--ckpt_path", str(trained),
                 f"--embeddings.output={out}", f"--trainer.logger.init_args.save_dir={tmp_path}")  # fmt: skip
     assert out.read_bytes() == b"an earlier run's file"
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["emb.h5ad"]
@@ -184,13 +155,13 @@ def test_letter_per_token_presets_fit_test_predict_and_embed(tmp_path, monkeypat
     path.write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
     small = [*SMALL, "--data.init_args.max_lengths={dna: 256, rna: 254, protein: 128}"]  # the tiny BERT: 256 positions
-    printed = _mmfuse("fit", "--config", str(path), *small, "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
-                      "--trainer.num_sanity_val_steps=0")  # fmt: skip
+    printed = mmfuse_stdout("fit", "--config", str(path), *small, "--trainer.max_steps=2",
+                            "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0")  # fmt: skip
     (last,) = (tmp_path / "runs").glob("*/*/checkpoints/last.ckpt")
     assert "Test it with" in printed
-    assert "Test metrics per target" in _mmfuse("test", "--config", str(path), *small, "--ckpt_path", str(last))
-    _mmfuse("predict", "--config", str(path), *small, "--ckpt_path", str(last), "--predictions.output=p.csv")
-    _mmfuse("embed", "--config", str(path), *small, "--ckpt_path", str(last), "--embeddings.output=e.parquet",
+    assert "Test metrics per target" in mmfuse_stdout("test", "--config", str(path), *small, "--ckpt_path", str(last))
+    mmfuse_stdout("predict", "--config", str(path), *small, "--ckpt_path", str(last), "--predictions.output=p.csv")
+    mmfuse_stdout("embed", "--config", str(path), *small, "--ckpt_path", str(last), "--embeddings.output=e.parquet",
             "--embeddings.modalities=[rna, protein]")  # fmt: skip
     predictions, embeddings = pd.read_csv(tmp_path / "p.csv"), pd.read_parquet(tmp_path / "e.parquet")
     assert predictions["transcript_id"].tolist() == embeddings["transcript_id"].tolist() and len(embeddings) == 31

@@ -1,0 +1,470 @@
+"""``mmfuse explain``: which letters of each modality's input a trained model's prediction rests on.
+
+For each chosen record (``--ids``) and target, two per-position attributions:
+
+* **Integrated gradients** (Sundararajan et al., 2017; Captum's ``LayerIntegratedGradients``) over each
+  backbone's input representation (:meth:`~mmfuse.backbones.base.Backbone.input_layer`: token embeddings,
+  or Enformer/Borzoi's one-hot), all modalities along one path from a baseline in which every letter token
+  is replaced by its tokenizer's ``reference_id`` (the mask token, ``N``, ``X``; special tokens kept) to the
+  record. A token's attribution (summed over its embedding) is shared equally by the letters it reads
+  (a 6-mer's six nucleotides), so the scores of a record sum to the prediction minus the baseline's
+  (completeness; Captum's convergence delta is checked and reported).
+* **In-silico mutagenesis** for sequences up to ``ism_max_length`` letters (for longer DNA, the central
+  ``ism_max_length`` letters around the window's centre, the TSS): each position is mutated to every
+  other letter of its alphabet, and its score is the prediction minus the mean prediction of the mutants
+  (positive: the letter raises the prediction), in the target's units. The other modalities' backbones
+  run once per record, not once per mutant.
+
+Rows ``(record, modality, position, letter, target, method, score)`` are streamed to ``attributions.output``
+as ``predict`` streams predictions (renamed into place at the end, DDP parts joined), and one PNG per
+record shows a track per modality and method: the DNA around the window's centre, the transcript with its
+coding sequence shaded, the protein.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from torch import Tensor
+
+from mmfuse.data.protocols import SelectsRecords
+from mmfuse.errors import ConfigError, NonFiniteError
+from mmfuse.io import atomic_path
+from mmfuse.tasks.writer import _INDEX, PredictionWriter
+from mmfuse.tokenizers import LocatesLetters
+
+__all__ = ["ALPHABETS", "ExplanationWriter", "find_cds", "letter_scores"]
+
+Method = Literal["ig", "ism"]
+#: the letters each position is mutated to by in-silico mutagenesis
+ALPHABETS = {"dna": "ACGT", "rna": "ACGT", "protein": "ACDEFGHIKLMNPQRSTVWY"}
+COLUMNS = ["record", "modality", "position", "letter", "target", "method", "score"]
+
+
+def letter_scores(token_scores: np.ndarray, spans: Sequence[tuple[int, int] | None], length: int) -> np.ndarray:
+    """Per-letter scores ``(length,)`` from per-token ones: each token's score shared equally by its letters.
+
+    Examples:
+        >>> letter_scores(np.array([9.0, 6.0, 1.0]), [None, (0, 3), (3, 4)], 4).tolist()
+        [2.0, 2.0, 2.0, 1.0]
+    """
+    out = np.zeros(length, dtype=np.float64)
+    for score, span in zip(token_scores, spans, strict=False):
+        if span is not None:
+            start, end = span
+            out[start:end] += score / (end - start)
+    return out
+
+
+def find_cds(rna: str, protein: str) -> tuple[int, int] | None:
+    """Where ``protein`` is coded in ``rna``: ``(start, end)`` of its codons (stop codon included when there is
+    one), found by translating the three frames (Biopython); ``None`` if no frame codes it.
+
+    Examples:
+        >>> find_cds("GGATGAAATAGCC", "MK")
+        (2, 11)
+    """
+    from Bio.Seq import Seq
+
+    if not protein:
+        return None
+    dna = rna.upper().replace("U", "T")
+    protein = protein.rstrip("*")
+    for frame in range(3):
+        usable = (len(dna) - frame) // 3 * 3
+        translated = str(Seq(dna[frame : frame + usable]).translate())
+        at = translated.find(protein)
+        if at >= 0:
+            start = frame + 3 * at
+            end = start + 3 * len(protein)
+            if translated[at + len(protein) : at + len(protein) + 1] == "*":
+                end += 3
+            return start, end
+    return None
+
+
+def _unwrap(backbone: Any) -> Any:
+    """A cached backbone's own backbone (explain runs it: attributions need its input layer)."""
+    return getattr(backbone, "backbone", backbone)
+
+
+class ExplanationWriter(PredictionWriter):
+    """Writes per-position attributions of the records ``mmfuse explain --ids`` names, and a PNG per record.
+
+    Args:
+        output: ``.parquet``, ``.csv`` or ``.tsv``; default ``attributions.parquet`` in the run's log
+            directory. Columns: ``record``, ``modality``, ``position`` (0-based, in the sequence the model
+            read, after the data module's cropping), ``letter``, ``target``, ``method`` (``ig``, ``ism``),
+            ``score`` (in the target's units: a regression target's, a class probability).
+        methods: ``ig`` (integrated gradients), ``ism`` (in-silico mutagenesis), or both.
+        targets: the targets (regression) or classes to explain, each with its own rows; default: the mean
+            over the targets (``mean``) for a regression, and for a classifier the probability of the class
+            it predicts for the record (``predicted``).
+        modalities: the modalities to attribute (default: every one the model reads whose backbone can be
+            explained); the others still feed the model.
+        steps: integration steps of integrated gradients (more: a smaller convergence delta).
+        ism_max_length: in-silico mutagenesis covers sequences up to this many letters, and the central
+            this-many letters of longer DNA windows (their TSS); longer RNA and protein are left to
+            integrated gradients (counted in the summary).
+        batch_size: forward passes run together (integration steps, mutants).
+        plots: write one PNG per record (``<output stem>_plots/<record>.png``).
+        dna_flank: the DNA track shows the window's centre ± this many bp (``null``: all of it).
+    """
+
+    option = "--attributions.output"
+
+    def __init__(
+        self,
+        output: str | None = None,
+        methods: list[Method] | None = None,
+        targets: list[str] | None = None,
+        modalities: list[str] | None = None,
+        steps: int = 32,
+        ism_max_length: int = 2048,
+        batch_size: int = 32,
+        plots: bool = True,
+        dna_flank: int | None = 500,
+    ) -> None:
+        super().__init__(output)
+        self.methods: list[str] = list(methods) if methods is not None else ["ig", "ism"]
+        unknown = [m for m in self.methods if m not in ("ig", "ism")]
+        if unknown or not self.methods:
+            raise ConfigError(f"attributions.methods takes ig and/or ism, not {self.methods}")
+        for name, value in (("steps", steps), ("ism_max_length", ism_max_length), ("batch_size", batch_size)):
+            if value < 1:
+                raise ConfigError(f"attributions.{name} must be at least 1, not {value}")
+        if dna_flank is not None and dna_flank < 1:
+            raise ConfigError(f"attributions.dna_flank must be at least 1 (or null: the whole window), not {dna_flank}")
+        self.targets, self.modalities = targets, modalities
+        self.steps, self.ism_max_length, self.batch_size = steps, ism_max_length, batch_size
+        self.plots, self.dna_flank = plots, dna_flank
+        self.chosen: list[str] = []
+        self._targets: list[tuple[str, int | None]] = []  # (name, column; None: mean / predicted class)
+        self._classifier = False
+        self._plot_dir = Path()
+        self._notes: dict[str, int] = {}
+        self._deltas: list[float] = []
+
+    # checked before anything runs ------------------------------------------------------------------
+    def prepare(self, task: Any, datamodule: Any, ckpt_path: str | None, ids: Sequence[str] | str | None) -> None:
+        """Checks the options against the model and data, and restricts the data module to the records."""
+        from mmfuse.tasks.objectives import Classification
+
+        if ids is None or (isinstance(ids, str) and not ids.strip()):
+            raise ConfigError("mmfuse explain needs the records to explain: --ids T1,T2 (ids of the data's records)")
+        wanted = [i.strip() for i in ids.split(",")] if isinstance(ids, str) else [str(i) for i in ids]
+        if ckpt_path is None:
+            raise ConfigError(
+                "mmfuse explain explains a trained model: pass --ckpt_path (the checkpoint `mmfuse fit` printed)"
+            )
+        if not isinstance(datamodule, SelectsRecords):
+            raise ConfigError(f"mmfuse explain reads records by id, which {type(datamodule).__name__} cannot do")
+        backbones = task.model.backbones
+        explainable = {m: self._why_not(m, b) for m, b in backbones.items()}
+        if self.modalities is not None:
+            unknown = [m for m in self.modalities if m not in backbones]
+            if unknown:
+                raise ConfigError(f"attributions.modalities names {unknown}; the model reads {sorted(backbones)}")
+            refused = [f"{m}: {explainable[m]}" for m in self.modalities if explainable[m]]
+            if refused:
+                raise ConfigError("attributions.modalities: " + "; ".join(refused))
+            self.chosen = list(self.modalities)
+        else:
+            self.chosen = [m for m, why in explainable.items() if not why]
+            if not self.chosen:
+                raise ConfigError("no backbone of this model can be explained: " + "; ".join(
+                    f"{m}: {why}" for m, why in explainable.items()))  # fmt: skip
+        self._classifier = isinstance(task.objective, Classification)
+        names = list(task.target_names)
+        if self.targets is None:
+            self._targets = [("predicted" if self._classifier else "mean", None)]
+        else:
+            summary = "predicted" if self._classifier else "mean"
+            unknown = [t for t in self.targets if t not in names and t != summary]
+            if unknown:
+                shown = ", ".join(names[:6]) + (", …" if len(names) > 6 else "")
+                kinds = "classes" if self._classifier else "targets"
+                raise ConfigError(f"attributions.targets names {unknown}, not {kinds} of this model ({shown})")
+            self._targets = [(t, None if t == summary else names.index(t)) for t in self.targets]
+        datamodule.select_records(wanted)
+        self._notes, self._deltas = {}, []
+
+    @staticmethod
+    def _why_not(modality: str, backbone: Any) -> str:
+        inner = _unwrap(backbone)
+        name = type(inner).__name__
+        if inner.input_layer() is None:
+            return f"{name} has no input layer to attribute to"
+        if not isinstance(inner.tokenizer, LocatesLetters):
+            return f"{name}'s tokenizer does not say which letters its tokens read"
+        return ""
+
+    # the step -----------------------------------------------------------------------------------------
+    def step(self, task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """``predict_step``'s output in an explain run: ``{"ids", "frames": [rows of each record]}``."""
+        frames = []
+        for b, record in enumerate(batch["ids"]):
+            sequences = {m: batch["sequences"][m][b] for m in task.model.backbones
+                         if bool(batch["present"][m][b]) and batch["sequences"][m][b]}  # fmt: skip
+            frames.append(self._explain(task, str(record), sequences))
+        return {"ids": list(batch["ids"]), "frames": frames}
+
+    def _explain(self, task: Any, record: str, sequences: dict[str, str]) -> pd.DataFrame:
+        model = task.model
+        device = next(model.parameters()).device
+        tokens = {m: {k: v.to(device) for k, v in _unwrap(model.backbones[m]).tokenizer([s]).items()}
+                  for m, s in sequences.items()}  # fmt: skip
+        with torch.no_grad():
+            features = self._encode(model, tokens, 1)
+            reference = self._predict(task, features)[0]
+        if not torch.isfinite(reference).all():
+            raise NonFiniteError(f"the prediction of record {record!r} is NaN or infinite: check the checkpoint")
+        targets = [(name, column if column is not None else (int(reference.argmax()) if self._classifier else None))
+                   for name, column in self._targets]  # fmt: skip
+        rows: list[pd.DataFrame] = []
+        present = [m for m in self.chosen if m in sequences]
+        missing = [m for m in self.chosen if m not in sequences]
+        for m in missing:
+            self._count(f"{m} absent from the record (nothing to attribute)")
+        for name, column in targets:
+            if "ig" in self.methods and present:
+                scores = self._integrated_gradients(task, tokens, sequences, present, column)
+                rows += [self._scores_frame(record, m, sequences[m], name, "ig", scores[m]) for m in present]
+        if "ism" in self.methods:
+            for m in present:
+                scores_per_target = self._mutagenesis(task, tokens, features, sequences[m], m, reference, targets)
+                if scores_per_target is not None:
+                    rows += [self._scores_frame(record, m, sequences[m], name, "ism", s)
+                             for (name, _), s in zip(targets, scores_per_target, strict=True)]  # fmt: skip
+        frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
+        if self.plots and len(frame):
+            self._plot(record, sequences, frame, targets[0][0])
+        return frame
+
+    # the model, from tokens ---------------------------------------------------------------------------
+    @staticmethod
+    def _encode(model: Any, tokens: Mapping[str, Mapping[str, Tensor]], batch: int) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{modality: (embeddings, mask)}`` of every backbone, running each one's own ``encode`` (also when its
+        weights are fixed or it is cached: attributions need its graph); absent modalities fully masked."""
+        reference = next(model.parameters())
+        features = {}
+        for m, backbone in model.backbones.items():
+            inner = _unwrap(backbone)
+            if m in tokens:
+                out = inner.encode(tokens[m])
+                features[m] = (out.embeddings, out.mask)
+            else:
+                features[m] = (torch.zeros(batch, 1, inner.embed_dim, device=reference.device, dtype=reference.dtype),
+                               torch.zeros(batch, 1, dtype=torch.bool, device=reference.device))  # fmt: skip
+        return features
+
+    @staticmethod
+    def _predict(task: Any, features: Mapping[str, tuple[Tensor, Tensor]]) -> Tensor:
+        """Predictions ``(B, targets)`` in the data's units (class probabilities for a classifier)."""
+        model = task.model
+        return task.objective.predict(model.head(model.adapter(dict(features))).float())
+
+    @staticmethod
+    def _select(predictions: Tensor, column: int | None) -> Tensor:
+        return predictions.mean(1) if column is None else predictions[:, column]
+
+    def _integrated_gradients(
+        self, task: Any, tokens: dict[str, dict[str, Tensor]], sequences: dict[str, str], chosen: list[str],
+        column: int | None,
+    ) -> dict[str, np.ndarray]:  # fmt: skip
+        from captum.attr import LayerIntegratedGradients
+
+        model = task.model
+        inner = {m: _unwrap(model.backbones[m]) for m in chosen}
+        ids = tuple(tokens[m]["input_ids"] for m in chosen)
+        masks = tuple(tokens[m]["attention_mask"] for m in chosen)
+        spans = {m: inner[m].tokenizer.spans(sequences[m]) for m in chosen}
+        baselines = []
+        for m, token_ids in zip(chosen, ids, strict=True):
+            letters = torch.tensor([s is not None for s in spans[m]], device=token_ids.device)
+            base, n = token_ids.clone(), len(letters)
+            base[0, :n] = torch.where(letters, inner[m].tokenizer.reference_id, token_ids[0, :n])
+            baselines.append(base)
+        fixed = {m: t for m, t in tokens.items() if m not in chosen}
+
+        def forward(*args: Tensor) -> Tensor:
+            n = len(chosen)
+            size = args[0].shape[0]
+            given = {m: {"input_ids": args[i], "attention_mask": args[n + i]} for i, m in enumerate(chosen)}
+            given |= {m: {k: v.expand(size, *v.shape[1:]) for k, v in t.items()} for m, t in fixed.items()}
+            return self._select(self._predict(task, self._encode(model, given, size)), column)
+
+        with warnings.catch_warnings():  # each modality's input layer depends on its own tokens alone
+            warnings.filterwarnings("ignore", message="Multiple layers provided")
+            explainer = LayerIntegratedGradients(forward, [inner[m].input_layer() for m in chosen])
+        with torch.enable_grad():
+            attributions, delta = explainer.attribute(
+                inputs=ids, baselines=tuple(baselines), additional_forward_args=masks, n_steps=self.steps,
+                internal_batch_size=self.batch_size, return_convergence_delta=True,
+            )  # fmt: skip
+        if not isinstance(attributions, list | tuple):
+            attributions = [attributions]
+        self._deltas.append(float(delta.abs().max()))
+        out = {}
+        for m, attribution in zip(chosen, attributions, strict=True):
+            per_token = attribution[0].detach().float().sum(-1).cpu().numpy()
+            out[m] = letter_scores(per_token, spans[m], len(sequences[m]))
+        return out
+
+    def _mutagenesis(
+        self, task: Any, tokens: dict[str, dict[str, Tensor]], features: dict[str, tuple[Tensor, Tensor]],
+        sequence: str, modality: str, reference: Tensor, targets: list[tuple[str, int | None]],
+    ) -> list[np.ndarray] | None:  # fmt: skip
+        model = task.model
+        inner = _unwrap(model.backbones[modality])
+        kind = getattr(inner, "modality", modality)
+        alphabet = ALPHABETS.get(kind, ALPHABETS.get(modality))
+        if alphabet is None:
+            self._count(f"{modality}: no mutagenesis alphabet for modality {kind!r}")
+            return None
+        if kind == "rna" and "U" in sequence.upper():
+            alphabet = "ACGU"
+        length = len(sequence)
+        if length > self.ism_max_length and kind != "dna":
+            self._count(f"{modality} longer than attributions.ism_max_length ({self.ism_max_length}): integrated "
+                        f"gradients only")  # fmt: skip
+            return None
+        start = max(0, (length - self.ism_max_length) // 2)
+        positions = range(start, min(length, start + self.ism_max_length))
+        upper = sequence.upper()
+        mutants = [(p, a) for p in positions if upper[p] in alphabet for a in alphabet if a != upper[p]]
+        device = reference.device
+        effects = torch.zeros(len(mutants), reference.shape[0], device=device)
+        with torch.no_grad():
+            for lo in range(0, len(mutants), self.batch_size):
+                chunk = mutants[lo : lo + self.batch_size]
+                batch = inner.tokenizer([sequence[:p] + a + sequence[p + 1 :] for p, a in chunk])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                out = inner.encode(batch)
+                size = len(chunk)
+                mixed = {m: (e.expand(size, *e.shape[1:]), k.expand(size, *k.shape[1:]))
+                         for m, (e, k) in features.items() if m != modality}  # fmt: skip
+                mixed[modality] = (out.embeddings, out.mask)
+                effects[lo : lo + size] = self._predict(task, mixed)
+        results = []
+        for _, column in targets:
+            ref = float(self._select(reference[None], column)[0])
+            mutant = self._select(effects, column).cpu().numpy()
+            score = np.full(length, np.nan)
+            sums: dict[int, list[float]] = {}
+            for (p, _), value in zip(mutants, mutant, strict=True):
+                sums.setdefault(p, []).append(float(value))
+            for p, values in sums.items():
+                score[p] = ref - float(np.mean(values))
+            results.append(score)
+        return results
+
+    @staticmethod
+    def _scores_frame(
+        record: str, modality: str, sequence: str, target: str, method: str, scores: np.ndarray
+    ) -> pd.DataFrame:
+        keep = np.flatnonzero(np.isfinite(scores))
+        return pd.DataFrame({
+            "record": record, "modality": modality, "position": keep.astype(np.int64),
+            "letter": [sequence[i] for i in keep], "target": target, "method": method,
+            "score": scores[keep].astype(np.float64),
+        })  # fmt: skip
+
+    def _count(self, note: str) -> None:
+        self._notes[note] = self._notes.get(note, 0) + 1
+
+    # plots ---------------------------------------------------------------------------------------------
+    def _plot(self, record: str, sequences: dict[str, str], frame: pd.DataFrame, target: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        shown = frame[frame["target"] == target]
+        tracks = [(m, method) for m in self.chosen for method in self.methods
+                  if len(shown[(shown["modality"] == m) & (shown["method"] == method)])]  # fmt: skip
+        if not tracks:
+            return
+        fig, axes = plt.subplots(len(tracks), 1, figsize=(11, 1.9 * len(tracks) + 0.6), squeeze=False)
+        cds = find_cds(sequences["rna"], sequences.get("protein", "")) if "rna" in sequences else None
+        for ax, (m, method) in zip(axes[:, 0], tracks, strict=True):
+            part = shown[(shown["modality"] == m) & (shown["method"] == method)]
+            x, y = part["position"].to_numpy(), part["score"].to_numpy()
+            kind = getattr(_unwrap(self._backbones[m]), "modality", m)
+            label = f"{m} position"
+            if kind == "dna":
+                centre = len(sequences[m]) // 2
+                x = x - centre
+                label = f"{m}: bp from the window's centre (TSS)"
+                if self.dna_flank is not None:
+                    keep = np.abs(x) <= self.dna_flank
+                    x, y = x[keep], y[keep]
+            if kind == "rna" and cds is not None:
+                ax.axvspan(cds[0], cds[1], color="0.9", zorder=0, label="CDS")
+                label = f"{m}: transcript position (CDS shaded)"
+            if kind == "protein":
+                label = f"{m}: residue"
+            ax.bar(x, y, width=1.0, color=np.where(y >= 0, "#c0392b", "#2c7fb8"), linewidth=0)
+            ax.axhline(0, color="0.4", linewidth=0.5)
+            ax.set_ylabel("IG" if method == "ig" else "ISM")
+            ax.set_xlabel(label, fontsize=8)
+            ax.tick_params(labelsize=7)
+        fig.suptitle(f"{record}: attributions to {target}", fontsize=10)
+        fig.tight_layout()
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", record) + ".png"
+        with atomic_path(self._plot_dir / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+
+    # the writer's hooks --------------------------------------------------------------------------------
+    def _active(self, pl_module: LightningModule) -> bool:
+        return getattr(pl_module, "command", None) is self
+
+    def _resolve(self, trainer: Trainer) -> Path:
+        default = Path(trainer.log_dir or trainer.default_root_dir) / "attributions.parquet"
+        path = Path(self.output) if self.output else default
+        if path.suffix.lower() not in (".csv", ".tsv", ".parquet"):
+            raise ConfigError(f"attributions.output {str(path)!r} must end in .csv, .tsv or .parquet")
+        self._plot_dir = path.with_name(f"{path.stem}_plots")
+        return path
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_predict_start(trainer, pl_module)
+        self._backbones = pl_module.model.backbones if self._active(pl_module) else {}
+
+    def write_on_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch_indices: Sequence[int] | None,
+        batch: Any, batch_idx: int, dataloader_idx: int,
+    ) -> None:  # fmt: skip
+        if not self._active(pl_module):
+            return
+        frames = []
+        for k, frame in enumerate(prediction["frames"]):
+            if not len(frame):
+                continue
+            frame = frame.copy()
+            if trainer.world_size > 1 and batch_indices is not None:
+                frame[_INDEX] = batch_indices[k]
+            frames.append(frame)
+        if frames:
+            self._append(pd.concat(frames, ignore_index=True))
+
+    def _done(self, path: Path, rows: int, how: str) -> None:
+        records = pd.read_parquet(path, columns=["record"]) if path.suffix.lower() == ".parquet" else None
+        count = records["record"].nunique() if records is not None else None
+        plots = f"; a plot per record in {self._plot_dir}" if self.plots else ""
+        print(f"Wrote {rows} attributions{f' of {count} records' if count is not None else ''} to {path}{how}{plots}")
+        for note, n in self._notes.items():
+            print(f"  note: {note}: {n} record(s)")
+        if self._deltas:
+            worst = max(self._deltas)
+            print(f"  integrated gradients: largest convergence delta {worst:.3g} (the scores' sum minus the "
+                  f"prediction's change from the baseline; raise attributions.steps if it is large)")  # fmt: skip

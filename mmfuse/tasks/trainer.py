@@ -1,0 +1,111 @@
+"""Lightning's ``Trainer`` with mmfuse's commands beyond fit/validate/test/predict.
+
+Each runs Lightning's predict loop (devices, precision, DDP sharding as configured) with the task's
+``predict_step`` giving that command's rows, written by a :class:`~mmfuse.tasks.writer.PredictionWriter`
+subclass (streamed per batch, renamed into place at the end, DDP parts joined in record order):
+
+* :meth:`MmfuseTrainer.embed` (``mmfuse embed``, :mod:`mmfuse.tasks.embed`),
+* :meth:`MmfuseTrainer.explain` (``mmfuse explain``, :mod:`mmfuse.tasks.explain`),
+* :meth:`MmfuseTrainer.score_variants` (``mmfuse score-variants``, :mod:`mmfuse.tasks.variants`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+
+from mmfuse.errors import ConfigError
+
+__all__ = ["MmfuseTrainer"]
+
+
+def _one(trainer: Trainer, kind: type, section: str, command: str) -> Any:
+    found = [c for c in trainer.callbacks if isinstance(c, kind)]
+    if len(found) != 1:
+        raise ConfigError(f"mmfuse {command} needs the task and one {kind.__name__} (the `{section}` options)")
+    return found[0]
+
+
+class MmfuseTrainer(Trainer):
+    """Lightning's ``Trainer`` with three more commands: :meth:`embed`, :meth:`explain`, :meth:`score_variants`."""
+
+    def embed(self, model: LightningModule | None = None, datamodule: Any = None, ckpt_path: str | None = None) -> None:
+        """Write each record's embeddings: every backbone's (pooled) and, from a trained checkpoint, the fused one.
+
+        Args:
+            model: the task (its backbones from the config: zero-shot without ``ckpt_path``).
+            datamodule: the records to embed (its ``predict_split``: all records by default).
+            ckpt_path: a trained checkpoint, or ``None`` for the config's pretrained backbones.
+        """
+        from mmfuse.tasks.embed import EmbeddingWriter
+
+        writer = _one(self, EmbeddingWriter, "embeddings", "embed")
+        if model is None:
+            raise ConfigError("mmfuse embed needs the task (the `model` section)")
+        writer.chosen = writer.check(model.model, ckpt_path)
+        model.command = writer  # type: ignore[attr-defined]
+        try:
+            self.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
+        finally:
+            model.command = None  # type: ignore[attr-defined]
+
+    def explain(
+        self,
+        model: LightningModule | None = None,
+        datamodule: Any = None,
+        ckpt_path: str | None = None,
+        ids: list[str] | str | None = None,
+    ) -> None:
+        """Write per-position attributions of chosen records: integrated gradients and in-silico mutagenesis.
+
+        Args:
+            model: the task.
+            datamodule: the records.
+            ckpt_path: the trained checkpoint to explain.
+            ids: the records to explain (``--ids T1,T2`` or a YAML list), in this order.
+        """
+        from mmfuse.tasks.explain import ExplanationWriter
+
+        writer = _one(self, ExplanationWriter, "attributions", "explain")
+        if model is None:
+            raise ConfigError("mmfuse explain needs the task (the `model` section)")
+        writer.prepare(model, datamodule, ckpt_path, ids)
+        model.command = writer  # type: ignore[attr-defined]
+        loop = self.predict_loop
+        inference_mode, loop.inference_mode = loop.inference_mode, False  # gradients are needed
+        try:
+            self.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
+        finally:
+            loop.inference_mode = inference_mode
+            model.command = None  # type: ignore[attr-defined]
+
+    def score_variants(
+        self,
+        model: LightningModule | None = None,
+        datamodule: Any = None,
+        ckpt_path: str | None = None,
+        vcf: str | None = None,
+        fasta: str | None = None,
+        annotation: str | None = None,
+    ) -> None:
+        """Score variants from a VCF through every modality they change: DNA window, transcript and protein.
+
+        Args:
+            model: the task.
+            datamodule: the data module of the config (its genome window, crops and loader settings).
+            ckpt_path: the trained checkpoint.
+            vcf: the variants: ``.vcf``, bgzipped ``.vcf.gz`` or ``.bcf`` (read with pysam).
+            fasta: the genome FASTA the VCF was called against (its ``.fai`` is built if missing).
+            annotation: the transcripts: GTF or GFF3, optionally gzipped.
+        """
+        from mmfuse.tasks.variants import VariantWriter, score_variants
+
+        writer = _one(self, VariantWriter, "variants", "score-variants")
+        if model is None:
+            raise ConfigError("mmfuse score-variants needs the task (the `model` section)")
+        score_variants(self, model, datamodule, ckpt_path, writer, vcf, fasta, annotation)
+
+
+# `mmfuse score-variants`: LightningCLI finds a subcommand's method by its name
+setattr(MmfuseTrainer, "score-variants", MmfuseTrainer.score_variants)
