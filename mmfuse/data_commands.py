@@ -14,7 +14,12 @@ __all__ = ["data", "sample_data"]
 
 def sample_data(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="mmfuse sample-data", description="Write the bundled sample data set.")
-    parser.add_argument("--out", required=True, help="output file: .csv, .tsv or .parquet (a directory with --layout)")
+    parser.add_argument("--out", help="output file: .csv, .tsv or .parquet (a directory with --layout)")
+    parser.add_argument(
+        "--genome", metavar="DIR",
+        help="also (or only) write the sample as a genome: DIR/genome.fa, DIR/genes.gtf (its transcripts) and "
+        "DIR/variants.vcf (planted variants), the inputs of `mmfuse score-variants`",
+    )  # fmt: skip
     parser.add_argument("--genes", type=int, default=240, help="number of genes (default 240)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
@@ -24,6 +29,16 @@ def sample_data(argv: Sequence[str]) -> int:
         "modelgenerator (train_0.tsv, train_1.tsv, validation.tsv, test.tsv)",
     )  # fmt: skip
     options = parser.parse_args(argv)
+    if options.out is None and options.genome is None:
+        parser.error("give --out FILE (the table), --genome DIR (a genome, annotation and VCF), or both")
+    if options.genome is not None:
+        from mmfuse.data.sample_genome import write_sample_genome
+
+        fasta, gtf, vcf = write_sample_genome(options.genome, options.genes, options.seed)
+        print(f"Wrote {fasta}, {gtf} and {vcf}; score the variants with: mmfuse score-variants --config CONFIG "
+              f"--ckpt_path CKPT --vcf {vcf} --fasta {fasta} --annotation {gtf} --variants.window 1024")  # fmt: skip
+        if options.out is None:
+            return 0
     out = Path(options.out)
     if options.layout == "isoformer":
         from mmfuse.data.layouts import write_isoformer_layout

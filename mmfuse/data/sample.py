@@ -46,8 +46,11 @@ __all__ = [
     "PROTEIN_EFFECT",
     "PROTEIN_MOTIF",
     "SECRETORY_TISSUES",
+    "GeneModel",
+    "SampleTranscript",
     "make_sample_table",
     "planted_signal",
+    "sample_transcripts",
 ]
 
 #: program name -> (promoter motif, tissues it raises)
@@ -88,8 +91,27 @@ for _codon, _aa in sorted(CodonTable.unambiguous_dna_by_id[1].forward_table.item
 _STOPS = ("TAA", "TAG", "TGA")
 
 
+@dataclass(frozen=True)
+class GeneModel:
+    """A sample gene's pieces, 5'->3' on its strand, as drawn (:mod:`mmfuse.data.sample_genome` lays
+    them out in a genome): ``promoter`` (512 bp, up to the TSS), ``exon1`` (5'UTR + CDS start),
+    ``intron1``, ``exon2``, ``cassette`` (skipped by some isoforms), ``exon4`` (the CDS's end with its stop
+    codon), ``utr3_short`` and ``extension`` (the long 3'UTR's rest, with the AU-rich elements)."""
+
+    promoter: str
+    exon1: str
+    intron1: str
+    exon2: str
+    cassette: str
+    exon4: str
+    utr3_short: str
+    extension: str
+
+
 @dataclass
-class _Transcript:
+class SampleTranscript:
+    """One transcript of the sample data set (a row of :func:`make_sample_table`)."""
+
     gene: int
     isoform: int
     program: int  # -1: no program
@@ -100,6 +122,9 @@ class _Transcript:
     protein: str
     cds_start: int
     cds_end: int
+    model: GeneModel | None = None
+    cassette_in: bool = True
+    long_utr: bool = False
 
 
 def _random_dna(rng: np.random.Generator, n: int, gc: float = 0.42) -> str:
@@ -125,7 +150,7 @@ def _plant(rng: np.random.Generator, seq: str, motif: str, copies: int, lo: int,
     return "".join(chars)
 
 
-def _gene(rng: np.random.Generator, g: int) -> list[_Transcript]:
+def _gene(rng: np.random.Generator, g: int) -> list[SampleTranscript]:
     program = int(rng.integers(-1, len(PROGRAMS)))
     promoter = _random_dna(rng, _HALF)
     promoter = promoter[:-32] + "TATAAAAG" + promoter[-24:]  # a TATA box for every gene (no signal)
@@ -155,6 +180,7 @@ def _gene(rng: np.random.Generator, g: int) -> list[_Transcript]:
     # and so every 3'UTR, lies outside the +-512 bp window
     intron1 = "GT" + _random_dna(rng, max(_HALF - len(exon1), 0) + int(rng.integers(50, 200)), gc=0.38) + "AG"
     dna = promoter + (exon1 + intron1)[:_HALF]
+    model = GeneModel(promoter, exon1, intron1, exon2, exon3, exon4, utr3_short, extension)
 
     combos = [(cassette_in, long_3utr) for cassette_in in (True, False) for long_3utr in (True, False)]
     chosen = rng.choice(len(combos), size=int(rng.integers(2, 5)), replace=False)
@@ -165,7 +191,7 @@ def _gene(rng: np.random.Generator, g: int) -> list[_Transcript]:
         rna = utr5 + cds + utr3_short + (extension if long_utr else "")
         protein = part_a + part_b + (cassette if include else "") + part_c
         transcripts.append(
-            _Transcript(
+            SampleTranscript(
                 gene=g,
                 isoform=i,
                 program=program,
@@ -176,6 +202,9 @@ def _gene(rng: np.random.Generator, g: int) -> list[_Transcript]:
                 protein=protein,
                 cds_start=len(utr5),
                 cds_end=len(utr5) + len(cds),
+                model=model,
+                cassette_in=include,
+                long_utr=long_utr,
             )  # fmt: skip
         )
     return transcripts
@@ -200,6 +229,28 @@ def planted_signal(program: Sequence[int], are_count: Sequence[int], has_motif: 
     return dna + rna + protein
 
 
+def _draw(num_genes: int, seed: int, noncoding_fraction: float) -> tuple[np.random.Generator, list[SampleTranscript],
+                                                                        np.ndarray]:  # fmt: skip
+    """The transcripts, which are non-coding, and the main random stream as the targets go on drawing from it."""
+    rng = np.random.default_rng(seed)
+    transcripts = [t for g in range(num_genes) for t in _gene(rng, g)]
+    # drawn from their own stream, so the rest of the table does not depend on the fraction
+    noncoding = np.random.default_rng([seed, 1]).random(len(transcripts)) < noncoding_fraction
+    for t, nc in zip(transcripts, noncoding, strict=True):
+        if nc:
+            t.protein, t.has_motif = "", False
+    return rng, transcripts, noncoding
+
+
+def sample_transcripts(
+    num_genes: int = 240, seed: int = 0, noncoding_fraction: float = 0.1
+) -> list[tuple[SampleTranscript, bool]]:
+    """The transcripts of :func:`make_sample_table` (same arguments, same order), each with whether it is
+    non-coding; their :attr:`SampleTranscript.model` gives the gene's exons and introns."""
+    _, transcripts, noncoding = _draw(num_genes, seed, noncoding_fraction)
+    return [(t, bool(nc)) for t, nc in zip(transcripts, noncoding, strict=True)]
+
+
 def make_sample_table(num_genes: int = 240, seed: int = 0, noncoding_fraction: float = 0.1) -> pd.DataFrame:
     """Generates the sample data set.
 
@@ -218,14 +269,8 @@ def make_sample_table(num_genes: int = 240, seed: int = 0, noncoding_fraction: f
         :data:`~mmfuse.data.tissues.GTEX_TISSUES` (log(1 + TPM)) and ``expression_level``
         (``low``/``medium``/``high``: tertiles of the mean over tissues, for classification).
     """
-    rng = np.random.default_rng(seed)
-    transcripts = [t for g in range(num_genes) for t in _gene(rng, g)]
+    rng, transcripts, noncoding = _draw(num_genes, seed, noncoding_fraction)
     n = len(transcripts)
-    # drawn from their own stream, so the rest of the table does not depend on the fraction
-    noncoding = np.random.default_rng([seed, 1]).random(n) < noncoding_fraction
-    for t, nc in zip(transcripts, noncoding, strict=True):
-        if nc:
-            t.protein, t.has_motif = "", False
     signal = planted_signal(
         [t.program for t in transcripts], [t.are_count for t in transcripts], [t.has_motif for t in transcripts]
     )
