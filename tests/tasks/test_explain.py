@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mmfuse.cli import main
-from mmfuse.errors import ConfigError
+from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.tasks.explain import ExplanationWriter, find_cds, letter_scores
 from mmfuse.tokenizers import ESM_VOCAB, CharTokenizer, KmerTokenizer
 from tests.helpers.in_process import QUICKSTART, SMALL, bare_argv, load_task, mmfuse_stdout
@@ -135,22 +135,41 @@ def _refused(tmp_path, capsys, *options: str, ckpt: Path | None = None) -> str:
     return err
 
 
+@pytest.fixture(scope="module")
+def task_and_data(trained):
+    return load_task(trained)
+
+
+@pytest.mark.parametrize(
+    ("options", "ids", "message"),
+    [
+        ({}, "SYNT00000.1,NOPE.1", "1 of the 2 ids given are not records of sample: NOPE.1 (its ids read like"),
+        ({"targets": ["Brain", "Bone"]}, "SYNT00000.1",
+         "attributions.targets names ['Bone'], not targets of this model (Adipose Tissue, Adrenal Gland"),
+        ({"targets": ["predicted"]}, "SYNT00000.1", "attributions.targets names ['predicted']"),
+        ({"modalities": ["cell"]}, "SYNT00000.1",
+         "attributions.modalities names ['cell']; the model reads ['dna', 'protein', 'rna']"),
+        ({}, " ", "mmfuse explain needs the records to explain: --ids T1,T2"),
+    ],
+    ids=["unknown-id", "unknown-target", "summary-of-a-classifier", "unknown-modality", "blank-ids"],
+)
+def test_a_bad_choice_is_refused_before_anything_runs(task_and_data, options, ids, message):
+    task, dm = task_and_data
+    with pytest.raises(MmfuseError) as refused:
+        ExplanationWriter(**options).prepare(task, dm, "best.ckpt", ids)
+    assert message in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ([], "mmfuse explain needs the records to explain: --ids T1,T2"),
-        (["--ids=SYNT00000.1,NOPE.1"], "1 of the 2 ids given are not records of sample: NOPE.1 (its ids read like"),
-        (["--ids=SYNT00000.1", "--attributions.targets=[Brain, Bone]"],
-         "attributions.targets names ['Bone'], not targets of this model (Adipose Tissue, Adrenal Gland"),
-        (["--ids=SYNT00000.1", "--attributions.targets=[predicted]"], "attributions.targets names ['predicted']"),
-        (["--ids=SYNT00000.1", "--attributions.modalities=[cell]"],
-         "attributions.modalities names ['cell']; the model reads ['dna', 'protein', 'rna']"),
         (["--ids=SYNT00000.1", "--attributions.output=a.txt"], "attributions.output 'a.txt' must end in .csv, .tsv"),
         (["--ids=SYNT00000.1", "--attributions.steps=0"], "attributions.steps must be at least 1, not 0"),
     ],
-    ids=["no-ids", "unknown-id", "unknown-target", "summary-of-a-classifier", "unknown-modality", "suffix", "steps"],
+    ids=["no-ids", "suffix", "steps"],
 )
-def test_a_bad_option_is_refused_with_the_fix(options, message, trained, tmp_path, capsys):
+def test_a_bad_option_is_one_line_with_the_fix(options, message, trained, tmp_path, capsys):
     assert message in _refused(tmp_path, capsys, *options, ckpt=trained)
 
 
