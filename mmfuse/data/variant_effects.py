@@ -297,7 +297,7 @@ class VariantPairs(Dataset):
             "variant": variant.name, "vcf_id": variant.vcf_id, "chrom": variant.chrom, "pos": variant.pos,
             "ref": variant.ref, "alt": variant.alt, "filter": variant.filter,
             "transcript_id": transcript.transcript_id, "gene_id": transcript.gene_id, "strand": transcript.strand,
-            "consequence": effect.consequence, "changed": ",".join(m for m in ref if ref[m] != alt[m]),
+            "consequence": effect.consequence, "changed": ",".join(m for m in ref if ref[m] != alt[m]) or "none",
             "protein_change": effect.protein_change,
         }  # fmt: skip
         name = f"{variant.name}|{transcript.transcript_id}"

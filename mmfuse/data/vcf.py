@@ -118,7 +118,8 @@ class VariantCounts:
             + (f" (e.g. {self.ref_mismatch_example})" if self.ref_mismatch_example else ""),
             f"skipped, in no transcript's DNA window or span: {self.outside_transcripts}",
             f"pairs whose DNA window runs past a contig end (padded with N): {self.padded}",
-            f"pairs whose model inputs the variant leaves unchanged (cropped away): {self.unchanged}",
+            f"pairs whose model inputs the variant leaves unchanged (outside the DNA window or cropped away): "
+            f"{self.unchanged}",
         ]
         if self.unbuildable:
             lines.append(f"pairs skipped, the variant deletes the transcript's exons or coding start: "

@@ -126,7 +126,7 @@ class VariantWriter(PredictionWriter):
         frame["ref_prediction"] = ref.reshape(-1)
         frame["alt_prediction"] = alt.reshape(-1)
         frame["difference"] = frame["alt_prediction"] - frame["ref_prediction"]
-        self._unchanged += sum(not r["changed"] for r in rows)
+        self._unchanged += sum(r["changed"] == "none" for r in rows)
         return frame
 
     def _done(self, path: Path, rows: int, how: str) -> None:
@@ -136,7 +136,7 @@ class VariantWriter(PredictionWriter):
             written = pd.read_parquet(path, columns=columns) if path.suffix.lower() == ".parquet" else pd.read_csv(
                 path, usecols=columns, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str)  # fmt: skip
             pairs = written.drop_duplicates(["variant", "transcript_id"])
-            counts.unchanged = int(pairs["changed"].fillna("").eq("").sum())
+            counts.unchanged = int(pairs["changed"].eq("none").sum())
         else:
             counts.unchanged = self._unchanged
         print(f"Wrote {rows} variant effects ({counts.rows} variant-transcript pairs x "

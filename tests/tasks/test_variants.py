@@ -79,7 +79,7 @@ def test_score_variants_writes_each_pair_and_target(scored):
                  "skipped, on a contig the FASTA lacks: 1\n  chr2: 1",
                  "skipped, REF differs from the genome: 1 (e.g. chr1:1201 REF",
                  "in no transcript's DNA window or span: 1", "past a contig end (padded with N): 3",
-                 "leaves unchanged (cropped away): 2"):  # fmt: skip
+                 "leaves unchanged (outside the DNA window or cropped away): 2"):  # fmt: skip
         assert line in printed
     expected = {("mis_plus", "TPLUS1"): ("missense", "dna,rna,protein", "p.K11R"),
                 ("mis_plus", "TPLUS2"): ("noncoding_exon", "dna,rna", ""),
@@ -88,7 +88,7 @@ def test_score_variants_writes_each_pair_and_target(scored):
     for key, fields in expected.items():
         assert tuple(pairs.loc[key, ["consequence", "changed", "protein_change"]]) == fields
     intron = table[table["variant"] == f"chr1:1201:{sg.genome_sequence()[1200]}>{sg.genome_snv(1200)[1]}"]
-    assert set(intron["consequence"]) == {"intronic"} and set(intron["changed"]) == {""}  # cropped out of the DNA
+    assert set(intron["consequence"]) == {"intronic"} and set(intron["changed"]) == {"none"}  # cropped out of the DNA
     assert np.allclose(intron["difference"], 0.0, atol=1e-6)
     assert np.allclose(table["difference"], table["alt_prediction"] - table["ref_prediction"], atol=1e-5)
     assert not list(out.parent.glob(".*partial"))
@@ -114,7 +114,7 @@ def test_the_difference_equals_the_model_run_by_hand(scored, cli, trained, genom
         assert mine["target"].tolist() == list(task.target_names)
         np.testing.assert_allclose(mine["ref_prediction"], preds[0], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(mine["difference"], preds[1] - preds[0], rtol=1e-4, atol=1e-5)
-        changed = row["changed"].split(",") if row["changed"] else []
+        changed = row["changed"].split(",")
         for modality in ("dna", "rna", "protein"):  # what is not listed as changed is the same input
             same = item["ref"]["sequences"][modality] == item["alt"]["sequences"][modality]
             assert same == (modality not in changed)
