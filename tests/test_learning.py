@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmfuse.cli import MmfuseCLI
@@ -63,13 +64,21 @@ def test_every_adapter_learns_the_quickstart(name, tmp_path):
     assert results["test/spearman"] > ADAPTER_THRESHOLD, results
 
 
-@pytest.mark.slow  # one quickstart run (10 epochs) and its test: about a minute
-def test_modality_contribution_shows_the_planted_structure(quickstart, tmp_path, monkeypatch):
+@pytest.mark.slow  # one quickstart run (10 epochs), its test and the attributions of 8 records: about two minutes
+@pytest.mark.timeout(900)  # several minutes on a busy two-core machine
+def test_modality_contribution_and_attributions_show_the_planted_structure(quickstart, tmp_path, monkeypatch):
     """Trained with modality dropout on the sample data, whose signal is planted per modality
     (mmfuse.data.sample): hiding the RNA (the AU-rich elements, in every tissue) costs the most, and hiding
     the DNA (the promoter motifs) costs more in the tissues of the four programmes than in the others.
     Measured on this seed: hiding RNA 0.17, DNA 0.05, protein 0.004 (Spearman); the DNA's cost 0.10 in the
-    programmes' tissues against -0.02 elsewhere."""
+    programmes' tissues against -0.02 elsewhere.
+
+    Then `mmfuse explain` on 8 held-out transcripts carrying all three planted features: the letters with
+    the largest integrated-gradients scores (as many as the motifs have) fall on the AU-rich elements and
+    the exon peptide far more often than chance. Measured on this seed: the AU-rich elements hold 0.19 of the
+    top letters (chance 0.019), the peptide 0.41 (chance 0.041). The promoter motifs are not recovered
+    (on training records 0.09 of the top letters against 0.06 by chance, by both methods): the tiny
+    Enformer of the quickstart uses the DNA, largely as a gene's fingerprint, not through the motifs."""
     import pandas as pd
 
     from mmfuse.data.sample import PROGRAMS
@@ -92,3 +101,26 @@ def test_modality_contribution_shows_the_planted_structure(quickstart, tmp_path,
     assert max(means, key=means.get) == "rna" and means["rna"] > 0.08, means
     programme = cost["dna"].index.isin([t for _, tissues in PROGRAMS.values() for t in tissues])
     assert cost["dna"][programme].mean() > cost["dna"][~programme].mean() + 0.04, cost["dna"]
+
+    from mmfuse.data.sample import ARE, PROTEIN_MOTIF, make_sample_table
+    from mmfuse.tasks.explain import ExplanationWriter
+
+    sample = make_sample_table().set_index("transcript_id")
+    held_out = sample.loc[list(cli.datamodule.split_ids("test"))]
+    chosen = held_out[(held_out["are_count"] > 0) & held_out["has_motif"]].index[:8].tolist()
+    out = tmp_path / "attributions.parquet"
+    cli.trainer.callbacks.append(ExplanationWriter(output=str(out), methods=["ig"], plots=False))
+    cli.trainer.explain(cli.model, cli.datamodule, ckpt_path="best", ids=chosen)
+    scores = pd.read_parquet(out)
+    hits = {"rna": [], "protein": []}
+    for (record, modality), track in scores.groupby(["record", "modality"]):
+        if modality not in hits:
+            continue
+        sequence = sample.loc[record, "RNA" if modality == "rna" else "Protein"]
+        motif = ARE if modality == "rna" else PROTEIN_MOTIF
+        planted = {p for s in range(len(sequence)) if sequence.startswith(motif, s) for p in range(s, s + len(motif))}
+        top = set(track.loc[track["score"].abs().nlargest(len(planted)).index, "position"])
+        hits[modality].append((len(top & planted) / len(planted), len(planted) / len(track)))
+    for modality, pairs in hits.items():
+        found, chance = np.mean(pairs, axis=0)
+        assert len(pairs) == 8 and found > 5 * chance and found > 0.15, (modality, found, chance)
