@@ -151,6 +151,11 @@ def _open(path: Path) -> Any:
         raise DataError(f"--vcf {str(path)!r} does not exist; give the VCF of the variants (.vcf, .vcf.gz or .bcf)")
     try:
         return pysam.VariantFile(str(path))
+    except NotImplementedError:  # htslib cannot read plain gzip (only BGZF, its blocked gzip)
+        raise DataError(
+            f"--vcf {str(path)!r} is gzip- but not bgzip-compressed; recompress it with `gunzip -c {path.name} | "
+            f"bgzip > {path.name}` (htslib's bgzip, or pysam.tabix_compress), or give it uncompressed"
+        ) from None
     except (ValueError, OSError) as exc:
         raise DataError(
             f"--vcf {str(path)!r} is not a VCF file htslib can read ({exc}); it needs the '##fileformat=VCFv4.x' "

@@ -256,6 +256,11 @@ def variant_pairs(model: Any, datamodule: Any, writer: VariantWriter, vcf: str |
     window = _window(writer, datamodule, inputs)
     genome = _opened("--fasta", open_genome, fasta)
     transcripts = _opened("--annotation", read_annotation, annotation)
+    if not transcripts:
+        raise DataError(
+            f"--annotation {annotation!r} holds no transcript with exons; give the GTF or GFF3 of the genome's genes "
+            f"(exon lines with transcript_id, or Parent=)"
+        )
     counts = writer.counts = VariantCounts()
     trees = _index(transcripts, genome, window)
     dna = "dna" in inputs.values()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
+import pysam
 import pytest
 from Bio.Seq import Seq
 
@@ -187,6 +189,13 @@ def test_bad_vcfs_get_one_message(inputs, tmp_path):
     table.write_text("transcript_id,DNA\nT1,ACGT\n")
     with pytest.raises(DataError, match=r"^--vcf '.*table.vcf' is not a VCF file htslib can read .*##fileformat"):
         list(read_variants(table, genome, VariantCounts()))
+    plain = tmp_path / "plain.vcf.gz"
+    plain.write_bytes(gzip.compress(sg.write_vcf(tmp_path / "plain.vcf", [sg.snv("+", 61, "G")]).read_bytes()))
+    with pytest.raises(DataError, match=r"^--vcf '.*plain.vcf.gz' is gzip- but not bgzip-compressed; recompress"):
+        list(read_variants(plain, genome, VariantCounts()))
+    bgzipped = tmp_path / "bgzipped.vcf.gz"
+    pysam.tabix_compress(str(tmp_path / "plain.vcf"), str(bgzipped))
+    assert [v.pos for v in read_variants(bgzipped, genome, VariantCounts())] == [sg.genomic("+", 61) + 1]
     broken = sg.write_vcf(tmp_path / "broken.vcf", [sg.snv("+", 61, "G"), "chr1\tx\t.\tA"])
     with pytest.raises(DataError, match=r"broken.vcf: cannot read the record after chr1:1062 .*POS \(a number\)"):
         list(read_variants(broken, genome, VariantCounts()))

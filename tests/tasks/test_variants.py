@@ -144,12 +144,15 @@ def _bad(cli, trained, genome, tmp_path, case: str) -> tuple[list, dict]:
     table = tmp_path / "table.vcf"
     table.write_text("transcript_id,DNA\nT1,ACGT\n")
     nothing = sg.write_vcf(tmp_path / "nothing.vcf", [RECORDS["chr2"], RECORDS["outside"]])
+    empty = tmp_path / "fasta.gtf"
+    empty.write_text(fasta.read_text())  # a FASTA by another name: no feature line
     tsv = sg.write_vcf(tmp_path / "variants.tsv", [RECORDS["mis+"]])  # a VCF by another name
     return {
         "missing-vcf": ([tmp_path / "no.vcf", fasta, gtf], {}),
         "not-a-vcf": ([table, fasta, gtf], {}),
         "missing-fasta": ([vcf, tmp_path / "no.fa", gtf], {}),
         "missing-gtf": ([vcf, fasta, tmp_path / "no.gtf"], {}),
+        "empty-gtf": ([vcf, fasta, empty], {}),
         "output-is-input": ([tsv, fasta, gtf], {"output": str(tsv)}),
         "suffix": ([vcf, fasta, gtf], {"output": str(tmp_path / "effects.xlsx")}),
         "nothing-scored": ([nothing, fasta, gtf], {"output": str(tmp_path / "effects.csv")}),
@@ -164,6 +167,7 @@ def _bad(cli, trained, genome, tmp_path, case: str) -> tuple[list, dict]:
         ("not-a-vcf", r"^--vcf '.*table.vcf' is not a VCF file htslib can read .*'#CHROM POS ID REF ALT"),
         ("missing-fasta", r"^--fasta: genome FASTA '.*no.fa' does not exist"),
         ("missing-gtf", r"^--annotation: annotation '.*no.gtf' does not exist$"),
+        ("empty-gtf", r"^--annotation '.*fasta.gtf' holds no transcript with exons; give the GTF or GFF3"),
         ("output-is-input", r"^--variants.output '.*variants.tsv' is the input '.*variants.tsv'; write the effects"),
         ("suffix", r"^--variants.output '.*effects.xlsx' must end in .csv, .tsv, .parquet$"),
         ("nothing-scored", r"^no variant of .*nothing.vcf was scored, so nothing was written: no variant lies in a "
