@@ -24,7 +24,6 @@ coding sequence shaded, the protein.
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -33,67 +32,17 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from torch import Tensor
 
 from mmfuse.data.protocols import SelectsRecords
 from mmfuse.errors import ConfigError, NonFiniteError
-from mmfuse.io import atomic_path
+from mmfuse.tasks.attribution import encode_all, integrated_gradients, mutagenesis, plot_record, predict_units, unwrap
 from mmfuse.tasks.writer import _INDEX, PredictionWriter
 from mmfuse.tokenizers import LocatesLetters
 
-__all__ = ["ALPHABETS", "ExplanationWriter", "find_cds", "letter_scores"]
+__all__ = ["ExplanationWriter"]
 
 Method = Literal["ig", "ism"]
-#: the letters each position is mutated to by in-silico mutagenesis
-ALPHABETS = {"dna": "ACGT", "rna": "ACGT", "protein": "ACDEFGHIKLMNPQRSTVWY"}
 COLUMNS = ["record", "modality", "position", "letter", "target", "method", "score"]
-
-
-def letter_scores(token_scores: np.ndarray, spans: Sequence[tuple[int, int] | None], length: int) -> np.ndarray:
-    """Per-letter scores ``(length,)`` from per-token ones: each token's score shared equally by its letters.
-
-    Examples:
-        >>> letter_scores(np.array([9.0, 6.0, 1.0]), [None, (0, 3), (3, 4)], 4).tolist()
-        [2.0, 2.0, 2.0, 1.0]
-    """
-    out = np.zeros(length, dtype=np.float64)
-    for score, span in zip(token_scores, spans, strict=False):
-        if span is not None:
-            start, end = span
-            out[start:end] += score / (end - start)
-    return out
-
-
-def find_cds(rna: str, protein: str) -> tuple[int, int] | None:
-    """Where ``protein`` is coded in ``rna``: ``(start, end)`` of its codons (stop codon included when there is
-    one), found by translating the three frames (Biopython); ``None`` if no frame codes it.
-
-    Examples:
-        >>> find_cds("GGATGAAATAGCC", "MK")
-        (2, 11)
-    """
-    from Bio.Seq import Seq
-
-    if not protein:
-        return None
-    dna = rna.upper().replace("U", "T")
-    protein = protein.rstrip("*")
-    for frame in range(3):
-        usable = (len(dna) - frame) // 3 * 3
-        translated = str(Seq(dna[frame : frame + usable]).translate())
-        at = translated.find(protein)
-        if at >= 0:
-            start = frame + 3 * at
-            end = start + 3 * len(protein)
-            if translated[at + len(protein) : at + len(protein) + 1] == "*":
-                end += 3
-            return start, end
-    return None
-
-
-def _unwrap(backbone: Any) -> Any:
-    """A cached backbone's own backbone (explain runs it: attributions need its input layer)."""
-    return getattr(backbone, "backbone", backbone)
 
 
 class ExplanationWriter(PredictionWriter):
@@ -199,7 +148,7 @@ class ExplanationWriter(PredictionWriter):
 
     @staticmethod
     def _why_not(modality: str, backbone: Any) -> str:
-        inner = _unwrap(backbone)
+        inner = unwrap(backbone)
         name = type(inner).__name__
         if inner.input_layer() is None:
             return f"{name} has no input layer to attribute to"
@@ -220,11 +169,11 @@ class ExplanationWriter(PredictionWriter):
     def _explain(self, task: Any, record: str, sequences: dict[str, str]) -> pd.DataFrame:
         model = task.model
         device = next(model.parameters()).device
-        tokens = {m: {k: v.to(device) for k, v in _unwrap(model.backbones[m]).tokenizer([s]).items()}
+        tokens = {m: {k: v.to(device) for k, v in unwrap(model.backbones[m]).tokenizer([s]).items()}
                   for m, s in sequences.items()}  # fmt: skip
         with torch.no_grad():
-            features = self._encode(model, tokens, 1)
-            reference = self._predict(task, features)[0]
+            features = encode_all(model, tokens, 1)
+            reference = predict_units(task, features)[0]
         if not torch.isfinite(reference).all():
             raise NonFiniteError(f"the prediction of record {record!r} is NaN or infinite: check the checkpoint")
         targets = [(name, column if column is not None else (int(reference.argmax()) if self._classifier else None))
@@ -236,136 +185,25 @@ class ExplanationWriter(PredictionWriter):
             self._count(f"{m} absent from the record (nothing to attribute)")
         for name, column in targets:
             if "ig" in self.methods and present:
-                scores = self._integrated_gradients(task, tokens, sequences, present, column)
+                scores, delta = integrated_gradients(task, tokens, sequences, present, column, self.steps,
+                                                     self.batch_size)  # fmt: skip
+                self._deltas.append(delta)
                 rows += [self._scores_frame(record, m, sequences[m], name, "ig", scores[m]) for m in present]
         if "ism" in self.methods:
             for m in present:
-                scores_per_target = self._mutagenesis(task, tokens, features, sequences[m], m, reference, targets)
-                if scores_per_target is not None:
+                scores_per_target = mutagenesis(task, features, sequences[m], m, reference, [c for _, c in targets],
+                                                self.ism_max_length, self.batch_size)  # fmt: skip
+                if isinstance(scores_per_target, str):
+                    self._count(scores_per_target)
+                else:
                     rows += [self._scores_frame(record, m, sequences[m], name, "ism", s)
                              for (name, _), s in zip(targets, scores_per_target, strict=True)]  # fmt: skip
         frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
         if self.plots and len(frame):
-            self._plot(record, sequences, frame, targets[0][0])
+            kinds = {m: getattr(unwrap(model.backbones[m]), "modality", m) for m in self.chosen}
+            path = self._plot_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", record) + ".png")
+            plot_record(path, record, sequences, frame, targets[0][0], kinds, self.dna_flank)
         return frame
-
-    # the model, from tokens ---------------------------------------------------------------------------
-    @staticmethod
-    def _encode(model: Any, tokens: Mapping[str, Mapping[str, Tensor]], batch: int) -> dict[str, tuple[Tensor, Tensor]]:
-        """``{modality: (embeddings, mask)}`` of every backbone, running each one's own ``encode`` (also when its
-        weights are fixed or it is cached: attributions need its graph); absent modalities fully masked."""
-        reference = next(model.parameters())
-        features = {}
-        for m, backbone in model.backbones.items():
-            inner = _unwrap(backbone)
-            if m in tokens:
-                out = inner.encode(tokens[m])
-                features[m] = (out.embeddings, out.mask)
-            else:
-                features[m] = (torch.zeros(batch, 1, inner.embed_dim, device=reference.device, dtype=reference.dtype),
-                               torch.zeros(batch, 1, dtype=torch.bool, device=reference.device))  # fmt: skip
-        return features
-
-    @staticmethod
-    def _predict(task: Any, features: Mapping[str, tuple[Tensor, Tensor]]) -> Tensor:
-        """Predictions ``(B, targets)`` in the data's units (class probabilities for a classifier)."""
-        model = task.model
-        return task.objective.predict(model.head(model.adapter(dict(features))).float())
-
-    @staticmethod
-    def _select(predictions: Tensor, column: int | None) -> Tensor:
-        return predictions.mean(1) if column is None else predictions[:, column]
-
-    def _integrated_gradients(
-        self, task: Any, tokens: dict[str, dict[str, Tensor]], sequences: dict[str, str], chosen: list[str],
-        column: int | None,
-    ) -> dict[str, np.ndarray]:  # fmt: skip
-        from captum.attr import LayerIntegratedGradients
-
-        model = task.model
-        inner = {m: _unwrap(model.backbones[m]) for m in chosen}
-        ids = tuple(tokens[m]["input_ids"] for m in chosen)
-        masks = tuple(tokens[m]["attention_mask"] for m in chosen)
-        spans = {m: inner[m].tokenizer.spans(sequences[m]) for m in chosen}
-        baselines = []
-        for m, token_ids in zip(chosen, ids, strict=True):
-            letters = torch.tensor([s is not None for s in spans[m]], device=token_ids.device)
-            base, n = token_ids.clone(), len(letters)
-            base[0, :n] = torch.where(letters, inner[m].tokenizer.reference_id, token_ids[0, :n])
-            baselines.append(base)
-        fixed = {m: t for m, t in tokens.items() if m not in chosen}
-
-        def forward(*args: Tensor) -> Tensor:
-            n = len(chosen)
-            size = args[0].shape[0]
-            given = {m: {"input_ids": args[i], "attention_mask": args[n + i]} for i, m in enumerate(chosen)}
-            given |= {m: {k: v.expand(size, *v.shape[1:]) for k, v in t.items()} for m, t in fixed.items()}
-            return self._select(self._predict(task, self._encode(model, given, size)), column)
-
-        with warnings.catch_warnings():  # each modality's input layer depends on its own tokens alone
-            warnings.filterwarnings("ignore", message="Multiple layers provided")
-            explainer = LayerIntegratedGradients(forward, [inner[m].input_layer() for m in chosen])
-        with torch.enable_grad():
-            attributions, delta = explainer.attribute(
-                inputs=ids, baselines=tuple(baselines), additional_forward_args=masks, n_steps=self.steps,
-                internal_batch_size=self.batch_size, return_convergence_delta=True,
-            )  # fmt: skip
-        if not isinstance(attributions, list | tuple):
-            attributions = [attributions]
-        self._deltas.append(float(delta.abs().max()))
-        out = {}
-        for m, attribution in zip(chosen, attributions, strict=True):
-            per_token = attribution[0].detach().float().sum(-1).cpu().numpy()
-            out[m] = letter_scores(per_token, spans[m], len(sequences[m]))
-        return out
-
-    def _mutagenesis(
-        self, task: Any, tokens: dict[str, dict[str, Tensor]], features: dict[str, tuple[Tensor, Tensor]],
-        sequence: str, modality: str, reference: Tensor, targets: list[tuple[str, int | None]],
-    ) -> list[np.ndarray] | None:  # fmt: skip
-        model = task.model
-        inner = _unwrap(model.backbones[modality])
-        kind = getattr(inner, "modality", modality)
-        alphabet = ALPHABETS.get(kind, ALPHABETS.get(modality))
-        if alphabet is None:
-            self._count(f"{modality}: no mutagenesis alphabet for modality {kind!r}")
-            return None
-        if kind == "rna" and "U" in sequence.upper():
-            alphabet = "ACGU"
-        length = len(sequence)
-        if length > self.ism_max_length and kind != "dna":
-            self._count(f"{modality} longer than attributions.ism_max_length ({self.ism_max_length}): integrated "
-                        f"gradients only")  # fmt: skip
-            return None
-        start = max(0, (length - self.ism_max_length) // 2)
-        positions = range(start, min(length, start + self.ism_max_length))
-        upper = sequence.upper()
-        mutants = [(p, a) for p in positions if upper[p] in alphabet for a in alphabet if a != upper[p]]
-        device = reference.device
-        effects = torch.zeros(len(mutants), reference.shape[0], device=device)
-        with torch.no_grad():
-            for lo in range(0, len(mutants), self.batch_size):
-                chunk = mutants[lo : lo + self.batch_size]
-                batch = inner.tokenizer([sequence[:p] + a + sequence[p + 1 :] for p, a in chunk])
-                batch = {k: v.to(device) for k, v in batch.items()}
-                out = inner.encode(batch)
-                size = len(chunk)
-                mixed = {m: (e.expand(size, *e.shape[1:]), k.expand(size, *k.shape[1:]))
-                         for m, (e, k) in features.items() if m != modality}  # fmt: skip
-                mixed[modality] = (out.embeddings, out.mask)
-                effects[lo : lo + size] = self._predict(task, mixed)
-        results = []
-        for _, column in targets:
-            ref = float(self._select(reference[None], column)[0])
-            mutant = self._select(effects, column).cpu().numpy()
-            score = np.full(length, np.nan)
-            sums: dict[int, list[float]] = {}
-            for (p, _), value in zip(mutants, mutant, strict=True):
-                sums.setdefault(p, []).append(float(value))
-            for p, values in sums.items():
-                score[p] = ref - float(np.mean(values))
-            results.append(score)
-        return results
 
     @staticmethod
     def _scores_frame(
@@ -381,49 +219,6 @@ class ExplanationWriter(PredictionWriter):
     def _count(self, note: str) -> None:
         self._notes[note] = self._notes.get(note, 0) + 1
 
-    # plots ---------------------------------------------------------------------------------------------
-    def _plot(self, record: str, sequences: dict[str, str], frame: pd.DataFrame, target: str) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        shown = frame[frame["target"] == target]
-        tracks = [(m, method) for m in self.chosen for method in self.methods
-                  if len(shown[(shown["modality"] == m) & (shown["method"] == method)])]  # fmt: skip
-        if not tracks:
-            return
-        fig, axes = plt.subplots(len(tracks), 1, figsize=(11, 1.9 * len(tracks) + 0.6), squeeze=False)
-        cds = find_cds(sequences["rna"], sequences.get("protein", "")) if "rna" in sequences else None
-        for ax, (m, method) in zip(axes[:, 0], tracks, strict=True):
-            part = shown[(shown["modality"] == m) & (shown["method"] == method)]
-            x, y = part["position"].to_numpy(), part["score"].to_numpy()
-            kind = getattr(_unwrap(self._backbones[m]), "modality", m)
-            label = f"{m} position"
-            if kind == "dna":
-                centre = len(sequences[m]) // 2
-                x = x - centre
-                label = f"{m}: bp from the window's centre (TSS)"
-                if self.dna_flank is not None:
-                    keep = np.abs(x) <= self.dna_flank
-                    x, y = x[keep], y[keep]
-            if kind == "rna" and cds is not None:
-                ax.axvspan(cds[0], cds[1], color="0.9", zorder=0, label="CDS")
-                label = f"{m}: transcript position (CDS shaded)"
-            if kind == "protein":
-                label = f"{m}: residue"
-            ax.bar(x, y, width=1.0, color=np.where(y >= 0, "#c0392b", "#2c7fb8"), linewidth=0)
-            ax.axhline(0, color="0.4", linewidth=0.5)
-            ax.set_ylabel("IG" if method == "ig" else "ISM")
-            ax.set_xlabel(label, fontsize=8)
-            ax.tick_params(labelsize=7)
-        fig.suptitle(f"{record}: attributions to {target}", fontsize=10)
-        fig.tight_layout()
-        name = re.sub(r"[^A-Za-z0-9._-]", "_", record) + ".png"
-        with atomic_path(self._plot_dir / name) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        plt.close(fig)
-
     # the writer's hooks --------------------------------------------------------------------------------
     def _active(self, pl_module: LightningModule) -> bool:
         return getattr(pl_module, "command", None) is self
@@ -435,10 +230,6 @@ class ExplanationWriter(PredictionWriter):
             raise ConfigError(f"attributions.output {str(path)!r} must end in .csv, .tsv or .parquet")
         self._plot_dir = path.with_name(f"{path.stem}_plots")
         return path
-
-    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_predict_start(trainer, pl_module)
-        self._backbones = pl_module.model.backbones if self._active(pl_module) else {}
 
     def write_on_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, prediction: Any, batch_indices: Sequence[int] | None,

@@ -14,7 +14,8 @@ import torch
 
 from mmfuse.cli import main
 from mmfuse.errors import ConfigError, MmfuseError
-from mmfuse.tasks.explain import ExplanationWriter, find_cds, letter_scores
+from mmfuse.tasks.attribution import find_cds, letter_scores
+from mmfuse.tasks.explain import ExplanationWriter
 from mmfuse.tokenizers import ESM_VOCAB, CharTokenizer, KmerTokenizer
 from tests.helpers.in_process import QUICKSTART, SMALL, bare_argv, load_task, mmfuse_stdout
 
