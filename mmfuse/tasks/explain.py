@@ -252,7 +252,8 @@ class ExplanationWriter(PredictionWriter):
         records = pd.read_parquet(path, columns=["record"]) if path.suffix.lower() == ".parquet" else None
         count = records["record"].nunique() if records is not None else None
         plots = f"; a plot per record in {self._plot_dir}" if self.plots else ""
-        print(f"Wrote {rows} attributions{f' of {count} records' if count is not None else ''} to {path}{how}{plots}")
+        of = f" of {count} record{'s' if count != 1 else ''}" if count is not None else ""
+        print(f"Wrote {rows} attributions{of} to {path}{how}{plots}")
         for note, n in self._notes.items():
             print(f"  note: {note}: {n} record(s)")
         if self._deltas:
