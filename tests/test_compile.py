@@ -16,6 +16,7 @@ def _task(**kwargs):
     return RegressionTask(backbones, target_names=["a", "b"], **kwargs)
 
 
+@pytest.mark.slow  # inductor compiles C++ kernels: 20 s to over a minute on two cores
 def test_compiled_backbones_match_eager_and_keep_their_state_dict_keys():
     eager, compiled = _task(), _task(compile_backbones=["protein"])
     assert compiled.model.backbones["protein"]._compiled_call_impl is not None

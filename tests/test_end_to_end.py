@@ -127,6 +127,7 @@ def test_checkpoint_of_another_model_is_refused(trained, quickstart, run_mmfuse,
     assert "adapter.projections" in result.stderr
 
 
+@pytest.mark.slow  # two subprocess runs (fit, predict) of the classification quickstart; in-process tests stay fast
 def test_classification_fit_then_predict_writes_class_probabilities(run_mmfuse, quickstart, tmp_path):
     config = quickstart.with_name("classification.yaml")
     fast = ["--data.init_args.sample_genes=40", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]

@@ -225,8 +225,11 @@ def test_backbone_under_bf16_autocast_is_finite_and_close_to_fp32(name, tiny_kwa
 #: transcript (0.037; seed 0: none). The bounds are about 1.7 times the worst of these runs, so another
 #: CPU's rounding should not fail them, while a broken mixed-precision run (weights cast to bfloat16, a
 #: loss or metric computed in bfloat16, NaN) lands far outside. Four epochs instead of two widen the
-#: gaps (Spearman up to 0.12).
-VAL_LOSS_RTOL = 0.4
+#: gaps (Spearman up to 0.12). On another CPU (an AMD EPYC without AVX-512, where bfloat16 matrix products
+#: are not native), seed 0 of the classification quickstart ends 41 % apart in validation loss (1.93 in
+#: float32 against 1.13) with accuracy 0.26 against 0.30: a classifier's validation loss, once it
+#: overfits, rests on a few confidently wrong transcripts, so its bound is wider; the accuracy bound holds.
+VAL_LOSS_RTOL = {"config.yaml": 0.4, "classification.yaml": 0.7}
 #: per config: the validation score compared, and its bound (accuracy: four of the 27 transcripts)
 SCORES = {"config.yaml": ("val/spearman", 0.15), "classification.yaml": ("val/accuracy", 0.15)}
 TRAIN_ARGS = ["--data.init_args.sample_genes=80", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
@@ -259,11 +262,12 @@ def _compare_precisions(config, tmp_path, precision: str, accelerator: str, monk
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert all(b.dtype in (torch.float32, torch.int64, torch.bool) for b in model.buffers())
     assert all(math.isfinite(v) for v in mixed.values()), mixed
-    assert abs(mixed["val/loss"] - full["val/loss"]) < VAL_LOSS_RTOL * full["val/loss"], (full, mixed)
+    assert abs(mixed["val/loss"] - full["val/loss"]) < VAL_LOSS_RTOL[config.name] * full["val/loss"], (full, mixed)
     score, bound = SCORES[config.name]
     assert abs(mixed[score] - full[score]) < bound, (full, mixed)
 
 
+@pytest.mark.slow  # four quickstart trainings: 20 s with bfloat16 matrix units, 80 s without
 @pytest.mark.parametrize("name", ["config.yaml", "classification.yaml"], ids=["regression", "classification"])
 def test_quickstart_bf16_mixed_trains_like_fp32_on_cpu(name, quickstart, tmp_path, monkeypatch):
     _compare_precisions(quickstart.with_name(name), tmp_path, "bf16-mixed", "cpu", monkeypatch)
