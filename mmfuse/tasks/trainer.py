@@ -16,14 +16,17 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 
 from mmfuse.errors import ConfigError
+from mmfuse.tasks.writer import running
 
 __all__ = ["MmfuseTrainer"]
 
 
-def _one(trainer: Trainer, kind: type, section: str, command: str) -> Any:
+def _writer(trainer: Trainer, model: LightningModule | None, kind: type, section: str, command: str) -> Any:
+    """The command's one writer among the trainer's callbacks; refuses a run without it or without the task."""
     found = [c for c in trainer.callbacks if isinstance(c, kind)]
-    if len(found) != 1:
-        raise ConfigError(f"mmfuse {command} needs the task and one {kind.__name__} (the `{section}` options)")
+    if len(found) != 1 or model is None:
+        raise ConfigError(f"mmfuse {command} needs the task (the `model` section) and one {kind.__name__} (the "
+                          f"`{section}` options)")  # fmt: skip
     return found[0]
 
 
@@ -40,15 +43,10 @@ class MmfuseTrainer(Trainer):
         """
         from mmfuse.tasks.embed import EmbeddingWriter
 
-        writer = _one(self, EmbeddingWriter, "embeddings", "embed")
-        if model is None:
-            raise ConfigError("mmfuse embed needs the task (the `model` section)")
+        writer = _writer(self, model, EmbeddingWriter, "embeddings", "embed")
         writer.chosen = writer.check(model.model, ckpt_path)
-        model.command = writer  # type: ignore[attr-defined]
-        try:
+        with running(model, writer):
             self.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
-        finally:
-            model.command = None  # type: ignore[attr-defined]
 
     def explain(
         self,
@@ -67,18 +65,15 @@ class MmfuseTrainer(Trainer):
         """
         from mmfuse.tasks.explain import ExplanationWriter
 
-        writer = _one(self, ExplanationWriter, "attributions", "explain")
-        if model is None:
-            raise ConfigError("mmfuse explain needs the task (the `model` section)")
+        writer = _writer(self, model, ExplanationWriter, "attributions", "explain")
         writer.prepare(model, datamodule, ckpt_path, ids)
-        model.command = writer  # type: ignore[attr-defined]
         loop = self.predict_loop
         inference_mode, loop.inference_mode = loop.inference_mode, False  # gradients are needed
         try:
-            self.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
+            with running(model, writer):
+                self.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
         finally:
             loop.inference_mode = inference_mode
-            model.command = None  # type: ignore[attr-defined]
 
     def score_variants(
         self,
@@ -101,9 +96,7 @@ class MmfuseTrainer(Trainer):
         """
         from mmfuse.tasks.variants import VariantWriter, score_variants
 
-        writer = _one(self, VariantWriter, "variants", "score-variants")
-        if model is None:
-            raise ConfigError("mmfuse score-variants needs the task (the `model` section)")
+        writer = _writer(self, model, VariantWriter, "variants", "score-variants")
         score_variants(self, model, datamodule, ckpt_path, writer, vcf, fasta, annotation)
 
 

@@ -29,7 +29,7 @@ from mmfuse.data.variant_effects import KINDS, VariantPairs, buildable, touches
 from mmfuse.data.vcf import DEFAULT_MAX_INDEL, Variant, VariantCounts, read_variants
 from mmfuse.data.windows import find_contig
 from mmfuse.errors import ConfigError, NonFiniteError
-from mmfuse.tasks.writer import _INDEX, PredictionWriter, _refuse_inputs
+from mmfuse.tasks.writer import _INDEX, PredictionWriter, _refuse_inputs, running
 
 __all__ = ["OUTPUT_COLUMNS", "VariantWriter", "score_variants", "variant_pairs"]
 
@@ -305,8 +305,5 @@ def score_variants(
     workers = int(getattr(datamodule, "num_workers", 0) or 0)
     loader = DataLoader(dataset, batch_size=size, collate_fn=_PairCollate(model.model.tokenizers()),
                         num_workers=workers)  # fmt: skip
-    model.command = writer
-    try:
+    with running(model, writer):
         trainer.predict(model, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
-    finally:
-        model.command = None

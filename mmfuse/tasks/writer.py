@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from mmfuse.data.records import ROW_ID
 from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.io import atomic_path
 
-__all__ = ["PredictionWriter"]
+__all__ = ["PredictionWriter", "running"]
 
 _INDEX = "__mmfuse_index"
 
@@ -40,6 +41,17 @@ def _refuse_inputs(output: Path, datamodule: Any, option: str = "--predictions.o
                 f"{option} {str(output)!r} would overwrite or join the data module's input "
                 f"{str(given)!r}; write to another file (e.g. the default, in the run's directory)"
             )
+
+
+@contextmanager
+def running(task: LightningModule, writer: PredictionWriter) -> Iterator[None]:
+    """``writer`` is the command running on ``task`` (``mmfuse embed``, ``explain``, ``score-variants``): while it
+    is, the task's ``predict_step`` gives its rows and the other prediction writers stand aside."""
+    task.command = writer  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        task.command = None  # type: ignore[attr-defined]
 
 
 class PredictionWriter(BasePredictionWriter):
