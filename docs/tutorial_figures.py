@@ -1,12 +1,18 @@
-"""Re-creates the figures and outputs of the tutorial "From a trained model to biology" (docs/tutorials.md).
+"""Re-creates the figures and outputs of the tutorials (docs/tutorials.md) from the bundled sample data.
 
-    python docs/tutorial_figures.py [--work DIR]
+    python docs/tutorial_figures.py [--work DIR] [--part {report,biology,all}]
 
-Runs the tutorial's commands on the bundled sample data, in ``DIR`` (default: a new temporary directory):
-``mmfuse fit`` (the quickstart with ``modality_dropout: 0.3``), ``mmfuse test``, ``mmfuse explain``,
-``mmfuse sample-data --genome`` and ``mmfuse score-variants``; then copies the figures to
-``docs/figures/tutorial/`` (with a plot of the variant effects made here from the command's table) and
-prints what each command printed, as the tutorial quotes it. About five minutes on two CPU cores.
+``report`` (a few minutes on a CPU): ``mmfuse fit`` and ``mmfuse test`` of
+``experiments/quickstart/config.yaml`` exactly as shipped; copies the test report's figures (per-tissue
+R² and Spearman, best and worst tissue's scatter, loss curves) to ``docs/figures/tutorial/quickstart_*.png``.
+
+``biology``, the tutorial "From a trained model to biology" (about five minutes): ``mmfuse fit`` (the
+quickstart with ``modality_dropout: 0.3``), ``mmfuse test``, ``mmfuse explain``, ``mmfuse sample-data
+--genome`` and ``mmfuse score-variants``; copies their figures to ``docs/figures/tutorial/`` (with a plot
+of the variant effects made here from the command's table).
+
+Runs go to ``DIR`` (default: a new temporary directory), one folder per part; what each command printed
+is printed at the end, as the tutorials quote it.
 """
 
 from __future__ import annotations
@@ -64,11 +70,23 @@ def plot_variants(table: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=None, help="where the runs go (default: a temporary directory)")
-    work = parser.parse_args().work or Path(tempfile.mkdtemp(prefix="mmfuse-tutorial-"))
-    work.mkdir(parents=True, exist_ok=True)
+#: the report figures the tutorials show, as ``mmfuse test`` names them in ``report_test/``
+REPORT_FIGURES = ("r2_spearman_per_tissue.png", "scatter_best_worst.png", "loss_curves.png")
+
+
+def report(work: Path) -> dict[str, str]:
+    """The quickstart as shipped, trained and tested; its report's figures copied as ``quickstart_<name>``."""
+    outputs = {"fit": mmfuse(work, "fit", "--config", str(CONFIG))}
+    (best,) = work.glob("runs/quickstart/version_0/checkpoints/best.ckpt")
+    outputs["test"] = mmfuse(work, "test", "--config", str(CONFIG), "--ckpt_path", str(best.relative_to(work)))
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FIGURES:
+        shutil.copy(work / "runs/quickstart/version_1/report_test" / name, FIGURES / f"quickstart_{name}")
+    return outputs
+
+
+def biology(work: Path) -> dict[str, str]:
+    """The tutorial "From a trained model to biology": its commands, and its figures copied."""
     outputs = {}
     outputs["fit"] = mmfuse(work, "fit", "--config", str(CONFIG), *TRAINING)
     (best,) = work.glob("runs/quickstart/version_0/checkpoints/best.ckpt")
@@ -88,8 +106,25 @@ def main() -> None:
     shutil.copy(contribution, FIGURES / "modality_contribution.png")
     shutil.copy(work / "attributions_plots" / f"{RECORD}.png", FIGURES / "attributions.png")
     plot_variants(work / "variant_effects.parquet", FIGURES / "variant_effects.png")
-    for command, printed in outputs.items():
-        print(f"\n## {command}\n{printed}")
+    return outputs
+
+
+PARTS = {"report": report, "biology": biology}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None, help="where the runs go (default: a temporary directory)")
+    parser.add_argument("--part", choices=[*PARTS, "all"], default="all", help="which tutorial's figures to make")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="mmfuse-tutorial-"))
+    printed = {}
+    for name, make in PARTS.items():
+        if args.part in (name, "all"):
+            (work / name).mkdir(parents=True, exist_ok=True)
+            printed.update({f"{name}: {command}": text for command, text in make(work / name).items()})
+    for command, text in printed.items():
+        print(f"\n## {command}\n{text}")
     print(f"\nfigures in {FIGURES}; runs in {work}")
 
 
