@@ -196,15 +196,17 @@ class PredictionWriter(BasePredictionWriter):
         if not parts:
             return
         suffix = final.suffix.lower()
-        # ids (the first column) are read back as the text they were written as: 00003 stays 00003
+        # a CSV's parts are joined as text, so every value reads as it was written: ids such as 00003, and
+        # text such as an allele or letter "NA" or an empty protein change, which pandas would read as NaN
         read = (
             pd.read_parquet
             if suffix == ".parquet"
-            else lambda f: pd.read_csv(f, sep="\t" if suffix == ".tsv" else ",", converters={0: str})
+            else lambda f: pd.read_csv(f, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
         )
         frame = pd.concat([read(p) for p in parts], ignore_index=True)
         if _INDEX in frame.columns:
-            frame = frame.sort_values(_INDEX, kind="stable").drop(columns=_INDEX)
+            order = frame[_INDEX].astype("int64").to_numpy().argsort(kind="stable")
+            frame = frame.iloc[order].drop(columns=_INDEX)
         with atomic_path(final) as tmp:
             if suffix == ".parquet":
                 frame.to_parquet(tmp, index=False)

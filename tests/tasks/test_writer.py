@@ -69,3 +69,35 @@ def test_ids_joined_from_several_processes_keep_their_text(tmp_path, suffix):
     read = pd.read_parquet(output) if suffix == ".parquet" else pd.read_csv(
         output, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)  # fmt: skip
     assert sorted(read["transcript_id"].tolist()) == ["00000", "00001", "NA", "NA"]
+
+
+class _TextWriter(PredictionWriter):
+    """Rows with text beside the numbers, as explain's letters and score-variants' alleles are."""
+
+    def _frame(self, pl_module, prediction):
+        frame = super()._frame(pl_module, prediction)
+        frame["allele"] = ["NA", "", "null"][: len(frame)]
+        return frame
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_text_joined_from_several_processes_reads_as_one_process_wrote_it(tmp_path, suffix):
+    sep = "\t" if suffix == ".tsv" else ","
+    alone = tmp_path / f"alone{suffix}"
+    writer, trainer = _TextWriter(str(alone)), _trainer(tmp_path)
+    writer.on_predict_start(trainer, None)
+    _write(writer, trainer, ["r0", "r1", "r2"], 0.125)
+    writer.on_predict_end(trainer, None)
+    joined = tmp_path / f"joined{suffix}"
+    writers = [_TextWriter(str(joined)) for _ in range(2)]
+    trainers = [_trainer(tmp_path, world_size=2, rank=r) for r in range(2)]
+    for writer, trainer, ids in zip(writers, trainers, [["r0", "r1", "r2"], []], strict=True):
+        writer.on_predict_start(trainer, None)
+        if ids:
+            _write(writer, trainer, ids, 0.125)
+    writers[1].on_predict_end(trainers[1], None)
+    writers[0].on_predict_end(trainers[0], None)
+    assert "__mmfuse_index" not in joined.read_text()
+    assert joined.read_text() == alone.read_text()
+    read = pd.read_csv(joined, sep=sep, dtype=str, keep_default_na=False)
+    assert read["allele"].tolist() == ["NA", "", "null"] and read["t0"].tolist() == ["0.125"] * 3
