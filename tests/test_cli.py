@@ -19,7 +19,8 @@ EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").rglob
 def test_help_lists_the_subcommands(run_mmfuse, capsys, monkeypatch):
     result = run_mmfuse("--help")  # the installed command, in its own process
     assert result.returncode == 0, result.stderr
-    assert "{fit,validate,test,predict,embed,explain,score-variants}" in result.stdout and "mmfuse components" in result.stdout
+    assert "{fit,validate,test,predict,embed,explain,score-variants}" in result.stdout
+    assert "mmfuse components" in result.stdout
     monkeypatch.setattr("sys.argv", ["mmfuse"])
     with pytest.raises(SystemExit) as info:
         main(["fit", "--help"])
