@@ -83,6 +83,10 @@ def _val_rows(workdir: Path) -> list[dict[str, str]]:
     return [r for r in csv.DictReader(metrics.open()) if r.get("val/loss")]
 
 
+# records `mmfuse explain` is asked for, out of the table's order (the output follows --ids)
+EXPLAINED = ["SYNT00005.1", "SYNT00001.1", "SYNT00002.3"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """``(single, ddp)`` work directories, each trained for two epochs and then predicting."""
@@ -102,6 +106,9 @@ def runs(tmp_path_factory):
         _mmfuse(workdir, "embed", "--config", "config.yaml", f"--data.init_args.batch_size={batch}",
                 "--ckpt_path", ckpt, "--embeddings.output", "emb.parquet", "--embeddings.fused=true", *extra,
                 in_process=single)  # fmt: skip
+        _mmfuse(workdir, "explain", "--config", "config.yaml", "--ckpt_path", ckpt, "--ids", ",".join(EXPLAINED),
+                "--attributions.output", "attr.csv", "--attributions.methods=[ig]", "--attributions.steps=4",
+                "--attributions.plots=false", *extra, in_process=single)  # fmt: skip
         dirs[name] = workdir
     return dirs["single"], dirs["ddp"]
 
@@ -139,3 +146,12 @@ def test_ddp_embeddings_are_joined_into_one_file_in_record_order(runs):
         assert (b[name].notna() == present).all()
         np.testing.assert_allclose(np.stack(b[name][present]), np.stack(a[name][present]), atol=1e-3)
     assert not list(ddp.glob("emb.rank*")) and not list(ddp.glob(".emb*"))
+
+
+def test_ddp_attributions_are_joined_into_one_file_in_the_order_of_ids(runs):
+    single, ddp = runs
+    a, b = (pd.read_csv(d / "attr.csv", dtype={"letter": str}, keep_default_na=False) for d in runs)
+    assert list(dict.fromkeys(a["record"])) == EXPLAINED and len(a) > 1000
+    assert (b.drop(columns="score") == a.drop(columns="score")).all().all()
+    np.testing.assert_allclose(b["score"], a["score"], atol=1e-4)
+    assert not list(ddp.glob("attr.rank*")) and not list(ddp.glob(".attr*"))
