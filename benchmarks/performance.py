@@ -49,7 +49,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "cache", "bucketing", "memory", "scaling", "startup", "modelgenerator")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _utilisation import matmul_peak, peak_dtype, step_flops, utilisation  # noqa: E402  (this script's folder)
+
+SECTIONS = ("overhead", "cache", "bucketing", "memory", "scaling", "startup", "modelgenerator", "precision")
 #: ModelGenerator 0.1.3's `MMSequenceRegression` on this configuration, measured on a 2-core CPU (issue 6)
 MG_PUBLISHED = {"steps_per_s": 0.63, "peak_rss_mb": 2400.0}
 
@@ -106,7 +109,8 @@ def _enformer_dir(directory: Path, dim: int, depth: int) -> Path:
 
 def build(size: str, frozen: bool, work: Path, cache: bool = False, lora: bool = True, checkpointing: bool = False,
           compile_backbones: bool | list[str] = False) -> Any:  # fmt: skip
-    """The task of a size: ``quick`` (quickstart) or ``preset`` (the ModelGenerator configuration)."""
+    """The task of a size: ``quick`` (quickstart), ``preset`` (the ModelGenerator configuration) or ``nt_esm``
+    (the Nucleotide Transformer v2-50M and ESM2-35M architectures, RNA and protein only)."""
     from mmfuse.adapters import ConcatFusion
     from mmfuse.backbones import ESM2, Enformer, HuggingFaceEncoder, NucleotideTransformer
     from mmfuse.backbones.finetune import FineTuning, LoraOptions
@@ -114,7 +118,15 @@ def build(size: str, frozen: bool, work: Path, cache: bool = False, lora: bool =
     from mmfuse.tasks import RegressionTask
     from mmfuse.tasks.heads import MLPHead
 
-    if size == "quick":
+    if size == "nt_esm":  # issue 19's mixed-precision case: two transformer backbones, fully trained
+        backbones = {
+            "rna": NucleotideTransformer("nt_v2_50m_multi_species", modality="rna", pretrained=False,
+                                         finetune=FineTuning(gradient_checkpointing=checkpointing)),
+            "protein": ESM2("esm2_t12_35M_UR50D", pretrained=False,
+                            finetune=FineTuning(gradient_checkpointing=checkpointing)),
+        }  # fmt: skip
+        adapter, head = (lambda d: ConcatFusion(d, hidden_dim=256)), (lambda i, o: MLPHead(i, o, [256], dropout=0.1))
+    elif size == "quick":
         backbones = {
             "dna": Enformer("tiny", finetune=FineTuning(freeze=frozen)),
             "rna": NucleotideTransformer("tiny", modality="rna", finetune=FineTuning(freeze=frozen)),
@@ -179,7 +191,9 @@ def data(size: str, records: int, work: Path, batch: int, lengths: str = "max", 
     table.loc[table.index[-max(2, len(table) // 10) :], "split"] = "val"
     path = work / f"table-{size}-{lengths}-{records}.parquet"
     table.to_parquet(path)
-    return IsoformExpression(path=str(path), batch_size=batch, bucketing=bucketing, num_workers=workers)
+    modalities = {"rna": "RNA", "protein": "Protein"} if size == "nt_esm" else None
+    return IsoformExpression(path=str(path), batch_size=batch, bucketing=bucketing, num_workers=workers,
+                             modalities=modalities)  # fmt: skip
 
 
 def _trainer(work: Path, callbacks: list, **kwargs: Any) -> Any:
@@ -219,19 +233,26 @@ def measure_steps(spec: dict, work: Path) -> dict:
     total = sum(p.numel() for p in task.parameters())
     clip = 0.1 if spec["size"] == "preset" else None  # as ModelGenerator's isoform config
     params = [p for p in task.parameters() if p.requires_grad]
+    precision = spec.get("precision", "32-true")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def loss_of(batch: dict) -> Any:
+        """The training loss of one batch, as the task computes it, in the run's precision."""
+        inputs = {m: {k: v.to(device) for k, v in enc.items()} for m, enc in batch["inputs"].items()}
+        present = {m: p.to(device) for m, p in batch["present"].items()}
+        with torch.autocast(device.type, dtype=peak_dtype(precision), enabled=precision != "32-true"):
+            pred = task.model(inputs, present)  # the plain nn.Module, in a hand-written loop
+        mean, std = task.objective.target_mean, task.objective.target_std
+        return F.mse_loss(pred.float(), (batch["target"].to(device) - mean) / std)
+
     if spec["mode"] == "loop":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         task.to(device).train()
         optimizer = torch.optim.AdamW(params)
-        mean, std = task.objective.target_mean, task.objective.target_std
         t0 = 0.0
         for i, batch in enumerate(plan):
             if i == warm:
                 t0 = time.perf_counter()
-            inputs = {m: {k: v.to(device) for k, v in enc.items()} for m, enc in batch["inputs"].items()}
-            present = {m: p.to(device) for m, p in batch["present"].items()}
-            pred = task.model(inputs, present)  # the plain nn.Module, in a hand-written loop
-            loss = F.mse_loss(pred, (batch["target"].to(device) - mean) / std)
+            loss = loss_of(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if clip:
@@ -251,13 +272,17 @@ def measure_steps(spec: dict, work: Path) -> dict:
 
         task.configure_optimizers = lambda: torch.optim.AdamW(params)
         trainer = _trainer(work, [Clock()], max_steps=n + warm, limit_val_batches=0, max_epochs=-1,
-                           gradient_clip_val=clip)  # fmt: skip
+                           gradient_clip_val=clip, precision=precision)  # fmt: skip
         if spec["mode"] == "datamodule":  # the whole data path: reading, tokenizing (collate), batching
             trainer.fit(task, dm)
         else:  # the same pre-collated batches as the loop
             trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader(plan, batch_size=None))
         seconds = marks[n + warm - 1] - marks[warm - 1]  # the n steps warm … n + warm - 1
-    return {"steps_per_s": n / seconds, "params": total, "trainable": trainable, **_peak()}
+    task.to(device).train()
+    one = plan[0] if plan else next(iter(loader))
+    flops = step_flops(lambda: loss_of(one).backward())  # the model FLOPs of one step (forward and backward)
+    task.zero_grad(set_to_none=True)
+    return {"steps_per_s": n / seconds, "params": total, "trainable": trainable, "flops": flops, **_peak()}
 
 
 def measure_epochs(spec: dict, work: Path) -> dict:
@@ -394,6 +419,35 @@ def against_baseline(title: str, results: dict[str, dict], names: list[str]) -> 
           ["configuration", "baseline steps/s", "this steps/s", "ratio", "baseline spread", "this spread"], rows)
 
 
+_PEAKS: dict[str, float] = {}
+
+
+def peaks() -> dict[str, float]:
+    """This machine's matmul peak (FLOP/s) per dtype, measured once per run (``_utilisation.matmul_peak``)."""
+    if not _PEAKS:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        _PEAKS.update({name: matmul_peak(dtype, device) for name, dtype in
+                       (("32-true", torch.float32), ("bf16-mixed", torch.bfloat16))})  # fmt: skip
+    return _PEAKS
+
+
+UTILISATION = ["GFLOP/step", "% of fp32 peak"]
+
+
+def utilisation_cells(result: dict, precision: str = "32-true") -> list[Any]:
+    """A row's model FLOPs per step and their rate as a share of the fp32 matmul peak (and, for another
+    precision, of that dtype's peak too)."""
+    flops = result.get("flops")
+    if not flops:
+        return ["", ""]
+    cells: list[Any] = [flops / 1e9, f"{utilisation(flops, result['steps_per_s'], peaks()['32-true']):.0%}"]
+    if precision != "32-true":
+        cells.append(f"{utilisation(flops, result['steps_per_s'], peaks()[precision]):.0%}")
+    return cells
+
+
 def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
     def cell(c: Any) -> str:
         if isinstance(c, float):
@@ -421,10 +475,11 @@ def section_overhead(args: argparse.Namespace) -> None:
             against_baseline(f"1. {size}", res, ["loop", "lightning"])
         overhead = res["loop"]["steps_per_s"] / res["lightning"]["steps_per_s"] - 1
         rows.append([size, batch, res["loop"]["steps_per_s"], res["lightning"]["steps_per_s"],
-                     f"{overhead:+.1%}", res["loop"]["peak_rss_mb"], res["lightning"]["peak_rss_mb"]])  # fmt: skip
+                     f"{overhead:+.1%}", res["loop"]["peak_rss_mb"], res["lightning"]["peak_rss_mb"],
+                     *utilisation_cells(res["lightning"])])  # fmt: skip
     table("1. Training step: mmfuse (Lightning) vs. a hand-written PyTorch loop, same modules and batches",
-          ["size", "batch", "loop steps/s", "mmfuse steps/s", "overhead", "loop peak RSS MB", "mmfuse peak RSS MB"],
-          rows)  # fmt: skip
+          ["size", "batch", "loop steps/s", "mmfuse steps/s", "overhead", "loop peak RSS MB", "mmfuse peak RSS MB",
+           *UTILISATION], rows)  # fmt: skip
 
 
 def section_cache(args: argparse.Namespace) -> None:
@@ -472,9 +527,10 @@ def section_memory(args: argparse.Namespace) -> None:
                          ("+ gradient_checkpointing on every backbone", {"checkpointing": True})):  # fmt: skip
         res = run_child({"kind": "steps", "mode": "lightning", "size": "preset", "batch": 2, "steps": args.steps,
                          "warmup": args.warmup, **extra})  # fmt: skip
-        rows.append([label, res["steps_per_s"], res["peak_rss_mb"], res.get("peak_cuda_mb", "")])
+        rows.append([label, res["steps_per_s"], res["peak_rss_mb"], res.get("peak_cuda_mb", ""),
+                     *utilisation_cells(res)])  # fmt: skip
     table("4. Peak memory of the preset-sized configuration, with and without activation checkpointing",
-          ["configuration", "steps/s", "peak RSS MB", "peak CUDA MB"], rows)  # fmt: skip
+          ["configuration", "steps/s", "peak RSS MB", "peak CUDA MB", *UTILISATION], rows)  # fmt: skip
 
 
 def section_scaling(args: argparse.Namespace) -> None:
@@ -525,20 +581,46 @@ def section_modelgenerator(args: argparse.Namespace) -> None:
     if args.baseline:
         against_baseline("7. ModelGenerator configuration", results, ["ours", "compiled"])
     ours, compiled = results["ours"], results["compiled"]
-    rows = [["mmfuse", ours["steps_per_s"], ours["peak_rss_mb"], ours["params"], ours["trainable"]],
-            ["mmfuse, compile_backbones: [dna]", compiled["steps_per_s"], compiled["peak_rss_mb"], compiled["params"],
-             compiled["trainable"]]]  # fmt: skip
+    spread = lambda r: f"{r['min']:.3g}–{r['max']:.3g}"  # noqa: E731
+    rows = [["mmfuse", ours["steps_per_s"], spread(ours), ours["peak_rss_mb"], ours["params"], ours["trainable"],
+             *utilisation_cells(ours)],
+            ["mmfuse, compile_backbones: [dna]", compiled["steps_per_s"], spread(compiled), compiled["peak_rss_mb"],
+             compiled["params"], compiled["trainable"], *utilisation_cells(compiled)]]  # fmt: skip
     if args.mg_python:
         mg = results["mg"]
-        rows.append(["ModelGenerator 0.1.3 (this run)", mg["steps_per_s"], mg["peak_rss_mb"], mg.get("params", ""),
-                     mg.get("trainable", "")])  # fmt: skip
+        # the same architecture and batch: its FLOPs per step are ours (FlopCounterMode is not run inside it)
+        mg_util = utilisation_cells({**ours, "steps_per_s": mg["steps_per_s"]})
+        rows.append(["ModelGenerator 0.1.3 (this run)", mg["steps_per_s"], spread(mg), mg["peak_rss_mb"],
+                     mg.get("params", ""), mg.get("trainable", ""), *mg_util])  # fmt: skip
         reference, source = mg, "measured in this run"
-    rows.append(["ModelGenerator 0.1.3 (published)", MG_PUBLISHED["steps_per_s"], MG_PUBLISHED["peak_rss_mb"], "", ""])
-    table("7. The ModelGenerator configuration (batch 2, fp32, CPU)",
-          ["framework", "steps/s", "peak RSS MB", "parameters", "trainable"], rows)  # fmt: skip
+    rows.append(["ModelGenerator 0.1.3 (published)", MG_PUBLISHED["steps_per_s"], "", MG_PUBLISHED["peak_rss_mb"],
+                 "", "", "", ""])  # fmt: skip
+    table(f"7. The ModelGenerator configuration (batch 2, fp32, CPU; median of {args.repeats} alternating runs)",
+          ["framework", "steps/s", "spread", "peak RSS MB", "parameters", "trainable", *UTILISATION],
+          rows)  # fmt: skip
     for label, res in (("mmfuse", ours), ("mmfuse with compile", compiled)):
         print(f"\n{label} vs ModelGenerator ({source}): {res['steps_per_s'] / reference['steps_per_s']:.2f}× the "
               f"steps/s, {res['peak_rss_mb'] / reference['peak_rss_mb']:.2f}× the peak RSS")  # fmt: skip
+
+
+def section_precision(args: argparse.Namespace) -> None:
+    """fp32 against bf16-mixed on the same configurations, alternating, with each dtype's utilisation."""
+    rows, ratios = [], []
+    for size, batch in (("nt_esm", 4), ("preset", 2)):
+        specs = {precision: {"kind": "steps", "mode": "lightning", "size": size, "batch": batch, "steps": args.steps,
+                             "warmup": args.warmup, "precision": precision}
+                 for precision in ("32-true", "bf16-mixed")}  # fmt: skip
+        res = median_of(args.repeats, specs)
+        for precision, r in res.items():
+            rows.append([size, batch, precision, r["steps_per_s"], f"{r['min']:.3g}–{r['max']:.3g}", r["peak_rss_mb"],
+                         *utilisation_cells(r, precision)[:2], utilisation_cells(r, precision)[-1]])  # fmt: skip
+        ratios.append(f"{size}: bf16-mixed {res['bf16-mixed']['steps_per_s'] / res['32-true']['steps_per_s']:.2f}× "
+                      "the fp32 steps/s")  # fmt: skip
+    table(f"8. Mixed precision (CPU: matmul peak fp32 {peaks()['32-true'] / 1e9:.0f}, bf16 "
+          f"{peaks()['bf16-mixed'] / 1e9:.0f} GFLOP/s; median of {args.repeats} alternating runs)",
+          ["size", "batch", "precision", "steps/s", "spread", "peak RSS MB", *UTILISATION, "% of its dtype's peak"],
+          rows)  # fmt: skip
+    print("\n" + "; ".join(ratios))
 
 
 def main() -> None:
@@ -562,6 +644,9 @@ def main() -> None:
 
     gpu = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no GPU"
     print(f"# mmfuse performance — {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {gpu}")
+    print(f"matmul peak measured in this run: fp32 {peaks()['32-true'] / 1e9:.0f} GFLOP/s, bf16 "
+          f"{peaks()['bf16-mixed'] / 1e9:.0f} GFLOP/s ('% of fp32 peak': model FLOPs per step × steps/s ÷ the fp32 "
+          f"peak; FLOPs counted by torch.utils.flop_counter)")  # fmt: skip
     for name in args.sections or SECTIONS:
         globals()[f"section_{name}"](args)
 
