@@ -90,9 +90,9 @@ def test_gpu_flagship_batch_search(flagship, monkeypatch, tmp_path, fits, timed,
 
 
 def test_gpu_flagship_quick(flagship, utilisation, tmp_path, capsys):
-    """The GPU script's code path at tiny sizes: one row per configuration with real numbers, the cached Enformer
-    faster than the trained one, and the FLOPs of a frozen Enformer's step exceeding the cached one's by
-    exactly the Enformer's forward pass, counted on its own."""
+    """The GPU script's code path at tiny sizes: one row per configuration with real numbers, and the FLOPs of
+    a frozen Enformer's step exceeding the cached one's by exactly the Enformer's forward pass, counted on its
+    own (the cached Enformer does not run in the steps), the trained one's exceeding both (its backward)."""
     threads, level = torch.get_num_threads(), logging.getLogger("lightning.pytorch").level
     try:
         rows = flagship.main(["--quick", "--json", str(tmp_path / "gpu.json")])
@@ -114,8 +114,9 @@ def test_gpu_flagship_quick(flagship, utilisation, tmp_path, capsys):
         assert row["batch"] == flagship.QUICK.batch and row["largest_batch"] >= row["batch"] >= 1
         assert row["peak_rss_gib"] > 0.1
         assert 0 < row["trainable"] < row["params"]
-    assert by_name["cached"]["steps_per_s"] > by_name["trained"]["steps_per_s"]
-    assert by_name["cached"]["cache_fill_s"] > by_name["frozen"]["cache_fill_s"]  # it embedded the records first
+    # no timing comparison between rows: speed is the script's to measure, not a test's (a loaded CI machine
+    # measured the cached row slower than the trained one at these tiny sizes); the FLOPs below show what
+    # each row runs
 
     from mmfuse.backbones import Enformer
 
