@@ -70,7 +70,7 @@ def test_every_adapter_learns_the_quickstart(name, tmp_path):
 CONTRIBUTION_EPOCHS = 25
 
 
-@pytest.mark.slow  # one quickstart run (25 epochs), its test and the attributions of 24 records: about six minutes
+@pytest.mark.slow  # one quickstart run (25 epochs), its test and the attributions of 24 records: about 2 minutes here
 @pytest.mark.timeout(1500)  # more on a busy two-core machine
 def test_modality_contribution_and_attributions_show_the_planted_structure(quickstart, tmp_path, monkeypatch):
     """Trained with modality dropout on the sample data, whose signal is planted per modality
