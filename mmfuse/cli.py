@@ -23,7 +23,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from mmfuse.checkpoints import CheckpointMismatchError, compare_with_checkpoint
-from mmfuse.cli_checks import check_output_dirs, compact_message, where_written
+from mmfuse.cli_checks import check_output_dirs, compact_message, slow_precision_note, where_written
 from mmfuse.cli_hints import SECTIONS, config_hints, user_config
 from mmfuse.errors import MmfuseError
 from mmfuse.registry import REGISTRIES, PluginLoadError, UnknownComponentError
@@ -203,6 +203,9 @@ class MmfuseCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if self.subcommand is not None:
             check_output_dirs(self.config[self.subcommand])
+            note = slow_precision_note(self.config[self.subcommand])
+            if note and os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+                print(note, file=sys.stderr)
         if self.subcommand != "fit":
             # test/predict restore callback state from the checkpoint; a ModelCheckpoint in a new run
             # directory then warns that it will not resume its bookkeeping, which is irrelevant here

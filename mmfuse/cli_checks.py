@@ -1,7 +1,8 @@
 """What the ``mmfuse`` command checks and says before anything runs: where a refused option is written
 (``file:line`` of a ``--config`` file, or the command line), jsonargparse's type errors as one line, and
 output directories that cannot be written (named with their option before a run starts, not as an
-``OSError`` of Lightning's loggers minutes later)."""
+``OSError`` of Lightning's loggers minutes later), and bfloat16 asked of a CPU that has no bfloat16
+matrix instructions."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from mmfuse.errors import ConfigError
 
-__all__ = ["check_output_dirs", "compact_message", "where_written"]
+__all__ = ["check_output_dirs", "compact_message", "slow_precision_note", "where_written"]
 
 
 def where_written(message: str, args: Sequence[str]) -> str:
@@ -103,3 +104,32 @@ def check_output_dirs(config: Any) -> None:
             ) from None
         if not os.access(directory, os.W_OK):
             raise ConfigError(f"{option}: {directory} is not writable; choose a directory you can write to")
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 matrix products on this CPU's own instructions (AVX-512 BF16 or AMX)."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def slow_precision_note(config: Any) -> str | None:
+    """A warning when ``trainer.precision`` is bfloat16 and the run will be on a CPU without bfloat16 matrix
+    instructions: PyTorch then emulates them, and a bf16 matrix product runs at about 1 GFLOP/s against
+    160 in fp32 on a 2-core AVX2 machine (``benchmarks/_utilisation.py``; a Linear layer 6× slower under
+    autocast), so ``bf16-mixed`` costs time instead of saving it."""
+    trainer = _get(config, "trainer") or {}
+    precision, accelerator = str(_get(trainer, "precision") or ""), str(_get(trainer, "accelerator") or "auto")
+    if not precision.startswith("bf16") or accelerator not in ("cpu", "auto"):
+        return None
+    import torch
+
+    if accelerator == "auto" and (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        return None
+    if _cpu_has_bf16():
+        return None
+    return (
+        f"mmfuse: warning: trainer.precision is {precision} but this CPU has no bfloat16 matrix instructions "
+        "(AVX-512 BF16 or AMX): PyTorch emulates them and training runs several times slower than in 32-true; "
+        "use --trainer.precision 32-true here (bf16-mixed pays on GPUs and on CPUs with AMX or AVX-512 BF16)"
+    )

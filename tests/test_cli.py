@@ -76,6 +76,40 @@ def test_bad_adapter_option_is_one_clear_line(quickstart, capsys, monkeypatch):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_before_the_run(quickstart, capsys, monkeypatch, has_bf16):
+    # the warning comes before the model is built: a bad adapter option then ends the command cheaply
+    monkeypatch.setattr("mmfuse.cli_checks._cpu_has_bf16", lambda: has_bf16)
+    override = '--model.init_args.adapter={"class_path": "CrossAttentionFusion", "init_args": {"queries": ["atac"]}}'
+    code, stderr = _in_process(capsys, monkeypatch, "fit", "--config", str(quickstart), override,
+                               "--trainer.precision=bf16-mixed", "--trainer.accelerator=cpu")  # fmt: skip
+    assert code == 1, stderr[-2000:]
+    warned = [line for line in stderr.splitlines() if line.startswith("mmfuse: warning: trainer.precision")]
+    if has_bf16:
+        assert not warned, stderr
+    else:
+        assert warned == [
+            "mmfuse: warning: trainer.precision is bf16-mixed but this CPU has no bfloat16 matrix instructions "
+            "(AVX-512 BF16 or AMX): PyTorch emulates them and training runs several times slower than in 32-true; "
+            "use --trainer.precision 32-true here (bf16-mixed pays on GPUs and on CPUs with AMX or AVX-512 BF16)"
+        ]
+
+
+def test_slow_precision_note_only_for_bf16_on_a_cpu(monkeypatch):
+    from mmfuse.cli_checks import slow_precision_note
+
+    monkeypatch.setattr("mmfuse.cli_checks._cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert slow_precision_note({"trainer": {"precision": "bf16-true", "accelerator": "auto"}}).startswith(
+        "mmfuse: warning: trainer.precision is bf16-true"
+    )
+    for trainer in ({"precision": "32-true", "accelerator": "cpu"}, {"precision": "16-mixed", "accelerator": "cpu"},
+                    {"precision": "bf16-mixed", "accelerator": "gpu"}, {}):  # fmt: skip
+        assert slow_precision_note({"trainer": trainer}) is None, trainer
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # auto picks the GPU
+    assert slow_precision_note({"trainer": {"precision": "bf16-mixed", "accelerator": "auto"}}) is None
+
+
 def test_trainer_writes_checkpoints_through_the_atomic_checkpoint_io(quickstart, monkeypatch, tmp_path):
     from mmfuse.cli import MmfuseCLI
     from mmfuse.tasks import AtomicCheckpointIO
