@@ -35,7 +35,10 @@ def peak_dtype(precision: str) -> Any:
 def matmul_peak(dtype: Any, device: str = "cpu", n: int | None = None, seconds: float = 1.0) -> float:
     """The best FLOP/s of ``n × n`` products in ``dtype`` on ``device`` over about ``seconds``.
 
-    ``n``: 2,048 on a CPU, 8,192 on a GPU (large enough to reach the matrix units' plateau).
+    ``n``: 2,048 on a CPU, 8,192 on a GPU (large enough to reach the matrix units' plateau). A CPU without
+    bf16 matrix instructions (AVX2 only) multiplies bfloat16 at about 1 GFLOP/s, where one 2,048² product
+    takes 17 s: a 256² product is timed first and ``n`` halved (down to 256) until one product fits in
+    ``seconds``, so a slow dtype costs about ``seconds``, not minutes.
 
     Examples:
         >>> import torch
@@ -45,22 +48,30 @@ def matmul_peak(dtype: Any, device: str = "cpu", n: int | None = None, seconds: 
     import torch
 
     n = n or (8192 if device != "cpu" else 2048)
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
 
     def sync() -> None:
         if device != "cpu":
             torch.cuda.synchronize(device)
 
-    for _ in range(2):  # warm-up: kernels chosen, caches filled
-        a @ b
-    sync()
-    best, spent = float("inf"), 0.0
-    while spent < seconds or best == float("inf"):
+    def once(a: Any, b: Any) -> float:
         start = time.perf_counter()
         a @ b
         sync()
-        took = time.perf_counter() - start
+        return time.perf_counter() - start
+
+    probe = min(n, 256)
+    small = [torch.randn(probe, probe, device=device).to(dtype) for _ in range(2)]
+    once(*small)
+    rate = 2 * probe**3 / max(once(*small), 1e-9)
+    while n > probe and 2 * n**3 / rate > seconds:
+        n //= 2
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(2):  # warm-up: kernels chosen, caches filled
+        once(a, b)
+    best, spent = float("inf"), 0.0
+    while spent < seconds or best == float("inf"):
+        took = once(a, b)
         best, spent = min(best, took), spent + took
     return 2 * n**3 / best
 

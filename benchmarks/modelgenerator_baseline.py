@@ -3,6 +3,19 @@
 Run with ModelGenerator's own virtual environment (NOT the project's):
 
     /work/mgvenv/bin/python benchmarks/modelgenerator_baseline.py --steps 20 --warmup 3 --threads 2
+    /work/mgvenv/bin/python benchmarks/modelgenerator_baseline.py --fusion attention   # the cross-attention one
+
+``--fusion attention`` builds ModelGenerator's other isoform configuration,
+``experiments/AIDO.MM/configs/isoform_expression_dna_rna_attention.yaml``, at the same scale: the Enformer below
+(``backbone``) and the RNA encoder below (``backbone1``) fully fine-tuned without LoRA, with the YAML's hidden and
+attention dropout 0.1, no protein; ``adapter``: ``MMFusionSeqAdapter`` with
+``fusion=CrossAttentionFusion(num_attention_heads=16)`` (the DNA tokens, 384 wide, query the RNA tokens: 16
+heads of 24, query/key/value/dense with biases, 493,056 parameters) and
+``adapter=MLPPoolAdapter(pooling=mean_pooling, hidden_sizes=[128], bias=True, dropout=0.1,
+dropout_in_middle=False)`` (53,150); 9,182,602 parameters, all trainable (2,678,060 of them Enformer's unused
+track heads). The rest (optimizer, scheduler, clipping, data module, timing) as below.
+
+What follows describes ``--fusion concat`` (the default).
 
 What is built (all random weights, nothing downloaded; the Hugging Face hub is never contacted)
 -------------------------------------------------------------------------------------------------
@@ -148,8 +161,13 @@ import warnings  # noqa: E402
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
-from modelgenerator.adapters import MLPAdapter  # noqa: E402
-from modelgenerator.adapters.fusion import ConcatFusion, MMFusionTokenAdapter  # noqa: E402
+from modelgenerator.adapters import MLPAdapter, MLPPoolAdapter  # noqa: E402
+from modelgenerator.adapters.fusion import (  # noqa: E402
+    ConcatFusion,
+    CrossAttentionFusion,
+    MMFusionSeqAdapter,
+    MMFusionTokenAdapter,
+)
 from modelgenerator.backbones import aido_rna_1m_mars, enformer, esm2_8m  # noqa: E402
 from modelgenerator.data import IsoformExpression  # noqa: E402
 from modelgenerator.lr_schedulers import CosineWithWarmup  # noqa: E402
@@ -171,11 +189,23 @@ def write_random_esm2_8m(path: str) -> None:
     with open(os.path.join(path, "vocab.txt"), "w") as f:
         f.write("\n".join(ESM_VOCAB) + "\n")
     config = EsmConfig(
-        vocab_size=33, hidden_size=320, num_hidden_layers=6, num_attention_heads=20, intermediate_size=1280,
-        hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        max_position_embeddings=1026, position_embedding_type="rotary", layer_norm_eps=1e-5,
-        initializer_range=0.02, emb_layer_norm_before=False, token_dropout=True, mask_token_id=32,
-        pad_token_id=1, architectures=["EsmForMaskedLM"],
+        vocab_size=33,
+        hidden_size=320,
+        num_hidden_layers=6,
+        num_attention_heads=20,
+        intermediate_size=1280,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=1026,
+        position_embedding_type="rotary",
+        layer_norm_eps=1e-5,
+        initializer_range=0.02,
+        emb_layer_norm_before=False,
+        token_dropout=True,
+        mask_token_id=32,
+        pad_token_id=1,
+        architectures=["EsmForMaskedLM"],
     )
     torch.manual_seed(0)
     EsmModel(config).save_pretrained(path)
@@ -204,37 +234,98 @@ def write_random_tsvs(path: str, n_train: int) -> None:
                 f.write("\t".join(r) + "\n")
 
 
-def build(esm_dir: str) -> MMSequenceRegression:
+def _enformer_backbone():
+    return functools.partial(
+        enformer,
+        from_scratch=True,
+        max_length=DNA_LEN,
+        frozen=False,
+        config_overwrites=dict(dim=192, depth=2, dim_divisible_by=16, target_length=DNA_LEN // 128),
+    )
+
+
+def _rna_backbone(fusion: str):
+    """BERT-mini dims; LoRA r=4 in the concat configuration, fully fine-tuned with dropout 0.1 in the
+    cross-attention one (as ModelGenerator's isoform_expression_dna_rna_attention.yaml)."""
+    dims = dict(
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=1024,
+    )
+    if fusion == "attention":
+        return functools.partial(
+            aido_rna_1m_mars,
+            from_scratch=True,
+            max_length=1024,
+            frozen=False,
+            use_peft=False,
+            save_peft_only=False,
+            config_overwrites=dict(dims, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1),
+        )
+    return functools.partial(
+        aido_rna_1m_mars,
+        from_scratch=True,
+        max_length=1024,
+        frozen=False,
+        save_peft_only=True,
+        config_overwrites=dict(dims, **NO_DROPOUT),
+        **LORA,
+    )
+
+
+def build(esm_dir: str, fusion: str = "concat") -> MMSequenceRegression:
+    """``concat``: DNA + RNA + protein, ConcatFusion + MLPAdapter (isoform_expression_dna_rna_prot_concat.yaml);
+    ``attention``: DNA + RNA, CrossAttentionFusion (16 heads, DNA tokens query the RNA tokens) + MLPPoolAdapter
+    (mean pooling, hidden [128], dropout 0.1) (isoform_expression_dna_rna_attention.yaml)."""
+    common = dict(
+        num_outputs=N_TARGETS,
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01),
+        lr_scheduler=functools.partial(CosineWithWarmup, warmup_ratio=0.01),
+        batch_size=BATCH,
+    )
+    if fusion == "attention":
+        return MMSequenceRegression(
+            backbone=_enformer_backbone(),
+            backbone1=_rna_backbone(fusion),
+            backbone_order=["dna_seq", "rna_seq"],
+            adapter=functools.partial(
+                MMFusionSeqAdapter,
+                fusion=functools.partial(CrossAttentionFusion, num_attention_heads=16),
+                adapter=functools.partial(
+                    MLPPoolAdapter,
+                    pooling="mean_pooling",
+                    hidden_sizes=[128],
+                    bias=True,
+                    dropout=0.1,
+                    dropout_in_middle=False,
+                ),
+            ),
+            **common,
+        )
+
     class esm2_8m_local(esm2_8m):  # same class, weights/config/tokenizer from the local random copy
         model_path = esm_dir
 
     return MMSequenceRegression(
-        backbone=functools.partial(
-            enformer, from_scratch=True, max_length=DNA_LEN, frozen=False,
-            config_overwrites=dict(dim=192, depth=2, dim_divisible_by=16, target_length=DNA_LEN // 128),
-        ),
-        backbone1=functools.partial(
-            aido_rna_1m_mars, from_scratch=True, max_length=1024, frozen=False, save_peft_only=True,
-            config_overwrites=dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                                   intermediate_size=1024, max_position_embeddings=1024, **NO_DROPOUT),
-            **LORA,
-        ),
+        backbone=_enformer_backbone(),
+        backbone1=_rna_backbone(fusion),
         backbone2=functools.partial(
-            esm2_8m_local, max_length=1024, frozen=False, save_peft_only=True,
-            config_overwrites=dict(NO_DROPOUT), **LORA,
+            esm2_8m_local,
+            max_length=1024,
+            frozen=False,
+            save_peft_only=True,
+            config_overwrites=dict(NO_DROPOUT),
+            **LORA,
         ),
         backbone_order=["dna_seq", "rna_seq", "protein_seq"],
         adapter=functools.partial(
             MMFusionTokenAdapter,
             fusion=functools.partial(ConcatFusion, project_size=256, pooling="mean_pooling"),
-            adapter=functools.partial(MLPAdapter, hidden_sizes=[256], bias=True, dropout=0.1,
-                                      dropout_in_middle=False),
+            adapter=functools.partial(MLPAdapter, hidden_sizes=[256], bias=True, dropout=0.1, dropout_in_middle=False),
         ),
-        num_outputs=N_TARGETS,
-        optimizer=functools.partial(torch.optim.AdamW, lr=1e-4, betas=(0.9, 0.999), eps=1e-8,
-                                    weight_decay=0.01),
-        lr_scheduler=functools.partial(CosineWithWarmup, warmup_ratio=0.01),
-        batch_size=BATCH,
+        **common,
     )
 
 
@@ -245,8 +336,9 @@ class StepTimer(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.shapes is None:  # raw batch as the DataLoader yields it (strings + labels)
-            self.shapes = {k: (len(v), len(v[0])) if isinstance(v, (list, tuple)) else tuple(v.shape)
-                           for k, v in batch.items()}
+            self.shapes = {
+                k: (len(v), len(v[0])) if isinstance(v, (list, tuple)) else tuple(v.shape) for k, v in batch.items()
+            }
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.stamps.append(time.perf_counter())
@@ -262,8 +354,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed training steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    ap.add_argument("--workdir", default=None,
-                    help="where the random ESM2-8M copy and the random TSVs are written (default: a new temp dir)")
+    ap.add_argument(
+        "--fusion",
+        choices=["concat", "attention"],
+        default="concat",
+        help="concat: DNA + RNA + protein, concat fusion; attention: DNA + RNA, cross-attention fusion",
+    )
+    ap.add_argument(
+        "--workdir",
+        default=None,
+        help="where the random ESM2-8M copy and the random TSVs are written (default: a new temp dir)",
+    )
     args = ap.parse_args()
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="mg-baseline-")
     if args.threads:
@@ -278,21 +379,38 @@ def main() -> None:
     write_random_tsvs(data_dir, n_train=BATCH * total_steps)
     os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(args.workdir, "hf_datasets_cache"))
 
+    columns = ["rna_seq", "dna_seq"] + (["protein_seq"] if args.fusion == "concat" else [])
     data = IsoformExpression(
-        path=data_dir, x_col=["rna_seq", "dna_seq", "protein_seq"],
-        rename_cols=dict(rna_seq="rna_seq_sequences", dna_seq="dna_seq_sequences",
-                         protein_seq="protein_seq_sequences"),
-        valid_split_name="valid", train_split_files=["train_*.tsv"], valid_split_files=["validation.tsv"],
-        test_split_files=["test.tsv"], normalize=True, random_seed=42, batch_size=BATCH, shuffle=True,
-        num_workers=0, pin_memory=False,
+        path=data_dir,
+        x_col=columns,
+        rename_cols={c: f"{c}_sequences" for c in columns},
+        valid_split_name="valid",
+        train_split_files=["train_*.tsv"],
+        valid_split_files=["validation.tsv"],
+        test_split_files=["test.tsv"],
+        normalize=True,
+        random_seed=42,
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=0,
+        pin_memory=False,
     )
-    model = build(esm_dir)
+    model = build(esm_dir, args.fusion)
     model.data_module = data  # what `mgen`'s link_arguments("data", "model.init_args.data_module") does
     timer = StepTimer()
     trainer = L.Trainer(
-        max_steps=total_steps, accelerator="cpu", devices=1, precision=32, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        gradient_clip_val=0.1, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
+        max_steps=total_steps,
+        accelerator="cpu",
+        devices=1,
+        precision=32,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=0.1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
         default_root_dir=args.workdir,
     )
     t_fit = time.perf_counter()
@@ -312,14 +430,14 @@ def main() -> None:
     parts = {
         "DNA backbone (Enformer)": model.backbone,
         "  of which unused track heads": model.backbone.encoder._heads,
-        "RNA backbone (GenBioBERT + LoRA)": model.backbone1,
-        "protein backbone (ESM2-8M + LoRA)": model.backbone2,
-        "fusion (ConcatFusion projections)": model.adapter.fusion_module,
-        "head (MLPAdapter)": model.adapter.adapter,
+        "RNA backbone (GenBioBERT" + (")" if args.fusion == "attention" else " + LoRA)"): model.backbone1,
+        **({"protein backbone (ESM2-8M + LoRA)": model.backbone2} if args.fusion == "concat" else {}),
+        f"fusion ({type(model.adapter.fusion_module).__name__})": model.adapter.fusion_module,
+        f"head ({type(model.adapter.adapter).__name__})": model.adapter.adapter,
         "whole task": model,
     }
     print()
-    print("ModelGenerator 0.1.3 MMSequenceRegression (random init, CPU, fp32, batch 2)")
+    print(f"ModelGenerator 0.1.3 MMSequenceRegression, {args.fusion} fusion (random init, CPU, fp32, batch 2)")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, lightning {L.__version__}")
     print(f"{'part':<38}{'params':>12}{'trainable':>12}")
     for name, mod in parts.items():
@@ -340,8 +458,19 @@ def main() -> None:
     print(f"{'final train loss':<44}{float(trainer.callback_metrics.get('train_loss', float('nan'))):>12.4f}")
     total, trainable = count(model)
     # one machine-readable line for benchmarks/performance.py (section modelgenerator)
-    print("RESULT " + json.dumps({"steps_per_s": n_timed / timed, "peak_rss_mb": self_rss, "params": total,
-                                  "trainable": trainable, "import_s": IMPORT_S, "import_rss_mb": IMPORT_RSS_MB}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "steps_per_s": n_timed / timed,
+                "peak_rss_mb": self_rss,
+                "params": total,
+                "trainable": trainable,
+                "import_s": IMPORT_S,
+                "import_rss_mb": IMPORT_RSS_MB,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ seconds are not comparable between runs. Sections:
 7. ``modelgenerator``  the configuration genbio-ai's ModelGenerator 0.1.3 was measured on (Enformer dim
                  192 depth 2 on 16,384 bp, fully trained; 256-wide 4-layer BERT on RNA ≤ 1,000 nt and the
                  ESM2-8M architecture on protein ≤ 500 aa, both with LoRA r=4 on query/value; concat fusion
-                 with projection 256 and MLP 256; AdamW; fp32; batch 2), trained by mmfuse; with
+                 with projection 256 and MLP 256; AdamW; fp32; batch 2), trained by mmfuse, and its
+                 cross-attention configuration (the same Enformer and BERT, both fully trained, no protein;
+                 DNA tokens query the RNA tokens, 16 heads; mean pooling, MLP 128); with
                  ``--mg-python`` (a Python with modelgenerator installed, see
-                 benchmarks/modelgenerator_baseline.py) ModelGenerator runs the same configuration in the
-                 same run; otherwise the table compares with the published 0.63 steps/s and 2.4 GB.
+                 benchmarks/modelgenerator_baseline.py) ModelGenerator runs both configurations in the
+                 same run; otherwise the table compares with the published 0.63 steps/s and 2.4 GB (concat).
                  Both read their batches through their own data modules (tokenizing included).
 
 8. ``precision``  ``32-true`` against ``bf16-mixed``, alternating, on the Nucleotide Transformer v2-50M +
@@ -53,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +81,7 @@ def _peak() -> dict[str, float]:
     return out
 
 
-def _bert_dir(directory: Path, hidden: int, layers: int, heads: int, max_len: int) -> Path:
+def _bert_dir(directory: Path, hidden: int, layers: int, heads: int, max_len: int, dropout: float = 0.0) -> Path:
     """A random BERT reading RNA letter by letter (one token per letter), saved like a hub checkpoint.
 
     Its feed-forward is 6 × hidden wide so a layer has as many weights (and FLOPs) as ModelGenerator's
@@ -98,8 +101,8 @@ def _bert_dir(directory: Path, hidden: int, layers: int, heads: int, max_len: in
                             sep_token="[SEP]", mask_token="[MASK]").save_pretrained(directory)  # fmt: skip
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=6 * hidden,
-                        max_position_embeddings=max_len + 2, pad_token_id=0, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)  # fmt: skip
+                        max_position_embeddings=max_len + 2, pad_token_id=0, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)  # fmt: skip
     BertModel(config).save_pretrained(directory)
     return directory
 
@@ -117,9 +120,10 @@ def _enformer_dir(directory: Path, dim: int, depth: int) -> Path:
 
 def build(size: str, frozen: bool, work: Path, cache: bool = False, lora: bool = True, checkpointing: bool = False,
           compile_backbones: bool | list[str] = False) -> Any:  # fmt: skip
-    """The task of a size: ``quick`` (quickstart), ``preset`` (the ModelGenerator configuration) or ``nt_esm``
-    (the Nucleotide Transformer v2-50M and ESM2-35M architectures, RNA and protein only)."""
-    from mmfuse.adapters import ConcatFusion
+    """The task of a size: ``quick`` (quickstart), ``preset`` (the ModelGenerator concat configuration),
+    ``preset_attention`` (its cross-attention configuration: DNA + RNA, fully fine-tuned) or ``nt_esm`` (the
+    Nucleotide Transformer v2-50M and ESM2-35M architectures, RNA and protein only)."""
+    from mmfuse.adapters import ConcatFusion, CrossAttentionFusion
     from mmfuse.backbones import ESM2, Enformer, HuggingFaceEncoder, NucleotideTransformer
     from mmfuse.backbones.finetune import FineTuning, LoraOptions
     from mmfuse.cache import CacheOptions
@@ -141,6 +145,21 @@ def build(size: str, frozen: bool, work: Path, cache: bool = False, lora: bool =
             "protein": ESM2("tiny", finetune=FineTuning(freeze=frozen)),
         }
         adapter, head = (lambda d: ConcatFusion(d, hidden_dim=64)), (lambda i, o: MLPHead(i, o, [128], dropout=0.1))
+    elif size == "preset_attention":  # ModelGenerator's isoform_expression_dna_rna_attention.yaml, scaled down
+        backbones = {
+            "dna": Enformer(source=str(_enformer_dir(work / "enformer", 192, 2)), pretrained=False,
+                            use_tf_gamma=False, finetune=FineTuning(gradient_checkpointing=checkpointing)),
+            "rna": HuggingFaceEncoder(str(_bert_dir(work / "bert", 256, 4, 4, 1000, dropout=0.1)), modality="rna",
+                                      max_length=1002, finetune=FineTuning(gradient_checkpointing=checkpointing)),
+        }  # fmt: skip
+
+        # 16 heads of 384 / 16 = 24 (ModelGenerator's CrossAttentionFusion: head size = DNA width / heads), one
+        # layer, plain residual, no feed-forward; MLPPoolAdapter's mean pooling and hidden [128]
+        def adapter(d: dict[str, int]) -> Any:
+            return CrossAttentionFusion(d, queries=["dna"], num_layers=1, num_heads=16, head_dim=d["dna"] // 16,
+                                        norm="none", feed_forward=False)  # fmt: skip
+
+        head = lambda i, o: MLPHead(i, o, [128], dropout=0.1)  # noqa: E731
     else:
         lora_options = LoraOptions(r=4, alpha=8, dropout=0.1, targets=["query", "value"])
         adapt = FineTuning(freeze=frozen, lora=None if frozen or not lora else lora_options,
@@ -190,7 +209,7 @@ def data(size: str, records: int, work: Path, batch: int, lengths: str = "max", 
         dna_len = 1024 if size == "quick" else 16_384
         # crops to what the models read (as the data module's max_lengths would): the preset models at most
         # 1,000 nt and 500 aa, the tiny ESM2 1,022 aa
-        rna_max, prot_max = (1000, 500) if size == "preset" else (12_000, 1000)
+        rna_max, prot_max = (1000, 500) if size.startswith("preset") else (12_000, 1000)
         rna_len, prot_len = [min(n, rna_max) for n in rna_len], [min(n, prot_max) for n in prot_len]
     table["DNA"] = [_random("ACGT", dna_len, rng) for _ in range(len(table))]
     table["RNA"] = [_random("ACGU", n, rng) for n in rna_len]
@@ -199,7 +218,9 @@ def data(size: str, records: int, work: Path, batch: int, lengths: str = "max", 
     table.loc[table.index[-max(2, len(table) // 10) :], "split"] = "val"
     path = work / f"table-{size}-{lengths}-{records}.parquet"
     table.to_parquet(path)
-    modalities = {"rna": "RNA", "protein": "Protein"} if size == "nt_esm" else None
+    modalities = {"nt_esm": {"rna": "RNA", "protein": "Protein"}, "preset_attention": {"dna": "DNA", "rna": "RNA"}}.get(
+        size
+    )
     return IsoformExpression(path=str(path), batch_size=batch, bucketing=bucketing, num_workers=workers,
                              modalities=modalities)  # fmt: skip
 
@@ -240,7 +261,7 @@ def measure_steps(spec: dict, work: Path) -> dict:
     plan = [batches[i % len(batches)] for i in range(n + warm)] if batches else []
     trainable = sum(p.numel() for p in task.parameters() if p.requires_grad)
     total = sum(p.numel() for p in task.parameters())
-    clip = 0.1 if spec["size"] == "preset" else None  # as ModelGenerator's isoform config
+    clip = 0.1 if spec["size"].startswith("preset") else None  # as ModelGenerator's isoform configs
     params = [p for p in task.parameters() if p.requires_grad]
     precision = spec.get("precision", "32-true")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -291,8 +312,14 @@ def measure_steps(spec: dict, work: Path) -> dict:
     one = plan[0] if plan else next(iter(loader))
     flops = step_flops(lambda: loss_of(one).backward())  # the model FLOPs of one step (forward and backward)
     task.zero_grad(set_to_none=True)
-    return {"steps_per_s": n / seconds, "params": total, "trainable": trainable, "flops": flops,
-            "peaks": matmul_peaks, **_peak()}
+    return {
+        "steps_per_s": n / seconds,
+        "params": total,
+        "trainable": trainable,
+        "flops": flops,
+        "peaks": matmul_peaks,
+        **_peak(),
+    }
 
 
 def measure_epochs(spec: dict, work: Path) -> dict:
@@ -427,8 +454,11 @@ def against_baseline(title: str, results: dict[str, dict], names: list[str]) -> 
              f"{results[f'{name}@baseline']['min']:.3g}–{results[f'{name}@baseline']['max']:.3g}",
              f"{results[name]['min']:.3g}–{results[name]['max']:.3g}"]
             for name in names if f"{name}@baseline" in results]  # fmt: skip
-    table(f"{title}: this checkout vs. the baseline checkout (median steps/s of alternating runs, spread)",
-          ["configuration", "baseline steps/s", "this steps/s", "ratio", "baseline spread", "this spread"], rows)
+    table(
+        f"{title}: this checkout vs. the baseline checkout (median steps/s of alternating runs, spread)",
+        ["configuration", "baseline steps/s", "this steps/s", "ratio", "baseline spread", "this spread"],
+        rows,
+    )
 
 
 _PEAKS: dict[str, float] = {}
@@ -583,46 +613,64 @@ def section_startup(args: argparse.Namespace) -> None:
 
 
 def section_modelgenerator(args: argparse.Namespace) -> None:
+    """Both ModelGenerator configurations (concat: DNA + RNA + protein; cross-attention: DNA + RNA), mmfuse
+    and, with ``--mg-python``, ModelGenerator itself, every spec alternating with the others."""
     base = {"kind": "steps", "mode": "datamodule", "size": "preset", "batch": 2, "steps": args.steps,
             "warmup": args.warmup}  # fmt: skip
-    specs: dict[str, dict] = {"ours": base, "compiled": {**base, "compile": ["dna"], "warmup": args.warmup + 1}}
-    reference, source = MG_PUBLISHED, "published (issue 6)"
+    specs: dict[str, dict] = {"ours": base, "compiled": {**base, "compile": ["dna"], "warmup": args.warmup + 1},
+                              "ours_attention": {**base, "size": "preset_attention"}}  # fmt: skip
 
-    def modelgenerator() -> dict:
-        script = REPO / "benchmarks" / "modelgenerator_baseline.py"
-        proc = subprocess.run([args.mg_python, str(script), f"--steps={args.steps}", f"--warmup={args.warmup}"],
-                              capture_output=True, text=True, cwd=REPO)  # fmt: skip
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"ModelGenerator baseline failed:\n{proc.stderr[-4000:]}")
-        return json.loads(lines[-1].removeprefix("RESULT "))
+    def modelgenerator(fusion: str) -> Callable[[], dict]:
+        def run() -> dict:
+            script = REPO / "benchmarks" / "modelgenerator_baseline.py"
+            cmd = [
+                args.mg_python,
+                str(script),
+                f"--steps={args.steps}",
+                f"--warmup={args.warmup}",
+                f"--fusion={fusion}",
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError(f"ModelGenerator baseline failed:\n{proc.stderr[-4000:]}")
+            return json.loads(lines[-1].removeprefix("RESULT "))
+
+        return run
 
     if args.mg_python:
-        specs["mg"] = {"run": modelgenerator}
+        specs["mg"] = {"run": modelgenerator("concat")}
+        specs["mg_attention"] = {"run": modelgenerator("attention")}
     results = median_of(args.repeats, specs, args.baseline)
     if args.baseline:
-        against_baseline("7. ModelGenerator configuration", results, ["ours", "compiled"])
-    ours, compiled = results["ours"], results["compiled"]
+        against_baseline("7. ModelGenerator configurations", results, ["ours", "compiled", "ours_attention"])
     spread = lambda r: f"{r['min']:.3g}–{r['max']:.3g}"  # noqa: E731
-    rows = [["mmfuse", ours["steps_per_s"], spread(ours), ours["peak_rss_mb"], ours["params"], ours["trainable"],
-             *utilisation_cells(ours)],
-            ["mmfuse, compile_backbones: [dna]", compiled["steps_per_s"], spread(compiled), compiled["peak_rss_mb"],
-             compiled["params"], compiled["trainable"], *utilisation_cells(compiled)]]  # fmt: skip
-    if args.mg_python:
-        mg = results["mg"]
-        # the same architecture and batch: its FLOPs per step are ours (FlopCounterMode is not run inside it)
-        mg_util = utilisation_cells({**ours, "steps_per_s": mg["steps_per_s"]})
-        rows.append(["ModelGenerator 0.1.3 (this run)", mg["steps_per_s"], spread(mg), mg["peak_rss_mb"],
-                     mg.get("params", ""), mg.get("trainable", ""), *mg_util])  # fmt: skip
-        reference, source = mg, "measured in this run"
-    rows.append(["ModelGenerator 0.1.3 (published)", MG_PUBLISHED["steps_per_s"], "", MG_PUBLISHED["peak_rss_mb"],
-                 "", "", "", ""])  # fmt: skip
-    table(f"7. The ModelGenerator configuration (batch 2, fp32, CPU; median of {args.repeats} alternating runs)",
-          ["framework", "steps/s", "spread", "peak RSS MB", "parameters", "trainable", *UTILISATION],
+    rows, ratios = [], []
+    for fusion, ours_names, mg_name in (("concat", ["ours", "compiled"], "mg"),
+                                        ("cross-attention", ["ours_attention"], "mg_attention")):  # fmt: skip
+        mg = results.get(mg_name)
+        for name in ours_names:
+            r = results[name]
+            label = "mmfuse" + (", compile_backbones: [dna]" if name == "compiled" else "")
+            rows.append([fusion, label, r["steps_per_s"], spread(r), r["peak_rss_mb"], r["params"], r["trainable"],
+                         *utilisation_cells(r)])  # fmt: skip
+            reference = mg or (MG_PUBLISHED if fusion == "concat" else None)
+            if reference:
+                source = "measured in this run" if mg else "published (issue 6)"
+                ratios.append(f"{fusion}, {label} vs ModelGenerator ({source}): "
+                              f"{r['steps_per_s'] / reference['steps_per_s']:.2f}× the steps/s, "
+                              f"{r['peak_rss_mb'] / reference['peak_rss_mb']:.2f}× the peak RSS")  # fmt: skip
+        if mg:
+            # the same architecture and batch: its FLOPs per step are ours (FlopCounterMode is not run inside it)
+            mg_util = utilisation_cells({**results[ours_names[0]], "steps_per_s": mg["steps_per_s"]})
+            rows.append([fusion, "ModelGenerator 0.1.3 (this run)", mg["steps_per_s"], spread(mg), mg["peak_rss_mb"],
+                         mg.get("params", ""), mg.get("trainable", ""), *mg_util])  # fmt: skip
+    rows.append(["concat", "ModelGenerator 0.1.3 (published)", MG_PUBLISHED["steps_per_s"], "",
+                 MG_PUBLISHED["peak_rss_mb"], "", "", "", ""])  # fmt: skip
+    table(f"7. The ModelGenerator configurations (batch 2, fp32, CPU; median of {args.repeats} alternating runs)",
+          ["fusion", "framework", "steps/s", "spread", "peak RSS MB", "parameters", "trainable", *UTILISATION],
           rows)  # fmt: skip
-    for label, res in (("mmfuse", ours), ("mmfuse with compile", compiled)):
-        print(f"\n{label} vs ModelGenerator ({source}): {res['steps_per_s'] / reference['steps_per_s']:.2f}× the "
-              f"steps/s, {res['peak_rss_mb'] / reference['peak_rss_mb']:.2f}× the peak RSS")  # fmt: skip
+    print("\n" + "\n".join(ratios))
 
 
 def section_precision(args: argparse.Namespace) -> None:
@@ -653,8 +701,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the cache section")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs (median) in sections 1 and 7")
     parser.add_argument("--mg-python", help="Python of an environment with modelgenerator 0.1.3 (see its script)")
-    parser.add_argument("--baseline", type=Path, help="another checkout of mmfuse (e.g. `git worktree add ../base "
-                        "main`): sections 1 and 7 also run its code, alternating, and compare")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of mmfuse (e.g. `git worktree add ../base "
+        "main`): sections 1 and 7 also run its code, alternating, and compare",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

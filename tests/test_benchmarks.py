@@ -125,3 +125,25 @@ def test_gpu_flagship_quick(flagship, utilisation, tmp_path, capsys):
     enformer_forward = utilisation.step_flops(lambda: enformer(tokens))
     assert by_name["frozen"]["flops_per_step"] - by_name["cached"]["flops_per_step"] == enformer_forward
     assert by_name["trained"]["flops_per_step"] > by_name["frozen"]["flops_per_step"]  # and its backward
+
+
+#: ModelGenerator 0.1.3's parameter counts of its cross-attention configuration as
+#: benchmarks/modelgenerator_baseline.py --fusion attention builds it (printed by that script):
+#: CrossAttentionFusion (DNA 384 queries, RNA 256 keys, 16 heads of 24; query/key/value/dense with biases)
+#: and MLPPoolAdapter (384 -> 128 -> 30)
+MG_ATTENTION_FUSION, MG_ATTENTION_HEAD = 493_056, 53_150
+
+
+def test_performance_cross_attention_configuration_matches_modelgenerator(tmp_path):
+    """performance.py's ``preset_attention`` is ModelGenerator's cross-attention configuration: the same
+    fusion weights (mmfuse's query and key/value projections have no bias: 3 × 384 fewer) and head, DNA
+    querying RNA, every backbone trained, no protein."""
+    performance = _load("performance")
+    task = performance.build("preset_attention", frozen=False, work=tmp_path)
+    model = task.model
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert sorted(model.backbones) == ["dna", "rna"]
+    assert model.adapter.queries == ["dna"] and model.adapter.output_dim == 384
+    assert count(model.adapter) == MG_ATTENTION_FUSION - 3 * 384
+    assert count(model.head) == MG_ATTENTION_HEAD
+    assert all(p.requires_grad for p in model.parameters())
