@@ -273,13 +273,14 @@ def test_quickstart_bf16_mixed_trains_like_fp32_on_cpu(name, quickstart, tmp_pat
     _compare_precisions(quickstart.with_name(name), tmp_path, "bf16-mixed", "cpu", monkeypatch)
 
 
-_GPU_WITHOUT_BF16 = torch.cuda.is_available() and not torch.cuda.is_bf16_supported()
+_NO_GPU_BF16 = pytest.mark.skipif(torch.cuda.is_available() and not torch.cuda.is_bf16_supported(),
+                                  reason="no bfloat16 on this GPU")  # fmt: skip
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="16-mixed needs CUDA")
 @pytest.mark.parametrize(
     "precision",
-    ["16-mixed", pytest.param("bf16-mixed", marks=pytest.mark.skipif(_GPU_WITHOUT_BF16, reason="this GPU has no bfloat16"))],
+    ["16-mixed", pytest.param("bf16-mixed", marks=_NO_GPU_BF16)],
 )
 @pytest.mark.parametrize("name", ["config.yaml", "classification.yaml"], ids=["regression", "classification"])
 def test_quickstart_mixed_precision_trains_like_fp32_on_gpu(name, precision, quickstart, tmp_path, monkeypatch):

@@ -97,6 +97,12 @@ class EpochSummary(L.Callback):
         self._validation = f"  val/loss {trainer.callback_metrics['val/loss'].item():.4f}  " + "  ".join(
             f"val/{k} {v.item():.4f}" for k, v in scalars.items()
         )
+        # recorded now, before ModelCheckpoint (the last callback) saves this epoch: the training batches
+        # of the epoch are done (the running mean is the epoch's loss when validation ends the epoch)
+        total = self._totals(pl_module.device)
+        running = {"train/loss": (total[0] / total[1]).item()} if total[1].item() > 0 else {}
+        _record(pl_module, trainer.current_epoch, {**running, "val/loss": val_loss,
+                                                   **{f"val/{k}": float(v) for k, v in scalars.items()}})  # fmt: skip
 
     def _totals(self, device: torch.device) -> Tensor:
         """``[loss sum, samples]`` over every process."""
@@ -115,6 +121,7 @@ class EpochSummary(L.Callback):
                 f"the training loss of epoch {trainer.current_epoch} is {train_loss}: lower the learning rate, "
                 f"clip gradients (trainer.gradient_clip_val) or check the targets"
             )
+        _record(pl_module, trainer.current_epoch, {"train/loss": train_loss})
         pl_module.print(f"epoch {trainer.current_epoch}: train/loss {train_loss:.4f}{self._validation}")
         self._validation = ""
 
@@ -125,6 +132,17 @@ class EpochSummary(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = dict(state_dict)
+
+
+def _record(pl_module: Any, epoch: int, values: dict[str, float]) -> None:
+    """Adds ``values`` to the task's history entry of ``epoch`` (see :attr:`FusionTask.history`)."""
+    history = getattr(pl_module, "history", None)
+    if not isinstance(history, list):
+        return
+    if history and history[-1].get("epoch") == epoch:
+        history[-1].update(values)
+    else:
+        history.append({"epoch": epoch, **values})
 
 
 def training_log_candidates(trainer: L.Trainer) -> list[Path]:
@@ -165,12 +183,19 @@ class EvaluationReport(L.Callback):
         directory = log_dir / f"report_{stage}"
         written = report.write_metrics(table.frame(summary_row=True), directory, table.columns)
         written += pl_module.objective.plots(directory, table, evaluation.records)
-        training_log = report.find_training_log(training_log_candidates(trainer))
-        curves = report.plot_loss_curves(training_log, directory / "loss_curves.png") if training_log else None
+        # the history the checkpoint carries (any logger, or none); else a CSV log of an older checkpoint's run
+        losses = report.history_losses(getattr(pl_module, "history", None) or [])
+        if losses is None:
+            training_log = report.find_training_log(training_log_candidates(trainer))
+            losses = report.read_csv_losses(training_log) if training_log else None
+        curves = report.plot_loss_curves(losses, directory / "loss_curves.png") if losses is not None else None
         written += [curves] if curves else []
         print(f"Report written to {directory}: {', '.join(p.name for p in written)}")
         if curves is None:
-            print("  (no loss_curves.png: no CSV log of training found; log with a CSVLogger to get one)")
+            print(
+                "  (no loss_curves.png: this model has no training history (a checkpoint of `mmfuse fit` keeps "
+                "it) and no CSV log of its training was found)"
+            )
 
 
 class StepReseeding(L.Callback):

@@ -35,10 +35,12 @@ if TYPE_CHECKING:
 __all__ = [
     "best_and_worst",
     "find_training_log",
+    "history_losses",
     "metrics_markdown",
     "plot_best_worst",
     "plot_loss_curves",
     "plot_r2_spearman",
+    "read_csv_losses",
     "write_metrics",
 ]
 
@@ -164,7 +166,7 @@ def plot_best_worst(
 
 
 # loss curves ----------------------------------------------------------------------------------------
-def _read_losses(log: Path) -> pd.DataFrame | None:
+def read_csv_losses(log: str | Path) -> pd.DataFrame | None:
     """``{train, val}`` loss per epoch from a CSVLogger ``metrics.csv``; None if it holds neither."""
     try:
         table = pd.read_csv(log)
@@ -181,22 +183,42 @@ def _read_losses(log: Path) -> pd.DataFrame | None:
     return None if losses.empty else losses
 
 
+def history_losses(history: Sequence[Mapping[str, float]]) -> pd.DataFrame | None:
+    """``{train, val}`` loss per epoch from a task's history (:attr:`~mmfuse.tasks.FusionTask.history`, which
+    checkpoints carry whatever the run's logger); None if it holds no loss.
+
+    Examples:
+        >>> history_losses([{"epoch": 0, "train/loss": 1.0, "val/loss": 1.5}, {"epoch": 1, "train/loss": 0.5}])
+               train  val
+        epoch
+        0        1.0  1.5
+        1        0.5  NaN
+    """
+    rows = {int(e["epoch"]): {n: e.get(f"{n}/loss") for n in ("train", "val")} for e in history if "epoch" in e}
+    losses = pd.DataFrame.from_dict(rows, orient="index", columns=["train", "val"], dtype=float)
+    losses = losses.dropna(axis=1, how="all").dropna(axis=0, how="all").sort_index()
+    losses.index.name = "epoch"
+    return None if losses.empty else losses
+
+
 def find_training_log(candidates: Iterable[str | Path | None]) -> Path | None:
     """The first of ``candidates`` that is a CSVLogger ``metrics.csv`` holding a training or validation loss."""
     for candidate in candidates:
-        if candidate is not None and Path(candidate).is_file() and _read_losses(Path(candidate)) is not None:
+        if candidate is not None and Path(candidate).is_file() and read_csv_losses(Path(candidate)) is not None:
             return Path(candidate)
     return None
 
 
-def plot_loss_curves(log: str | Path, path: str | Path) -> Path | None:
-    """Training and validation loss per epoch, read from a CSVLogger ``metrics.csv``.
+def plot_loss_curves(losses: pd.DataFrame | str | Path, path: str | Path) -> Path | None:
+    """Training and validation loss per epoch: ``losses`` as :func:`history_losses` or
+    :func:`read_csv_losses` return them, or the path of a CSVLogger ``metrics.csv``.
 
     Returns:
-        ``path``, or None (nothing written) when the log holds no loss.
+        ``path``, or None (nothing written) when there is no loss.
     """
-    losses = _read_losses(Path(log))
-    if losses is None:
+    if not isinstance(losses, pd.DataFrame):
+        losses = read_csv_losses(Path(losses))
+    if losses is None or losses.empty:
         return None
     fig, (ax,) = _figure(6.0, 4.0)
     for name in losses.columns:

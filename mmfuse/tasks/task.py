@@ -35,6 +35,10 @@ OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
+#: the checkpoint key of :attr:`FusionTask.history`
+HISTORY_KEY = "mmfuse_history"
+
+
 def _is_plain(value: Any) -> bool:
     if value is None or isinstance(value, (bool, int, float, str)):
         return True
@@ -135,6 +139,10 @@ class FusionTask(L.LightningModule):
         #: the writer of `mmfuse embed`, `explain` or `score-variants` while it runs: predict_step returns its rows
         self.command: Any = None
         self.modality_contribution = modality_contribution
+        #: one entry per training epoch, ``{"epoch": 3, "train/loss": …, "val/loss": …, "val/spearman": …}``,
+        #: kept by :class:`~mmfuse.tasks.callbacks.EpochSummary` and saved in checkpoints, so a report reads
+        #: the training's loss curves whatever logger (or none) the run had
+        self.history: list[dict[str, float]] = []
 
     def _save_plain_hyperparameters(self) -> None:
         """Saves the constructor arguments as plain data (under the CLI, all are: its config); from Python,
@@ -238,9 +246,12 @@ class FusionTask(L.LightningModule):
     # checkpoints ------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         slim.trim_checkpoint(checkpoint, self.model.backbones)
+        checkpoint[HISTORY_KEY] = [dict(entry) for entry in self.history]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         slim.check_checkpoint(checkpoint, self, self.target_names)
+        history = checkpoint.get(HISTORY_KEY)
+        self.history = [dict(e) for e in history if isinstance(e, dict)] if isinstance(history, list) else []
 
 
 class RegressionTask(FusionTask):

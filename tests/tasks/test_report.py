@@ -95,15 +95,53 @@ def test_fit_then_test_writes_the_report_folder(tmp_path, capsys):
     assert f"Report written to {folder}" in capsys.readouterr().out
 
 
-def test_test_without_a_csv_log_skips_the_loss_curves(tmp_path, capsys):
+def test_a_checkpoint_without_history_or_csv_log_skips_the_loss_curves(tmp_path, capsys):
     task, dm = _task(), _datamodule()
     trainer = _trainer(tmp_path, enable_checkpointing=False)  # logger=False: no CSV log anywhere
     trainer.fit(task, dm)
     trainer.save_checkpoint(tmp_path / "elsewhere" / "model.ckpt")
-    trainer.validate(task, dm, ckpt_path=tmp_path / "elsewhere" / "model.ckpt")
+    checkpoint = torch.load(tmp_path / "elsewhere" / "model.ckpt", weights_only=True)
+    assert [e["epoch"] for e in checkpoint["mmfuse_history"]] == [0]
+    del checkpoint["mmfuse_history"]  # as a checkpoint of an older mmfuse
+    torch.save(checkpoint, tmp_path / "elsewhere" / "old.ckpt")
+    trainer.validate(task, dm, ckpt_path=tmp_path / "elsewhere" / "old.ckpt")
+    assert task.history == []
     folder = tmp_path / "report_val"
     assert {p.name for p in folder.iterdir()} == REPORT_FILES
-    assert "no loss_curves.png" in capsys.readouterr().out
+    assert "no loss_curves.png: this model has no training history" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "none"])
+def test_the_loss_curves_come_from_the_checkpoint_whatever_the_logger(logger, tmp_path, monkeypatch, capsys):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    plotted = []
+    monkeypatch.setattr(report, "plot_loss_curves", lambda losses, path: plotted.append(losses) or None)
+    task, dm = _task(), _datamodule()
+    run_logger = TensorBoardLogger(tmp_path, name="tb") if logger == "tensorboard" else False
+    trainer = _trainer(tmp_path, max_epochs=3, logger=run_logger, log_every_n_steps=1,
+                       callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])  # fmt: skip
+    trainer.fit(task, dm)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    words = [line.split() for line in lines]  # epoch N: key value key value …
+    printed = {int(w[1].rstrip(":")): dict(zip(w[2::2], map(float, w[3::2]), strict=True)) for w in words}
+    assert sorted(printed) == [0, 1, 2]
+    # the history is what the epoch lines said, epoch by epoch
+    for entry in task.history:
+        for key in ("train/loss", "val/loss", "val/spearman"):
+            assert entry[key] == pytest.approx(printed[entry["epoch"]][key], abs=5e-5), (entry, printed)
+    assert not list(tmp_path.rglob("metrics.csv")), "no CSV log anywhere"
+    tester = _task()
+    assert tester.history == []
+    tester_trainer = _trainer(tmp_path, logger=False, enable_checkpointing=False)
+    tester_trainer.test(tester, dm, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert tester.history == task.history
+    (losses,) = plotted
+    assert list(losses.index) == [0, 1, 2] and list(losses.columns) == ["train", "val"]
+    np.testing.assert_allclose(losses["val"], [printed[e]["val/loss"] for e in range(3)], atol=5e-5)
+    if logger == "tensorboard":
+        assert list((tmp_path / "tb" / "version_0").glob("events.out.tfevents.*"))
 
 
 def test_test_of_a_checkpoint_finds_the_log_of_its_run(tmp_path):
