@@ -92,6 +92,10 @@ class SequenceClassification(TableDataModule):
             its own longest sequence (as ``group_by_length`` of the Hugging Face Trainer).
         bucket_pool: with ``bucketing``, batches' worth of records sorted by length together; larger
             pools pad less but make batches less random.
+        folds: cross-validation in this many folds of genes (isoforms of a gene never straddle folds; with
+            ``gene_column: null``, of records): fold ``fold`` tests, ``val_fraction`` of the other genes
+            validate, the split column is not used. ``mmfuse cv`` runs one ``fit`` per fold.
+        fold: with ``folds``, the fold that tests (0 … folds - 1).
 
     Examples:
         >>> dm = SequenceClassification("sample", label_column="expression_level", sample_genes=12)
@@ -124,11 +128,14 @@ class SequenceClassification(TableDataModule):
         dataset_revision: str | None = None,
         bucketing: bool = False,
         bucket_pool: int = 100,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__(
             path, dict(modalities or _DEFAULT_MODALITIES), id_column, gene_column, split_column, val_fraction,
             test_fraction, split_seed, missing_modalities, predict_split, batch_size, eval_batch_size, num_workers,
-            sample_genes, sample_seed, max_lengths, crop, dataset_revision, bucketing, bucket_pool,
+            sample_genes, sample_seed, max_lengths, crop, dataset_revision, bucketing, bucket_pool, folds=folds,
+            fold=fold,
         )  # fmt: skip
         self.save_hyperparameters()
         self.label_column = label_column

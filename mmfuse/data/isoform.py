@@ -127,6 +127,10 @@ class IsoformExpression(TableDataModule):
             coordinate columns are used), or :class:`~mmfuse.data.windows.GenomeWindows` options.
         records_dir: where the memory-mapped records store is written once per source (default
             ``$MMFUSE_CACHE/records``, else ``~/.cache/mmfuse/records``).
+        folds: cross-validation in this many folds of genes (isoforms of a gene never straddle folds; with
+            ``gene_column: null``, of records): fold ``fold`` tests, ``val_fraction`` of the other genes
+            validate, the split column is not used. ``mmfuse cv`` runs one ``fit`` per fold.
+        fold: with ``folds``, the fold that tests (0 … folds - 1).
 
     Examples:
         >>> dm = IsoformExpression("sample", sample_genes=6, max_lengths={"rna": 300})
@@ -162,6 +166,8 @@ class IsoformExpression(TableDataModule):
         bucket_pool: int = 100,
         genome: GenomeWindows | str | None = None,
         records_dir: str | None = None,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         preset = COLUMN_PRESETS[columns] if columns is not None else ColumnPreset(_DEFAULT_MODALITIES, GTEX_TISSUES)
         # the signature's defaults stand for "not given": the preset fills them
@@ -180,7 +186,7 @@ class IsoformExpression(TableDataModule):
             path, given, id_column, gene_column, split_column, val_fraction,
             test_fraction, split_seed, missing_modalities, predict_split, batch_size, eval_batch_size, num_workers,
             sample_genes, sample_seed, max_lengths, crop, dataset_revision, bucketing, bucket_pool, genome,
-            records_dir,
+            records_dir, folds, fold,
         )  # fmt: skip
         self.save_hyperparameters()
         self.target_names: list[str] = list(target_columns or preset.target_columns)

@@ -99,6 +99,10 @@ class CellClassification(SequenceClassification):
         crop: ``{modality: center | end | start | error}`` for ``max_lengths``.
         bucketing: batch cells of similar string length (about the number of expressed genes) together.
         bucket_pool: with ``bucketing``, batches' worth of cells sorted by length together.
+        folds: cross-validation in this many folds of cells (of ``group_column`` groups when given,
+            e.g. donors, so a group never straddles folds): fold ``fold`` tests, ``val_fraction`` of the other cells
+            validate, the split column is not used. ``mmfuse cv`` runs one ``fit`` per fold.
+        fold: with ``folds``, the fold that tests (0 … folds - 1).
 
     Examples:
         >>> dm = CellClassification("sample", sample_cells=30)
@@ -132,12 +136,14 @@ class CellClassification(SequenceClassification):
         crop: dict[str, Crop] | None = None,
         bucketing: bool = False,
         bucket_pool: int = 100,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__(
             path, dict(modalities or {"cell": EXPRESSION}), label_column, classes, id_column, group_column,
             split_column, val_fraction, test_fraction, split_seed, missing_labels, missing_modalities,
             predict_split, batch_size, eval_batch_size, num_workers, sample_seed=sample_seed,
-            max_lengths=max_lengths, crop=crop, bucketing=bucketing, bucket_pool=bucket_pool,
+            max_lengths=max_lengths, crop=crop, bucketing=bucketing, bucket_pool=bucket_pool, folds=folds, fold=fold,
         )  # fmt: skip
         if not isinstance(sample_cells, int) or sample_cells < 1:
             raise ConfigError(f"sample_cells must be a positive whole number, not {sample_cells!r}")

@@ -7,6 +7,7 @@ same way on every machine, process and run, and all isoforms of a gene share a s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from mmfuse.data.errors import DataError
 from mmfuse.data.sources import SPLIT_ALIASES
 
-__all__ = ["SPLITS", "SplitRule", "gene_split", "uniform"]
+__all__ = ["SPLITS", "SplitRule", "fold_of", "gene_split", "uniform"]
 
 #: the splits of a data module, in the order "all" concatenates them
 SPLITS = ("train", "val", "test")
@@ -42,6 +43,19 @@ def gene_split(key: str, seed: int, val_fraction: float, test_fraction: float) -
     return "train"
 
 
+def fold_of(keys: Sequence[str], folds: int, seed: int) -> dict[str, int]:
+    """Each key's cross-validation fold: keys ranked by their draw (:func:`uniform`) and dealt out in turn,
+    so the folds differ in size by at most one key, and a key's fold depends on the seed and the set of
+    keys, never on row order.
+
+    Examples:
+        >>> sorted(fold_of(["g1", "g2", "g3", "g4", "g5"], 2, seed=0).values())
+        [0, 0, 0, 1, 1]
+    """
+    ranked = sorted(dict.fromkeys(map(str, keys)), key=lambda k: (uniform(k, seed), k))
+    return {key: rank % folds for rank, key in enumerate(ranked)}
+
+
 @dataclass(frozen=True)
 class SplitRule:
     """How a data module splits its records (its options of the same names)."""
@@ -54,9 +68,14 @@ class SplitRule:
     seed: int
     source: str
     owner: str = "TableDataModule"
+    #: cross-validation: ``folds`` groups of genes (records without a gene column), fold ``fold`` tests
+    folds: int | None = None
+    fold: int = 0
 
     def assign(self, table: pd.DataFrame) -> tuple[np.ndarray, str | None]:
         """Each record's split (``train``/``val``/``test``), and how they were split when by key (else ``None``)."""
+        if self.folds is not None:
+            return self._fold_splits(table)
         if self.split_column in table.columns and table[self.split_column].notna().any():
             raw = table[self.split_column].astype(str).str.strip().str.lower()
             unknown = sorted(set(raw) - set(SPLIT_ALIASES))
@@ -84,6 +103,34 @@ class SplitRule:
             f"by {by} ({n} values), val_fraction {self.val_fraction}, test_fraction {self.test_fraction}: each "
             f"value draws its split, so about {n * self.val_fraction:g} values validate and "
             f"{n * self.test_fraction:g} test"
+        )
+
+    def _fold_splits(self, table: pd.DataFrame) -> tuple[np.ndarray, str]:
+        """Cross-validation: the genes (records, without a gene column) in ``folds`` groups of equal size, by
+        the rank of each key's draw (:func:`fold_of`); fold ``fold`` tests, ``val_fraction`` of the other
+        genes validate, the rest train. The table's split column is not used."""
+        by_gene = self.gene_column is not None
+        if by_gene and self.gene_column not in table.columns:
+            raise DataError(
+                f"{self.source} has no gene column {self.gene_column!r} to make cross-validation folds of; add one, "
+                f"or set gene_column: null to fold by record (isoforms of a gene may then straddle folds)"
+            )
+        keys = self._keys(table, by_gene)
+        folds = fold_of(keys.unique(), self.folds, self.seed)
+        unit = f"genes ({self.gene_column!r})" if by_gene else "records"
+        if len(folds) < self.folds:
+            raise DataError(f"{self.source} has {len(folds)} {unit}, fewer than the {self.folds} folds asked for")
+        tested = {k for k, f in folds.items() if f == self.fold}
+        rest = [k for k in folds if k not in tested]
+        draws = np.array([uniform(k, self.seed + 1) for k in rest])  # another draw than the folds'
+        picked = draws < self.val_fraction
+        if self.val_fraction > 0 and not picked.any() and len(rest) > 1:
+            picked[int(np.argmin(draws))] = True
+        validating = {k for k, p in zip(rest, picked, strict=True) if p}
+        splits = np.where(keys.isin(tested), "test", np.where(keys.isin(validating), "val", "train"))
+        return splits, (
+            f"cross-validation fold {self.fold} of {self.folds} by {unit}: {len(tested)} of {len(folds)} test, "
+            f"{len(validating)} of the others validate (val_fraction {self.val_fraction})"
         )
 
     def _keys(self, table: pd.DataFrame, by_gene: bool) -> pd.Series:

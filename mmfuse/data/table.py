@@ -80,6 +80,11 @@ class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModu
             options (``{fasta: GRCh38.fa, window: 196608, contig_column: chr, ...}``).
         records_dir: where the records store (the table in a memory-mapped Arrow file, written
             once per source) is kept; default ``$MMFUSE_CACHE/records`` or ``~/.cache/mmfuse/records``.
+        folds: cross-validation: split the genes (records, with ``gene_column: null``) into this many
+            folds of equal size, so the isoforms of a gene never straddle folds; fold ``fold`` is the test
+            split, ``val_fraction`` of the other genes validate, and the table's split column is not used.
+            ``mmfuse cv`` runs one ``fit`` per fold.
+        fold: with ``folds``, the fold that tests (0 … folds - 1).
     """
 
     def __init__(
@@ -106,8 +111,14 @@ class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModu
         bucket_pool: int = 100,
         genome: GenomeWindows | str | None = None,
         records_dir: str | None = None,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__()
+        if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
+            raise ConfigError(f"`folds` (cross-validation) must be a whole number of at least 2, not {folds!r}")
+        if folds is not None and (isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds):
+            raise ConfigError(f"`fold` must be one of 0 … {folds - 1} (the fold that tests), not {fold!r}")
         if not isinstance(bucket_pool, int) or isinstance(bucket_pool, bool) or bucket_pool < 1:
             raise ConfigError(f"`bucket_pool` must be a positive whole number of batches, not {bucket_pool!r}")
         if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
@@ -137,6 +148,7 @@ class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModu
         self.gene_column = gene_column
         self.split_column = split_column
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.folds, self.fold = folds, fold
         self.missing_modalities = missing_modalities
         self.predict_split = predict_split
         self.batch_size = batch_size
@@ -241,7 +253,7 @@ class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModu
 
     def _assign_splits(self, table: pd.DataFrame) -> np.ndarray:
         rule = SplitRule(self.split_column, self.gene_column, self.id_column, self.val_fraction, self.test_fraction,
-                         self.split_seed, self.path, type(self).__name__)  # fmt: skip
+                         self.split_seed, self.path, type(self).__name__, self.folds, self.fold)  # fmt: skip
         splits, self._split_by = rule.assign(table)
         return splits
 
