@@ -30,8 +30,36 @@ def _writer(trainer: Trainer, model: LightningModule | None, kind: type, section
     return found[0]
 
 
+def keep_last_checkpoint_current(trainer: Trainer) -> None:
+    """Every ``ModelCheckpoint(save_last=True)`` with a monitor writes ``last.ckpt`` at every save point again.
+
+    Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint is saved at the same step, so with
+    ``monitor`` and ``save_top_k: 1`` it is a copy of the best epoch, and ``--ckpt_path last`` would resume
+    a killed run from its best epoch instead of where it stopped (``tests/test_resume.py``). After the
+    top-k decision, the step counts as saved, which is what makes Lightning write ``last.ckpt``.
+    """
+    for callback in trainer.checkpoint_callbacks:
+        if not callback.save_last or callback.save_last == "link" or callback.monitor is None:
+            continue
+        if getattr(callback, "_mmfuse_keeps_last", False):
+            continue
+        top_k = callback._save_topk_checkpoint
+
+        def top_k_then_last(trainer: Trainer, candidates: Any, _top_k: Any = top_k, _cb: Any = callback) -> None:
+            _top_k(trainer, candidates)
+            _cb._last_global_step_saved = trainer.global_step
+
+        callback._save_topk_checkpoint = top_k_then_last
+        callback._mmfuse_keeps_last = True
+
+
 class MmfuseTrainer(Trainer):
-    """Lightning's ``Trainer`` with three more commands: :meth:`embed`, :meth:`explain`, :meth:`score_variants`."""
+    """Lightning's ``Trainer`` with three more commands: :meth:`embed`, :meth:`explain`, :meth:`score_variants`;
+    ``last.ckpt`` is the last save point's (:func:`keep_last_checkpoint_current`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        keep_last_checkpoint_current(self)
 
     def embed(self, model: LightningModule | None = None, datamodule: Any = None, ckpt_path: str | None = None) -> None:
         """Write each record's embeddings: every backbone's (pooled) and, from a trained checkpoint, the fused one.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from mmfuse.tasks import EpochSummary, StepReseeding
@@ -69,3 +70,28 @@ def test_checkpoints_of_the_earlier_layout_are_renamed_to_the_model_level():
     current = {"model.head.w": 1, "objective.target_mean": 2}
     upgrade_state_dict(current)
     assert current == {"model.head.w": 1, "objective.target_mean": 2}
+
+
+@pytest.mark.parametrize("trainer_class", ["lightning", "mmfuse"])
+def test_last_checkpoint_is_the_last_epoch_even_when_the_metric_does_not_improve(trainer_class, tmp_path):
+    from functools import partial
+
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from mmfuse.tasks.trainer import MmfuseTrainer
+    from tests.tasks.test_regression import _datamodule, _task
+
+    task = _task()
+    task.optimizer_factory = partial(torch.optim.SGD, lr=1e-30)  # steps below float32 rounding: val/loss stays put
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/loss", mode="min", filename="best", save_last=True)
+    kind = MmfuseTrainer if trainer_class == "mmfuse" else Trainer
+    trainer = kind(max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False, accelerator="cpu",
+                   enable_progress_bar=False, enable_model_summary=False, callbacks=[checkpoint])  # fmt: skip
+    trainer.fit(task, _datamodule())
+    best = torch.load(tmp_path / "best.ckpt", weights_only=True)
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert best["epoch"] == 0, "an equal loss is no improvement: the best is the first epoch"
+    # Lightning 2.6 alone leaves last.ckpt at the best epoch; mmfuse's trainer writes it at every epoch
+    assert last["epoch"] == (2 if trainer_class == "mmfuse" else 0)
+    assert [e["epoch"] for e in last["mmfuse_history"]] == ([0, 1, 2] if trainer_class == "mmfuse" else [0])
