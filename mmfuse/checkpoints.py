@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from mmfuse.errors import MmfuseError
 
 __all__ = [
+    "read_checkpoint_hparams",
     "CheckpointMismatchError",
     "compare_with_checkpoint",
     "describe_mismatch",
@@ -135,3 +138,33 @@ _MISSING: Any = object()
 
 def _on(value: Any) -> bool:
     return value is not _MISSING and value not in (None, False, 0, "", "false", "False")
+
+
+def read_checkpoint_hparams(path: str, aliases: Collection[str] = ()) -> dict[str, Any]:
+    """Fails early, and clearly, on a checkpoint that is missing or that mmfuse cannot read safely (read with
+    ``torch.load(weights_only=True)``); returns its hyper-parameters (none for ``aliases`` such as ``last``)."""
+    if path in aliases or path.startswith("registry:"):
+        return {}
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise MmfuseError(f"checkpoint {path!r} does not exist; pass the .ckpt file written by `mmfuse fit`")
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise MmfuseError(
+                f"checkpoint {path!r} holds Python objects that only unpickling could restore; mmfuse reads "
+                f"checkpoints with torch.load(weights_only=True) and will not run that code. Use a checkpoint "
+                f"written by `mmfuse fit`."
+            ) from None
+        raise MmfuseError(
+            f"cannot read checkpoint {path!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). It may be "
+            f"truncated (a crash while writing it); use an earlier checkpoint."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise MmfuseError(
+            f"{path!r} is not a Lightning checkpoint (it has no state_dict); pass a .ckpt file written by "
+            f"`mmfuse fit` (weights alone load through a backbone's `source`)"
+        )
+    saved = checkpoint.get("hyper_parameters")
+    return dict(saved) if isinstance(saved, dict) else {}

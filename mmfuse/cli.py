@@ -18,11 +18,10 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
 
-import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from mmfuse.checkpoints import CheckpointMismatchError, compare_with_checkpoint
+from mmfuse.checkpoints import CheckpointMismatchError, compare_with_checkpoint, read_checkpoint_hparams
 from mmfuse.cli_checks import check_output_dirs, compact_message, slow_precision_note, where_written
 from mmfuse.cli_hints import SECTIONS, config_hints, user_config
 from mmfuse.errors import MmfuseError
@@ -33,8 +32,8 @@ __all__ = ["MmfuseCLI", "main"]
 _DESCRIPTION = (
     "mmfuse: fuse pretrained biological sequence models. Subcommands: fit, validate, test, predict "
     "(Lightning), embed (each record's embeddings to a file), and `mmfuse components` (what is registered), "
-    "`mmfuse sample-data --out FILE`, "
-    "`mmfuse data build-isoform` (see its --help)."
+    "`mmfuse sample-data --out FILE`, `mmfuse data build-isoform` (see its --help), `mmfuse sweep` "
+    "(hyper-parameter search with Optuna) and `mmfuse cv` (cross-validation grouped by gene)."
 )
 _USER_ERRORS = (MmfuseError, UnknownComponentError, PluginLoadError)
 _CKPT_ALIASES = {"last", "best", "hpc", "registry"}
@@ -91,36 +90,6 @@ class _Parser(LightningArgumentParser):
         raise SystemExit(2)
 
 
-def _check_checkpoint(path: str) -> dict[str, Any]:
-    """Fails early, and clearly, on a checkpoint that is missing or that mmfuse cannot read safely;
-    returns its hyper-parameters."""
-    if path in _CKPT_ALIASES or path.startswith("registry:"):
-        return {}
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise MmfuseError(f"checkpoint {path!r} does not exist; pass the .ckpt file written by `mmfuse fit`")
-    try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise MmfuseError(
-                f"checkpoint {path!r} holds Python objects that only unpickling could restore; mmfuse reads "
-                f"checkpoints with torch.load(weights_only=True) and will not run that code. Use a checkpoint "
-                f"written by `mmfuse fit`."
-            ) from None
-        raise MmfuseError(
-            f"cannot read checkpoint {path!r} ({type(exc).__name__}: {str(exc).splitlines()[0]}). It may be "
-            f"truncated (a crash while writing it); use an earlier checkpoint."
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise MmfuseError(
-            f"{path!r} is not a Lightning checkpoint (it has no state_dict); pass a .ckpt file written by "
-            f"`mmfuse fit` (weights alone load through a backbone's `source`)"
-        )
-    saved = checkpoint.get("hyper_parameters")
-    return dict(saved) if isinstance(saved, dict) else {}
-
-
 def _get(namespace: Any, key: str) -> Any:
     return namespace.get(key) if hasattr(namespace, "get") else None
 
@@ -146,6 +115,23 @@ def _last_checkpoints(config: Any) -> list[Path]:
     return [f for d in dict.fromkeys(directories) if d.is_dir() for f in d.glob("last*.ckpt") if f.is_file()]
 
 
+class _SaveConfig(SaveConfigCallback):
+    """Lightning's config saving, also with a logger that has no directory (MLflow on a database server or
+    ``sqlite:///``): the run's config then goes to ``trainer.default_root_dir`` instead of failing."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if not self.already_saved and trainer.log_dir is None:  # every process asks (a collective)
+            self.save_to_log_dir = False
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if not self.save_to_log_dir:
+            directory = Path(trainer.default_root_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(directory / self.config_filename), skip_none=False,
+                             overwrite=self.overwrite, multifile=self.multifile)  # fmt: skip
+
+
 class MmfuseCLI(LightningCLI):
     """LightningCLI with mmfuse's components, argument links and prediction writer.
 
@@ -166,6 +152,7 @@ class MmfuseCLI(LightningCLI):
             subclass_mode_data=True,
             parser_class=_Parser,
             parser_kwargs={"description": _DESCRIPTION},
+            save_config_callback=_SaveConfig,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
             args=list(args) if args is not None else None,
@@ -223,7 +210,7 @@ class MmfuseCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path == "last":
             ckpt_path = self._resolve_last(subcommand)
-        self._saved_hparams = _check_checkpoint(str(ckpt_path)) if ckpt_path else {}
+        self._saved_hparams = read_checkpoint_hparams(str(ckpt_path), _CKPT_ALIASES) if ckpt_path else {}
 
     def _parse_ckpt_path(self) -> None:
         """Lightning parses a checkpoint's hyper-parameters over the config here; mmfuse compares them with
@@ -343,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> Any:
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     try:
+        if args[:1] in (["sweep"], ["cv"]):  # runs of `mmfuse fit`: Optuna trials, cross-validation folds
+            from mmfuse import cv, sweep
+
+            return (sweep if args[0] == "sweep" else cv).main(args[1:], MmfuseCLI)
         MmfuseCLI(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
     except Exception as exc:
         user_error = _user_error(exc)

@@ -20,7 +20,8 @@ from mmfuse.data.layouts import write_isoformer_layout, write_modelgenerator_lay
 from mmfuse.registry import BACKBONES
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p.parent.name != "quickstart")
+CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml")
+                 if p.parent.name != "quickstart" and not p.name.endswith("space.yaml"))  # fmt: skip
 #: options of the real checkpoints that a tiny preset does not take
 _REAL_ONLY = {"preset", "source", "revision", "pretrained", "crop_bins", "max_length", "use_tf_gamma"}
 #: options that swap each data module's bundled sample data in for the published data, by data class
