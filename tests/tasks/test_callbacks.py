@@ -54,6 +54,8 @@ def test_reseeding_draws_from_seed_step_and_process(monkeypatch):
                                              None, None, 0)  # fmt: skip
         draws.append(torch.rand(1).item())
     assert draws[0] == draws[1] and len(set(draws)) == 3
+    torch.manual_seed((7 * 1_000_003 + 3 * 2 + 0) % 2**63)  # what the reseeding of step 3, rank 0 amounts to
+    assert torch.rand(1).item() == draws[0]
     monkeypatch.delenv("PL_GLOBAL_SEED")
     torch.manual_seed(1)
     expected = torch.rand(1).item()
