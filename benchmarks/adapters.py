@@ -32,6 +32,8 @@ QUICKSTART_OPTIONS: dict[str, dict] = {
     "PerceiverResampler": {"dim": 64, "num_latents": 16, "depth": 1, "num_heads": 4, "head_dim": 16},
     "CAbstractor": {"hidden_dim": 64, "num_queries": 8, "depth": 1},
     "InteractionFusion": {"hidden_dim": 64, "num_heads": 4, "head_dim": 16},
+    "GatedFusion": {"hidden_dim": 64, "gate_dim": 32},
+    "LowRankTensorFusion": {"hidden_dim": 64, "fused_dim": 128, "rank": 4},
 }
 
 

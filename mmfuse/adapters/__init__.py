@@ -4,9 +4,11 @@ from mmfuse.adapters.base import Features, FusionAdapter, drop_modalities, prese
 from mmfuse.adapters.c_abstractor import CAbstractor
 from mmfuse.adapters.concat import ConcatFusion, TokenConcatFusion
 from mmfuse.adapters.cross_attention import CrossAttentionFusion
+from mmfuse.adapters.gated import GatedFusion
 from mmfuse.adapters.interaction import InteractionFusion
 from mmfuse.adapters.perceiver import PerceiverResampler
 from mmfuse.adapters.pooling import POOLINGS, AttentionPooling, Pooling, masked_max, masked_mean
+from mmfuse.adapters.tensor import LowRankTensorFusion
 
 __all__ = [
     "POOLINGS",
@@ -16,7 +18,9 @@ __all__ = [
     "CrossAttentionFusion",
     "Features",
     "FusionAdapter",
+    "GatedFusion",
     "InteractionFusion",
+    "LowRankTensorFusion",
     "PerceiverResampler",
     "Pooling",
     "TokenConcatFusion",

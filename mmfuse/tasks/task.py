@@ -227,7 +227,12 @@ class FusionTask(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         if self.command is not None:  # `mmfuse embed`, `explain`, `score-variants` (mmfuse.tasks.trainer)
             return self.command.step(self, batch)
-        return self.objective.prediction(self.model(batch["inputs"], batch.get("present")).float(), batch["ids"])
+        prediction = self.objective.prediction(self.model(batch["inputs"], batch.get("present")).float(), batch["ids"])
+        weights = getattr(self.model.adapter, "modality_weights", None)  # GatedFusion's, of this batch
+        if isinstance(weights, Tensor):
+            prediction["modality_weights"] = dict(zip(self.model.adapter.modalities, weights.float().cpu().T,
+                                                      strict=True))  # fmt: skip
+        return prediction
 
     def _end_evaluation(self, stage: str) -> None:
         reported = (stage == "test" or self.trainer.state.fn == "validate") and not self.trainer.sanity_checking

@@ -69,11 +69,15 @@ class PredictionWriter(BasePredictionWriter):
     Args:
         output: ``.csv``/``.tsv`` or ``.parquet`` file; default ``predictions.csv`` in the run's log
             directory.
+        modality_weights: also write each record's weight of each modality, ``weight_<modality>``, for an
+            adapter that weighs modalities per sample (:class:`~mmfuse.adapters.GatedFusion`): which
+            modality the prediction leaned on (0 for a modality the record lacks; they sum to 1).
     """
 
-    def __init__(self, output: str | None = None) -> None:
+    def __init__(self, output: str | None = None, modality_weights: bool = False) -> None:
         super().__init__(write_interval="batch")
         self.output = output
+        self.modality_weights = modality_weights
         self._path: Path | None = None
         self._final = Path()
         self._tmp: Path | None = None
@@ -154,6 +158,16 @@ class PredictionWriter(BasePredictionWriter):
         frame = pd.DataFrame(preds, columns=names)
         if "labels" in prediction:
             frame.insert(frame.shape[1], "predicted", list(prediction["labels"]), allow_duplicates=True)
+        if self.modality_weights:
+            weights = prediction.get("modality_weights")
+            if weights is None:
+                adapter = type(getattr(getattr(pl_module, "model", None), "adapter", None)).__name__
+                raise ConfigError(
+                    f"--predictions.modality_weights: the adapter {adapter} does not weigh modalities per sample; "
+                    f"GatedFusion does (or leave modality_weights off)"
+                )
+            for modality, values in weights.items():
+                frame.insert(frame.shape[1], f"weight_{modality}", values.numpy(), allow_duplicates=True)
         return frame
 
     def _append(self, frame: pd.DataFrame) -> None:

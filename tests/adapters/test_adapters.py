@@ -47,6 +47,14 @@ VARIANTS = {
         lambda ms: {"hidden_dim": 16, "num_queries": 3},
         lambda ms: {"hidden_dim": 16, "num_queries": 9, "kernel_size": 5, "depth": 1, "pooling": "max"},
     ],
+    "GatedFusion": [
+        lambda ms: {"hidden_dim": 16, "gate_dim": 8},
+        lambda ms: {"hidden_dim": 16, "gate_dim": 4, "pooling": "attention", "layer_norm": False},
+    ],
+    "LowRankTensorFusion": [
+        lambda ms: {"hidden_dim": 8, "fused_dim": 12, "rank": 3},
+        lambda ms: {"hidden_dim": 8, "fused_dim": 6, "rank": 1, "pooling": "max", "layer_norm": False},
+    ],
     "InteractionFusion": [
         lambda ms: SMALL,
         lambda ms: {**SMALL, "pairs": [list(ms[::-1][:2])] if len(ms) > 1 else [], "pooling": "attention"},
@@ -147,7 +155,9 @@ GOLDEN = {
     "CAbstractor": (0.144119, -0.00128429),
     "ConcatFusion": (0.354636, 0.00667467),
     "CrossAttentionFusion": (0.542002, 0.021918),
+    "GatedFusion": (0.203937, 0.00478344),
     "InteractionFusion": (0.220909, 0.00420959),
+    "LowRankTensorFusion": (0.0363351, -2.04109e-05),
     "PerceiverResampler": (0.752302, -0.00143212),
     "TokenConcatFusion": (0.370425, -0.000910947),
 }

@@ -25,6 +25,8 @@ PAGES = {
     "PerceiverResampler": "perceiver_resampler.md",
     "CAbstractor": "c_abstractor.md",
     "InteractionFusion": "interaction.md",
+    "GatedFusion": "gated.md",
+    "LowRankTensorFusion": "tensor.md",
 }
 
 DIMS = {"dna": 16, "rna": 8, "protein": 12}

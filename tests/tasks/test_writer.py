@@ -101,3 +101,38 @@ def test_text_joined_from_several_processes_reads_as_one_process_wrote_it(tmp_pa
     assert joined.read_text() == alone.read_text()
     read = pd.read_csv(joined, sep=sep, dtype=str, keep_default_na=False)
     assert read["allele"].tolist() == ["NA", "", "null"] and read["t0"].tolist() == ["0.125"] * 3
+
+
+def test_gated_fusion_writes_each_records_modality_weights(tmp_path):
+    from functools import partial
+
+    import lightning as L
+
+    from mmfuse.adapters import GatedFusion
+    from mmfuse.backbones import ESM2, NucleotideTransformer
+    from mmfuse.tasks import MLPHead, RegressionTask
+    from tests.tasks.test_regression import _datamodule, _task
+
+    dm = _datamodule()
+    adapter, head = partial(GatedFusion, hidden_dim=16, gate_dim=8), partial(MLPHead, hidden_dims=[8])
+    task = RegressionTask({"rna": NucleotideTransformer("tiny"), "protein": ESM2("tiny")}, adapter=adapter, head=head,
+                          target_names=[f"t{i}" for i in range(30)])  # fmt: skip
+    output = tmp_path / "p.csv"
+    trainer = L.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[PredictionWriter(str(output), modality_weights=True)])  # fmt: skip
+    trainer.predict(task, dm, return_predictions=False)
+    table = pd.read_csv(output)
+    weights = table[["weight_protein", "weight_rna"]]
+    assert list(table.columns[-2:]) == ["weight_protein", "weight_rna"] and len(table) > 10
+    assert ((weights >= 0) & (weights <= 1)).all().all()
+    assert (weights.sum(axis=1) - 1).abs().max() < 1e-5
+    sample = dm.records().frame(["transcript_id", "Protein"])  # the records as the data module stores them
+    lacking = sorted(set(sample.loc[sample["Protein"].fillna("") == "", "transcript_id"]) & set(table.iloc[:, 0]))
+    assert lacking, "the sample has non-coding transcripts"
+    no_protein = table.set_index(table.columns[0]).loc[lacking]
+    assert (no_protein["weight_protein"] == 0).all() and (no_protein["weight_rna"] == 1).all()
+    plain = L.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[PredictionWriter(str(tmp_path / "q.csv"), modality_weights=True)])  # fmt: skip
+    with pytest.raises(ConfigError, match="the adapter ConcatFusion does not weigh modalities per sample"):
+        plain.predict(_task(), dm, return_predictions=False)
+    assert not (tmp_path / "q.csv").exists()
