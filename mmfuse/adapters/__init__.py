@@ -6,6 +6,7 @@ from mmfuse.adapters.concat import ConcatFusion, TokenConcatFusion
 from mmfuse.adapters.cross_attention import CrossAttentionFusion
 from mmfuse.adapters.gated import GatedFusion
 from mmfuse.adapters.interaction import InteractionFusion
+from mmfuse.adapters.mult import MulTFusion
 from mmfuse.adapters.perceiver import PerceiverResampler
 from mmfuse.adapters.pooling import POOLINGS, AttentionPooling, Pooling, masked_max, masked_mean
 from mmfuse.adapters.tensor import LowRankTensorFusion
@@ -21,6 +22,7 @@ __all__ = [
     "GatedFusion",
     "InteractionFusion",
     "LowRankTensorFusion",
+    "MulTFusion",
     "PerceiverResampler",
     "Pooling",
     "TokenConcatFusion",

@@ -55,6 +55,10 @@ VARIANTS = {
         lambda ms: {"hidden_dim": 8, "fused_dim": 12, "rank": 3},
         lambda ms: {"hidden_dim": 8, "fused_dim": 6, "rank": 1, "pooling": "max", "layer_norm": False},
     ],
+    "MulTFusion": [
+        lambda ms: {"dim": 8, "num_heads": 2, "head_dim": 4, "num_layers": 1},
+        lambda ms: {"dim": 8, "num_heads": 2, "head_dim": 4, "num_layers": 2, "self_layers": 0, "pooling": "attention"},
+    ],
     "InteractionFusion": [
         lambda ms: SMALL,
         lambda ms: {**SMALL, "pairs": [list(ms[::-1][:2])] if len(ms) > 1 else [], "pooling": "attention"},
@@ -158,6 +162,7 @@ GOLDEN = {
     "GatedFusion": (0.203937, 0.00478344),
     "InteractionFusion": (0.220909, 0.00420959),
     "LowRankTensorFusion": (0.0363351, -2.04109e-05),
+    "MulTFusion": (0.664067, -0.000666505),
     "PerceiverResampler": (0.752302, -0.00143212),
     "TokenConcatFusion": (0.370425, -0.000910947),
 }

@@ -27,6 +27,7 @@ PAGES = {
     "InteractionFusion": "interaction.md",
     "GatedFusion": "gated.md",
     "LowRankTensorFusion": "tensor.md",
+    "MulTFusion": "mult.md",
 }
 
 DIMS = {"dna": 16, "rna": 8, "protein": 12}
