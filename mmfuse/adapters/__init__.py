@@ -9,6 +9,7 @@ from mmfuse.adapters.interaction import InteractionFusion
 from mmfuse.adapters.mult import MulTFusion
 from mmfuse.adapters.perceiver import PerceiverResampler
 from mmfuse.adapters.pooling import POOLINGS, AttentionPooling, Pooling, masked_max, masked_mean
+from mmfuse.adapters.qformer import QFormer
 from mmfuse.adapters.tensor import LowRankTensorFusion
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "MulTFusion",
     "PerceiverResampler",
     "Pooling",
+    "QFormer",
     "TokenConcatFusion",
     "drop_modalities",
     "masked_max",

@@ -59,6 +59,18 @@ VARIANTS = {
         lambda ms: {"dim": 8, "num_heads": 2, "head_dim": 4, "num_layers": 1},
         lambda ms: {"dim": 8, "num_heads": 2, "head_dim": 4, "num_layers": 2, "self_layers": 0, "pooling": "attention"},
     ],
+    "QFormer": [
+        lambda ms: {"dim": 8, "num_queries": 3, "num_layers": 2, "num_heads": 2, "head_dim": 4},
+        lambda ms: {
+            "dim": 8,
+            "num_queries": 2,
+            "num_layers": 3,
+            "cross_attention_every": 2,
+            "num_heads": 2,
+            "head_dim": 4,
+            "pooling": "none",
+        },
+    ],
     "InteractionFusion": [
         lambda ms: SMALL,
         lambda ms: {**SMALL, "pairs": [list(ms[::-1][:2])] if len(ms) > 1 else [], "pooling": "attention"},
@@ -164,6 +176,7 @@ GOLDEN = {
     "LowRankTensorFusion": (0.0363351, -2.04109e-05),
     "MulTFusion": (0.664067, -0.000666505),
     "PerceiverResampler": (0.752302, -0.00143212),
+    "QFormer": (0.816989, 0.00870663),
     "TokenConcatFusion": (0.370425, -0.000910947),
 }
 

@@ -28,6 +28,7 @@ PAGES = {
     "GatedFusion": "gated.md",
     "LowRankTensorFusion": "tensor.md",
     "MulTFusion": "mult.md",
+    "QFormer": "qformer.md",
 }
 
 DIMS = {"dna": 16, "rna": 8, "protein": 12}
