@@ -1,6 +1,7 @@
 """Fusion adapters: turn per-modality token embeddings into one representation."""
 
 from mmfuse.adapters.base import Features, FusionAdapter, drop_modalities, presence
+from mmfuse.adapters.bilinear import BilinearFusion
 from mmfuse.adapters.c_abstractor import CAbstractor
 from mmfuse.adapters.concat import ConcatFusion, TokenConcatFusion
 from mmfuse.adapters.cross_attention import CrossAttentionFusion
@@ -15,6 +16,7 @@ from mmfuse.adapters.tensor import LowRankTensorFusion
 __all__ = [
     "POOLINGS",
     "AttentionPooling",
+    "BilinearFusion",
     "CAbstractor",
     "ConcatFusion",
     "CrossAttentionFusion",

@@ -71,6 +71,18 @@ VARIANTS = {
             "pooling": "none",
         },
     ],
+    "BilinearFusion": [
+        lambda ms: {"hidden_dim": 8, "out_dim": 4, "factor": 3},
+        lambda ms: {
+            "hidden_dim": 8,
+            "out_dim": 4,
+            "factor": 2,
+            "order": 2,
+            "pooling": "max",
+            "pairs": [list(ms[::-1][:2])] if len(ms) > 1 else [],
+        },
+        lambda ms: {"hidden_dim": 8, "out_dim": 4, "factor": 2, "unimodal": len(ms) == 1},
+    ],
     "InteractionFusion": [
         lambda ms: SMALL,
         lambda ms: {**SMALL, "pairs": [list(ms[::-1][:2])] if len(ms) > 1 else [], "pooling": "attention"},
@@ -168,6 +180,7 @@ def test_absent_modality_is_ignored(name, variant, modalities):
 #: fixed-seed statistics of each built-in adapter's output (defaults, three modalities): a refactor that
 #: changes the math changes these. Update them only for an intended change, and say so in the commit.
 GOLDEN = {
+    "BilinearFusion": (0.237765, -0.00119262),
     "CAbstractor": (0.144119, -0.00128429),
     "ConcatFusion": (0.354636, 0.00667467),
     "CrossAttentionFusion": (0.542002, 0.021918),

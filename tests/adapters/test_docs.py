@@ -29,6 +29,7 @@ PAGES = {
     "LowRankTensorFusion": "tensor.md",
     "MulTFusion": "mult.md",
     "QFormer": "qformer.md",
+    "BilinearFusion": "bilinear.md",
 }
 
 DIMS = {"dna": 16, "rna": 8, "protein": 12}
