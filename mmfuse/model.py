@@ -100,7 +100,10 @@ class FusionModel(nn.Module):
 
     def fuse(self, inputs: Mapping[str, Mapping[str, Any]], present: Mapping[str, Tensor] | None = None) -> Tensor:
         """The adapter's fused representation ``(B, output_dim)``; see :meth:`encode`."""
-        features = self.encode(inputs, present)
+        return self.fuse_features(self.encode(inputs, present))
+
+    def fuse_features(self, features: Mapping[str, tuple[Tensor, Tensor]]) -> Tensor:
+        """The adapter's fused representation of encoded features (after modality dropout, in training)."""
         if self.training and self.modality_dropout > 0:
             features = drop_modalities(features, self.modality_dropout)
         return self.adapter(features)

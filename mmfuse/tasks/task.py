@@ -9,6 +9,7 @@ trims and checks checkpoints.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -24,6 +25,7 @@ from mmfuse.data.protocols import TakesTokenizers
 from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.model import AdapterFactory, FusionModel, HeadFactory
 from mmfuse.tasks import slim
+from mmfuse.tasks.alignment import AlignmentOptions, ContrastiveAlignment
 from mmfuse.tasks.callbacks import EpochSummary, Evaluation, EvaluationReport, StepReseeding
 from mmfuse.tasks.contribution import ModalityContribution
 from mmfuse.tasks.heads import MLPHead
@@ -69,6 +71,20 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def _save_plain_hyperparameters(module: L.LightningModule, frame: Any) -> None:
+    """Saves the constructor arguments as plain data (under the CLI, all are: its config); from Python,
+    partials of classes are written as the CLI writes them and other objects are left out, so
+    ``torch.load(weights_only=True)`` can always read the checkpoint."""
+    module.save_hyperparameters(frame=frame)
+    for key, value in list(module.hparams.items()):
+        plain = _plain(value)
+        if plain is None and value is not None:
+            del module._hparams[key]
+            module._hparams_initial.pop(key, None)
+        elif plain is not value:
+            module._hparams[key] = module._hparams_initial[key] = plain
+
+
 class FusionTask(L.LightningModule):
     """Trains a :class:`~mmfuse.model.FusionModel` (``self.model``) for an objective.
 
@@ -95,6 +111,9 @@ class FusionTask(L.LightningModule):
         modality_contribution: in ``mmfuse test``/``validate``, also evaluate the model with every subset
             of its modalities hidden and report each modality's contribution
             (:mod:`mmfuse.tasks.contribution`); ``None``: on for two or three modalities.
+        alignment: an auxiliary CLIP-style contrastive loss between two modalities' pooled embeddings,
+            added with a weight to the training loss and logged as ``<stage>/alignment_loss``
+            (:class:`~mmfuse.tasks.alignment.AlignmentOptions`: ``{modalities: [rna, protein], weight: 0.1}``).
     """
 
     #: the objective built when ``objective`` is not given
@@ -113,9 +132,10 @@ class FusionTask(L.LightningModule):
         embedding_cache: CacheOptions | None = None,
         compile_backbones: bool | list[str] = False,
         modality_contribution: bool | None = None,
+        alignment: AlignmentOptions | None = None,
     ) -> None:
         super().__init__()
-        self._save_plain_hyperparameters()
+        _save_plain_hyperparameters(self, inspect.currentframe())
         factory = objective or self.default_objective
         if factory is None:
             raise ConfigError("FusionTask needs an objective, e.g. `objective: {class_path: Regression}`")
@@ -139,33 +159,28 @@ class FusionTask(L.LightningModule):
         #: the writer of `mmfuse embed`, `explain` or `score-variants` while it runs: predict_step returns its rows
         self.command: Any = None
         self.modality_contribution = modality_contribution
+        #: the auxiliary contrastive loss between two modalities, if asked for (:mod:`mmfuse.tasks.alignment`)
+        self.alignment = (
+            ContrastiveAlignment(alignment, {m: b.embed_dim for m, b in self.model.backbones.items()})
+            if alignment is not None else None
+        )  # fmt: skip
         #: one entry per training epoch, ``{"epoch": 3, "train/loss": …, "val/loss": …, "val/spearman": …}``,
         #: kept by :class:`~mmfuse.tasks.callbacks.EpochSummary` and saved in checkpoints, so a report reads
         #: the training's loss curves whatever logger (or none) the run had
         self.history: list[dict[str, float]] = []
-
-    def _save_plain_hyperparameters(self) -> None:
-        """Saves the constructor arguments as plain data (under the CLI, all are: its config); from Python,
-        partials of classes are written as the CLI writes them and other objects are left out, so
-        ``torch.load(weights_only=True)`` can always read the checkpoint."""
-        import inspect
-
-        self.save_hyperparameters(frame=inspect.currentframe().f_back)  # type: ignore[union-attr]
-        for key, value in list(self.hparams.items()):
-            plain = _plain(value)
-            if plain is None and value is not None:
-                del self._hparams[key]
-                self._hparams_initial.pop(key, None)
-            elif plain is not value:
-                self._hparams[key] = self._hparams_initial[key] = plain
 
     def configure_callbacks(self) -> list[L.Callback]:
         cached = any(isinstance(b, CachedBackbone) for b in self.model.backbones.values())
         modalities = list(self.model.backbones)
         contribution = self.modality_contribution
         contribution = len(modalities) <= 3 if contribution is None else contribution
-        return [EpochSummary(), EvaluationReport(), StepReseeding(), *([EmbeddingCacheCallback()] if cached else []),
-                *([ModalityContribution(modalities)] if contribution and len(modalities) > 1 else [])]
+        return [
+            EpochSummary(),
+            EvaluationReport(),
+            StepReseeding(),
+            *([EmbeddingCacheCallback()] if cached else []),
+            *([ModalityContribution(modalities)] if contribution and len(modalities) > 1 else []),
+        ]
 
     def setup(self, stage: str) -> None:
         # frozen backbones stay in eval mode on purpose (dropout off, BatchNorm statistics fixed), and the
@@ -198,9 +213,16 @@ class FusionTask(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": config}
 
     # steps ----------------------------------------------------------------------------------------
-    def _loss(self, batch: dict[str, Any], stage: str) -> Tensor:
+    def _loss(self, batch: dict[str, Any], stage: str) -> tuple[Tensor, Tensor]:
+        """The objective's loss of a batch, and the loss trained on (with the alignment term, if any)."""
         # head outputs in float32: under mixed precision the loss and the metrics are computed in full precision
-        outputs = self.model(batch["inputs"], batch.get("present")).float()
+        if self.alignment is None:
+            outputs = self.model(batch["inputs"], batch.get("present")).float()
+            aligned = None
+        else:
+            features = self.model.encode(batch["inputs"], batch.get("present"))
+            outputs = self.model.head(self.model.fuse_features(features)).float()
+            aligned = self.alignment(features)
         loss = self.objective.loss(outputs, batch["target"])
         on_step = stage == "train"
         if on_step and loss.device.type == "cpu" and not torch.isfinite(loss):  # free on the CPU; elsewhere per epoch
@@ -212,11 +234,15 @@ class FusionTask(L.LightningModule):
                  prog_bar=True, sync_dist=not on_step)  # fmt: skip
         if not on_step:
             self.objective.update(stage, outputs, batch["target"])
-        return loss
+        if aligned is not None:
+            self.log(f"{stage}/alignment_loss", aligned, batch_size=len(batch["ids"]), on_step=on_step, on_epoch=True,
+                     sync_dist=not on_step)  # fmt: skip
+            return loss, loss + self.alignment.weight * aligned  # type: ignore[union-attr]
+        return loss, loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        loss = self._loss(batch, "train")
-        return {"loss": loss, "batch_loss": loss.detach(), "batch_size": len(batch["ids"])}
+        loss, total = self._loss(batch, "train")  # train/loss reports the objective's; the alignment trains too
+        return {"loss": total, "batch_loss": loss.detach(), "batch_size": len(batch["ids"])}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._loss(batch, "val")

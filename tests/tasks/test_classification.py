@@ -217,6 +217,7 @@ def test_checkpoint_is_plain_data_and_validate_writes_the_table_per_class(tmp_pa
         "embedding_cache": None,
         "compile_backbones": False,
         "modality_contribution": None,
+        "alignment": None,
     }
     assert checkpoint["datamodule_hyper_parameters"]["classes"] == LEVELS
 

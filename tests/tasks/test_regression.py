@@ -62,6 +62,7 @@ def test_python_api_checkpoint_holds_only_plain_hyperparameters(tmp_path):
         "embedding_cache",
         "compile_backbones",
         "modality_contribution",
+        "alignment",
     }
     assert checkpoint["datamodule_hyper_parameters"]["path"] == "sample"
 
