@@ -34,7 +34,7 @@ QUICKSTART_OPTIONS: dict[str, dict] = {
     "InteractionFusion": {"hidden_dim": 64, "num_heads": 4, "head_dim": 16},
     "GatedFusion": {"hidden_dim": 64, "gate_dim": 32},
     "LowRankTensorFusion": {"hidden_dim": 64, "fused_dim": 128, "rank": 4},
-    "MulTFusion": {"dim": 32, "num_layers": 1, "self_layers": 1, "num_heads": 4, "head_dim": 8},
+    "MulTFusion": {"dim": 32, "num_layers": 1, "self_layers": 0, "num_heads": 4, "head_dim": 8},
     "QFormer": {"dim": 64, "num_queries": 8, "num_layers": 2, "num_heads": 4, "head_dim": 16},
     "BilinearFusion": {"hidden_dim": 64, "out_dim": 64, "factor": 5},
 }

@@ -39,12 +39,27 @@ def test_quickstart_learns_held_out_genes(quickstart, tmp_path, monkeypatch):
     assert results["test/spearman"] > THRESHOLD, results
 
 
-# Every adapter, quickstart-sized (benchmarks/adapters.py), trains the full quickstart (10 epochs).
-# Measured on this seed (test Spearman): ConcatFusion 0.47, CAbstractor 0.33, PerceiverResampler 0.32,
-# the attention adapters 0.39-0.58 (docs/adapters/index.md has the table). The deeper adapters start
-# slower, so 0.25 asks for a clear signal above chance (see above) with room for rounding differences.
+# Every adapter, quickstart-sized (benchmarks/adapters.py), trains the full quickstart (10 epochs). The
+# test Spearman of each built-in adapter, measured on this seed on the project's CPU machine (the table in
+# docs/adapters/index.md); a run must land within ADAPTER_SPREAD of it (the quickstart itself ends 0.10
+# apart on two CPUs, which round floating-point sums differently) and above ADAPTER_THRESHOLD, a clear
+# signal above chance (see above), which is all a plugin's adapter is held to.
 ADAPTER_EPOCHS = 10
 ADAPTER_THRESHOLD = 0.25
+ADAPTER_SPREAD = 0.12
+ADAPTER_SPEARMAN = {
+    "BilinearFusion": 0.555,
+    "CAbstractor": 0.617,
+    "ConcatFusion": 0.511,
+    "CrossAttentionFusion": 0.658,
+    "GatedFusion": 0.488,
+    "InteractionFusion": 0.598,
+    "LowRankTensorFusion": 0.526,
+    "MulTFusion": 0.545,
+    "PerceiverResampler": 0.512,
+    "QFormer": 0.431,
+    "TokenConcatFusion": 0.451,
+}
 
 
 def _benchmark():
@@ -61,7 +76,10 @@ def _benchmark():
 @pytest.mark.parametrize("name", ADAPTERS.names())
 def test_every_adapter_learns_the_quickstart(name, tmp_path):
     results = _benchmark().train(name, epochs=ADAPTER_EPOCHS, root=tmp_path)
-    assert results["test/spearman"] > ADAPTER_THRESHOLD, results
+    spearman = results["test/spearman"]
+    assert spearman > ADAPTER_THRESHOLD, results
+    if name in ADAPTER_SPEARMAN:  # the built-in ones; a plugin's adapter only passes the threshold
+        assert abs(spearman - ADAPTER_SPEARMAN[name]) <= ADAPTER_SPREAD, (ADAPTER_SPEARMAN[name], results)
 
 
 # Long enough for the tiny Enformer to read the promoter motifs: after the quickstart's 10 epochs it uses
@@ -153,3 +171,12 @@ def _top_overlap(track, sequence: str, motif: str) -> tuple[float, float]:
     planted = {p for s in range(len(sequence)) if sequence.startswith(motif, s) for p in range(s, s + len(motif))}
     top = set(track.abs().nlargest(len(planted)).index)
     return len(top & planted) / len(planted), len(planted) / len(track)
+
+
+def test_every_builtin_adapter_has_its_measured_spearman():
+    from mmfuse.cli import load_components
+    from mmfuse.registry import BUILTIN_SOURCE
+
+    load_components()
+    builtins = {e.name for e in ADAPTERS.entries() if e.source == BUILTIN_SOURCE}
+    assert builtins == set(ADAPTER_SPEARMAN), "measure it with benchmarks/adapters.py and add it to the table"
