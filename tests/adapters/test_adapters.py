@@ -180,7 +180,7 @@ def test_absent_modality_is_ignored(name, variant, modalities):
 #: fixed-seed statistics of each built-in adapter's output (defaults, three modalities): a refactor that
 #: changes the math changes these. Update them only for an intended change, and say so in the commit.
 GOLDEN = {
-    "BilinearFusion": (0.237765, -0.00119262),
+    "BilinearFusion": (0.236804, -0.00129112),
     "CAbstractor": (0.144119, -0.00128429),
     "ConcatFusion": (0.354636, 0.00667467),
     "CrossAttentionFusion": (0.542002, 0.021918),
