@@ -154,7 +154,7 @@ def write_table(size: Size, records: int, work: Path) -> Path:
     """``records`` training records (and two validation ones) with sequences as long as ``size`` allows."""
     import numpy as np
 
-    from mmfuse.data.sample import make_sample_table
+    from mmfuse.data.samples.isoform import make_sample_table
 
     rng = np.random.default_rng(0)
     frame = make_sample_table(num_genes=records, seed=0).iloc[: records + 2].reset_index(drop=True)

@@ -194,7 +194,7 @@ def data(size: str, records: int, work: Path, batch: int, lengths: str = "max", 
     import numpy as np
 
     from mmfuse.data import IsoformExpression
-    from mmfuse.data.sample import make_sample_table
+    from mmfuse.data.samples.isoform import make_sample_table
 
     if size == "quick" and lengths == "max":
         return IsoformExpression(path="sample", sample_genes=240 * genes_factor, batch_size=batch,

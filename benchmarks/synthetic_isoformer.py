@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmfuse.data.tissues import GTEX_TISSUES
+from mmfuse.data.genomics.tissues import GTEX_TISSUES
 
 __all__ = ["DEFAULT_CONTIGS", "main", "table_columns", "write_genome", "write_isoformer_table"]
 

@@ -4,7 +4,7 @@ Built-in components and plugins are imported before parsing, so a YAML file may 
 its class name (``class_path: ESM2``) or by its full import path. Three more commands:
 ``mmfuse components`` lists what is registered and where it comes from, ``mmfuse sample-data``
 writes the bundled sample data set to a file, and ``mmfuse data build-isoform`` builds an
-isoform-expression table from a genome, an annotation and GTEx expression (:mod:`mmfuse.data.genome`).
+isoform-expression table from a genome, an annotation and GTEx expression (:mod:`mmfuse.data.genomics.isoform_table`).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def sample_data(argv: Sequence[str]) -> int:
     if options.out is None and options.genome is None:
         parser.error("give --out FILE (the table), --genome DIR (a genome, annotation and VCF), or both")
     if options.genome is not None:
-        from mmfuse.data.sample_genome import write_sample_genome
+        from mmfuse.data.samples.genome import write_sample_genome
 
         fasta, gtf, vcf = write_sample_genome(options.genome, options.genes, options.seed)
         print(f"Wrote {fasta}, {gtf} and {vcf}; score the variants with: mmfuse score-variants --config CONFIG "
@@ -41,19 +41,19 @@ def sample_data(argv: Sequence[str]) -> int:
             return 0
     out = Path(options.out)
     if options.layout == "isoformer":
-        from mmfuse.data.layouts import write_isoformer_layout
+        from mmfuse.data.samples.layouts import write_isoformer_layout
 
         csv, genome = write_isoformer_layout(out, options.genes, options.seed)
         print(f"Wrote {csv} and {genome}; read them with columns: isoformer, path: {out}, "
               f"genome: {{fasta: {genome}, window: 1024}}")  # fmt: skip
         return 0
     if options.layout == "modelgenerator":
-        from mmfuse.data.layouts import write_modelgenerator_layout
+        from mmfuse.data.samples.layouts import write_modelgenerator_layout
 
         print(f"Wrote {write_modelgenerator_layout(out, options.genes, options.seed)}; read it with "
               f"columns: modelgenerator, path: {out}")  # fmt: skip
         return 0
-    from mmfuse.data.sample import make_sample_table
+    from mmfuse.data.samples.isoform import make_sample_table
     from mmfuse.io import atomic_path
 
     table = make_sample_table(options.genes, options.seed)
@@ -101,7 +101,7 @@ def data(argv: Sequence[str]) -> int:
         help="NaN or negative TPM: stop naming the line (error, default) or leave the transcript out (skip)",
     )  # fmt: skip
     options = parser.parse_args(argv)
-    from mmfuse.data.genome import build_isoform_table
+    from mmfuse.data.genomics.isoform_table import build_isoform_table
 
     try:
         summary = build_isoform_table(

@@ -68,7 +68,7 @@ class Tokenizer(Protocol):
     A tokenizer may also say which letters it reads (``letters``, either case) and how many always
     fit (``max_letters``, ``None`` for no limit), as :class:`CharTokenizer` and :class:`KmerTokenizer`
     do: data modules then check a whole table in bulk and call :meth:`validate` only on the sequences
-    that may fail (:mod:`mmfuse.data.validate`); without them every sequence goes through ``validate``.
+    that may fail (:mod:`mmfuse.data.store.validate`); without them every sequence goes through ``validate``.
     """
 
     name: str

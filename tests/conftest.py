@@ -8,7 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")  # raised by Lightning's CLI, not by mmfuse
-# records stores (mmfuse/data/records.py) go to a fresh directory, not the user's ~/.cache
+# records stores (mmfuse/data/store/records.py) go to a fresh directory, not the user's ~/.cache
 import tempfile  # noqa: E402
 
 os.environ["MMFUSE_CACHE"] = tempfile.mkdtemp(prefix="mmfuse-test-cache-")
@@ -40,7 +40,7 @@ def _seed() -> None:
 @pytest.fixture(scope="session")
 def small_table():
     """The sample data set with few genes (fast), as a DataFrame."""
-    from mmfuse.data.sample import make_sample_table
+    from mmfuse.data.samples.isoform import make_sample_table
 
     return make_sample_table(num_genes=24, seed=1)
 

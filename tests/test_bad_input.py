@@ -48,8 +48,8 @@ from mmfuse.checkpoints import CheckpointMismatchError
 from mmfuse.cli import main
 from mmfuse.data import GTEX_TISSUES, CellClassification, IsoformExpression, SequenceClassification, TFBinding
 from mmfuse.data.errors import DataError
-from mmfuse.data.genome import open_genome
-from mmfuse.data.sample import make_sample_table
+from mmfuse.data.files.fasta import open_genome
+from mmfuse.data.samples.isoform import make_sample_table
 from mmfuse.errors import ConfigError, MmfuseError
 from mmfuse.registry import ADAPTERS, BACKBONES, PluginLoadError, UnknownComponentError
 from mmfuse.tasks import MLPHead, RegressionTask

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from mmfuse.cli import main
-from mmfuse.data.layouts import write_isoformer_layout
+from mmfuse.data.samples.layouts import write_isoformer_layout
 
 # two-process runs (half a minute): with the learning runs in `make test-slow`, which CI runs too
 pytestmark = pytest.mark.slow

@@ -148,7 +148,7 @@ def test_classification_fit_then_predict_writes_class_probabilities(run_mmfuse, 
     assert result.returncode == 0, result.stderr[-3000:]
     written = pd.read_csv(output)
     assert list(written.columns) == ["transcript_id", "low", "medium", "high", "predicted"]
-    from mmfuse.data.sample import make_sample_table
+    from mmfuse.data.samples.isoform import make_sample_table
 
     assert sorted(written["transcript_id"]) == sorted(make_sample_table(40)["transcript_id"])
     probs = written[["low", "medium", "high"]].to_numpy()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mmfuse.cli import MmfuseCLI, load_components
-from mmfuse.data.layouts import write_isoformer_layout, write_modelgenerator_layout
+from mmfuse.data.samples.layouts import write_isoformer_layout, write_modelgenerator_layout
 from mmfuse.registry import BACKBONES
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

@@ -92,7 +92,7 @@ CONTRIBUTION_EPOCHS = 25
 @pytest.mark.timeout(1500)  # more on a busy two-core machine
 def test_modality_contribution_and_attributions_show_the_planted_structure(quickstart, tmp_path, monkeypatch):
     """Trained with modality dropout on the sample data, whose signal is planted per modality
-    (mmfuse.data.sample): hiding the RNA (the AU-rich elements, in every tissue) costs the most, and hiding
+    (mmfuse.data.samples.isoform): hiding the RNA (the AU-rich elements, in every tissue) costs the most, and hiding
     the DNA (the promoter motifs) costs more in the tissues of the four programmes than in the others.
     Measured on this seed: hiding RNA 0.24, DNA 0.09, protein 0.06 (Spearman); the DNA's cost 0.19 in the
     programmes' tissues against -0.03 elsewhere.
@@ -109,7 +109,7 @@ def test_modality_contribution_and_attributions_show_the_planted_structure(quick
     AVX-512/AMX CI machine the motifs hold only 0.083 (chance 0.060), so that part asks for more than chance."""
     import pandas as pd
 
-    from mmfuse.data.sample import PROGRAMS
+    from mmfuse.data.samples.isoform import PROGRAMS
     from mmfuse.tasks.explain import ExplanationWriter
 
     monkeypatch.setattr("sys.argv", ["mmfuse"])
@@ -132,7 +132,7 @@ def test_modality_contribution_and_attributions_show_the_planted_structure(quick
     programme = cost["dna"].index.isin([t for _, tissues in PROGRAMS.values() for t in tissues])
     assert cost["dna"][programme].mean() > cost["dna"][~programme].mean() + 0.04, cost["dna"]
 
-    from mmfuse.data.sample import ARE, PROTEIN_MOTIF, make_sample_table
+    from mmfuse.data.samples.isoform import ARE, PROTEIN_MOTIF, make_sample_table
 
     sample = make_sample_table().set_index("transcript_id")
     held_out = sample.loc[list(cli.datamodule.split_ids("test"))]

@@ -14,7 +14,7 @@ from mmfuse.adapters import ConcatFusion
 from mmfuse.backbones import ESM2
 from mmfuse.data import IsoformExpression
 from mmfuse.data.errors import DataError
-from mmfuse.data.sample import make_sample_table
+from mmfuse.data.samples.isoform import make_sample_table
 from mmfuse.errors import NonFiniteError
 from mmfuse.tasks import EpochSummary, MLPHead, PredictionWriter, RegressionTask
 

@@ -15,7 +15,7 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.sources import SPLIT_ALIASES
+from mmfuse.data.files.tables import SPLIT_ALIASES
 
 __all__ = ["SPLITS", "SplitRule", "fold_of", "gene_split", "uniform"]
 

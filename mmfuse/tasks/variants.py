@@ -2,10 +2,10 @@
 
 For each allele of a VCF and each transcript of the annotation whose DNA window or span holds it,
 :func:`score_variants` builds the reference and alternate inputs of the model
-(:mod:`mmfuse.data.variant_effects`: the DNA window, the spliced RNA and the protein, cropped as the
+(:mod:`mmfuse.data.genomics.variant_effects`: the DNA window, the spliced RNA and the protein, cropped as the
 data module crops them), predicts both in one batch and :class:`VariantWriter` writes, per
 variant, transcript and target, both predictions and their difference with the consequence class
-and the modalities whose inputs changed. What cannot be scored is counted (:mod:`mmfuse.data.vcf`)
+and the modalities whose inputs changed. What cannot be scored is counted (:mod:`mmfuse.data.files.vcf`)
 and the counts are printed at the end. The predict loop is Lightning's, so devices, precision and
 DDP sharding follow the config; the output is streamed and renamed into place as ``predict``'s is.
 """
@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch import LightningModule, Trainer
 
-from mmfuse.data.annotation import Transcript, read_annotation
 from mmfuse.data.collate import MultiModalCollate
 from mmfuse.data.errors import DataError
-from mmfuse.data.genome import open_genome
-from mmfuse.data.variant_effects import KINDS, VariantPairs, buildable, touches
-from mmfuse.data.vcf import DEFAULT_MAX_INDEL, Variant, VariantCounts, read_variants
-from mmfuse.data.windows import find_contig
+from mmfuse.data.files.annotation import Transcript, read_annotation
+from mmfuse.data.files.fasta import open_genome
+from mmfuse.data.files.vcf import DEFAULT_MAX_INDEL, Variant, VariantCounts, read_variants
+from mmfuse.data.genomics.variant_effects import KINDS, VariantPairs, buildable, touches
+from mmfuse.data.genomics.windows import find_contig
 from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.tasks.writer import _INDEX, PredictionWriter, _refuse_inputs, running
 

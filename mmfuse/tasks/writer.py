@@ -14,7 +14,7 @@ import pandas as pd
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from mmfuse.data.records import ROW_ID
+from mmfuse.data.store.records import ROW_ID
 from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.io import atomic_path
 

@@ -9,7 +9,7 @@ import pytest
 
 from mmfuse.backbones import ESM2
 from mmfuse.data import DataError, IsoformExpression, SequenceClassification
-from mmfuse.data.table import crop_sequence
+from mmfuse.data.datasets.table import crop_sequence
 from mmfuse.errors import ConfigError
 
 SPLITS = ("train", "val", "test")

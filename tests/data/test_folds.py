@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mmfuse.data import DataError, IsoformExpression, SequenceClassification
-from mmfuse.data.sample import make_sample_table
+from mmfuse.data.samples.isoform import make_sample_table
 from mmfuse.data.splits import fold_of
 from mmfuse.errors import ConfigError
 

@@ -31,8 +31,8 @@ from Bio.Seq import Seq
 
 from mmfuse.cli import main
 from mmfuse.data import DataError, IsoformExpression
-from mmfuse.data.annotation import read_annotation
-from mmfuse.data.genome import build_isoform_table
+from mmfuse.data.files.annotation import read_annotation
+from mmfuse.data.genomics.isoform_table import build_isoform_table
 
 FILES = Path(__file__).parent / "files"
 TISSUES = {"S1": "Liver", "S2": "Liver", "S3": "Lung", "S4": "Brain"}

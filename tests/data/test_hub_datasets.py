@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from mmfuse.data import GTEX_TISSUES, DataError, IsoformExpression, SequenceClassification
-from mmfuse.data.isoform import COLUMN_PRESETS
-from mmfuse.data.sample import make_sample_table
+from mmfuse.data.datasets.isoform import COLUMN_PRESETS
+from mmfuse.data.samples.isoform import make_sample_table
 
 datasets = pytest.importorskip("datasets")
 

@@ -11,10 +11,10 @@ import torch
 
 from mmfuse.backbones import ESM2, Enformer, NucleotideTransformer
 from mmfuse.data import GTEX_TISSUES, DataError, IsoformExpression
-from mmfuse.data.layouts import write_isoformer_layout, write_modelgenerator_layout
-from mmfuse.data.records import ROW_ID, RecordStore
-from mmfuse.data.rows import SequenceView
-from mmfuse.data.sample import make_sample_table
+from mmfuse.data.samples.isoform import make_sample_table
+from mmfuse.data.samples.layouts import write_isoformer_layout, write_modelgenerator_layout
+from mmfuse.data.store.records import ROW_ID, RecordStore
+from mmfuse.data.store.rows import SequenceView
 
 SPLITS = ("train", "val", "test")
 GENES = 16
@@ -186,8 +186,8 @@ def test_ids_keep_their_leading_zeros(tmp_path):
 
 
 def test_a_row_longer_than_the_csv_block_is_read_with_a_larger_block(tmp_path, monkeypatch):
-    import mmfuse.data.records as records
-    import mmfuse.data.sources as sources
+    import mmfuse.data.files.tables as sources
+    import mmfuse.data.store.records as records
 
     monkeypatch.setattr(records, "BLOCKS", (2048, 1 << 20))
     monkeypatch.setattr(sources, "BLOCKS", (2048, 1 << 20))

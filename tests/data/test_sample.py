@@ -12,7 +12,7 @@ from Bio.Seq import Seq
 from torchmetrics.functional import spearman_corrcoef
 
 from mmfuse.data import GTEX_TISSUES
-from mmfuse.data.sample import ARE, MOTIF_COPIES, PROGRAMS, PROTEIN_MOTIF, make_sample_table, planted_signal
+from mmfuse.data.samples.isoform import ARE, MOTIF_COPIES, PROGRAMS, PROTEIN_MOTIF, make_sample_table, planted_signal
 
 
 def _digest(table: pd.DataFrame) -> str:

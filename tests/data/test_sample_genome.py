@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from mmfuse.data.annotation import read_annotation
-from mmfuse.data.genome import open_genome, transcript_sequences
-from mmfuse.data.sample import make_sample_table
-from mmfuse.data.sample_genome import PLANTED, write_sample_genome
-from mmfuse.data.variant_effects import touches, variant_effect
-from mmfuse.data.vcf import VariantCounts, read_variants
+from mmfuse.data.files.annotation import read_annotation
+from mmfuse.data.files.fasta import open_genome
+from mmfuse.data.files.vcf import VariantCounts, read_variants
+from mmfuse.data.genomics.isoform_table import transcript_sequences
+from mmfuse.data.genomics.variant_effects import touches, variant_effect
+from mmfuse.data.samples.genome import PLANTED, write_sample_genome
+from mmfuse.data.samples.isoform import make_sample_table
 
 # make_sample_table(12, 3) as it was before the generator recorded its exons (CSV, sha256): recording them draws
 # nothing (the default table, 1b599a4f…, was checked the same way)

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from mmfuse.backbones import ESM2, Geneformer
-from mmfuse.data import CellClassification, DataError, cell_matrix
-from mmfuse.data import single_cell as sc
-from mmfuse.data.cell_sample import CONTROL, MARKERS, REGULATORS, make_cell_sample, regulator_protein
+from mmfuse.data import CellClassification, DataError
+from mmfuse.data.files import h5ad as cell_matrix
+from mmfuse.data.datasets import single_cell as sc
+from mmfuse.data.samples.cells import CONTROL, MARKERS, REGULATORS, make_cell_sample, regulator_protein
 from mmfuse.errors import ConfigError
 
 try:  # a dependency of mmfuse, but the dense tables and the sample do without it

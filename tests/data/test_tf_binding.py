@@ -11,8 +11,10 @@ import pytest
 
 from mmfuse.backbones import ContextEmbedding
 from mmfuse.data import DataError, TFBinding
-from mmfuse.data.peaks import IntervalIndex, protein_name, read_peaks, read_proteins, sample_free
-from mmfuse.data.tf_binding_sample import CONTEXT_OFFSET, SAMPLE_CONTEXT_MOTIFS, SAMPLE_MOTIFS
+from mmfuse.data.files.bed import read_peaks
+from mmfuse.data.files.fasta import protein_name, read_proteins
+from mmfuse.data.genomics.intervals import IntervalIndex, sample_free
+from mmfuse.data.samples.tf_binding import CONTEXT_OFFSET, SAMPLE_CONTEXT_MOTIFS, SAMPLE_MOTIFS
 from mmfuse.errors import ConfigError
 
 CONTIGS = ("chr1", "chr2", "chr8", "chr9")

@@ -9,11 +9,12 @@ import pysam
 import pytest
 from Bio.Seq import Seq
 
-from mmfuse.data.annotation import Transcript, read_annotation
 from mmfuse.data.errors import DataError
-from mmfuse.data.genome import open_genome, transcript_sequences
-from mmfuse.data.variant_effects import buildable, touches, variant_effect
-from mmfuse.data.vcf import Variant, VariantCounts, read_variants
+from mmfuse.data.files.annotation import Transcript, read_annotation
+from mmfuse.data.files.fasta import open_genome
+from mmfuse.data.files.vcf import Variant, VariantCounts, read_variants
+from mmfuse.data.genomics.isoform_table import transcript_sequences
+from mmfuse.data.genomics.variant_effects import buildable, touches, variant_effect
 from tests.helpers import small_genome as sg
 
 TRANSCRIPT = {"+": "TPLUS1", "-": "TMINUS1"}

@@ -12,8 +12,8 @@ import pytest
 from Bio.Seq import Seq
 
 from mmfuse.data import DataError, IsoformExpression
-from mmfuse.data.tissues import GTEX_TISSUES
-from mmfuse.data.windows import GenomeWindows, reverse_complement
+from mmfuse.data.genomics.tissues import GTEX_TISSUES
+from mmfuse.data.genomics.windows import GenomeWindows, reverse_complement
 
 WINDOW = 40
 
@@ -150,7 +150,7 @@ def test_reverse_complement_agrees_with_biopython():
 
 def test_a_bad_letter_in_the_genome_ends_the_cli_run_in_one_error_line(tmp_path, monkeypatch, capsys):
     from mmfuse.cli import main
-    from mmfuse.data.layouts import write_isoformer_layout
+    from mmfuse.data.samples.layouts import write_isoformer_layout
 
     csv, genome = write_isoformer_layout(tmp_path / "iso", num_genes=6)
     lines = genome.read_text().splitlines()

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
+from mmfuse.data.datasets.table import Crop, TableDataModule, read_table
 from mmfuse.data.errors import DataError
-from mmfuse.data.table import Crop, TableDataModule, read_table
-from mmfuse.data.tissues import GTEX_TISSUES
-from mmfuse.data.windows import GenomeWindows
+from mmfuse.data.genomics.tissues import GTEX_TISSUES
+from mmfuse.data.genomics.windows import GenomeWindows
 
 __all__ = ["COLUMN_PRESETS", "ColumnPreset", "IsoformExpression", "read_table"]
 
@@ -62,7 +62,7 @@ class IsoformExpression(TableDataModule):
 
     The table is a local CSV/TSV/Parquet file; a Hugging Face data set, by hub id (``datasets.load_dataset``,
     at ``dataset_revision``) or as a local directory (saved by ``save_to_disk``, or of data files);
-    or ``sample`` for the bundled synthetic data set (see :mod:`mmfuse.data.sample`). Without network
+    or ``sample`` for the bundled synthetic data set (see :mod:`mmfuse.data.samples.isoform`). Without network
     access, download a hub data set first (``hf download ID --repo-type dataset --local-dir DIR``)
     and set ``path: DIR``.
 
@@ -124,7 +124,7 @@ class IsoformExpression(TableDataModule):
         bucket_pool: with ``bucketing``, batches' worth of records sorted by length together; larger
             pools pad less but make batches less random.
         genome: cut DNA from a genome FASTA by the table's coordinates: its path (the preset's
-            coordinate columns are used), or :class:`~mmfuse.data.windows.GenomeWindows` options.
+            coordinate columns are used), or :class:`~mmfuse.data.genomics.windows.GenomeWindows` options.
         records_dir: where the memory-mapped records store is written once per source (default
             ``$MMFUSE_CACHE/records``, else ``~/.cache/mmfuse/records``).
         folds: cross-validation in this many folds of genes (isoforms of a gene never straddle folds; with

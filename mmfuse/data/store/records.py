@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.sources import (
+from mmfuse.data.files.tables import (
     _BATCH_ROWS,
     BLOCKS,
     SPLIT_ALIASES,

@@ -2,7 +2,7 @@
 
 :class:`TFBindingTable` is mixed into :class:`~mmfuse.data.TFBinding` (whose module docstring
 describes the inputs, the records and how unbound records are drawn): it reads the peaks and the
-proteins (:mod:`mmfuse.data.peaks`), drops peaks on contigs the genome lacks or of TFs without a
+proteins (:mod:`mmfuse.data.files.bed`), drops peaks on contigs the genome lacks or of TFs without a
 protein (by policy), draws the unbound records, cuts each distinct window from the genome once and
 counts what it built and left out in a :class:`TFBindingSummary`.
 """
@@ -20,8 +20,9 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.genome import open_genome, padded_slice
-from mmfuse.data.peaks import IntervalIndex, outside, read_peaks, read_proteins, sample_free
+from mmfuse.data.files.bed import read_peaks
+from mmfuse.data.files.fasta import open_genome, padded_slice, read_proteins
+from mmfuse.data.genomics.intervals import IntervalIndex, outside, sample_free
 from mmfuse.registry import suggest_name
 
 __all__ = ["TFBindingSummary", "TFBindingTable"]

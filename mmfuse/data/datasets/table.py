@@ -1,10 +1,10 @@
 """The shared part of table-based data modules: reading, splitting, cropping, missing modalities, loaders.
 
 A table has one record per row: an id, one sequence column per modality (or coordinates to cut DNA
-from a genome, :class:`~mmfuse.data.windows.GenomeWindows`), and labels (targets or a class). It
+from a genome, :class:`~mmfuse.data.genomics.windows.GenomeWindows`), and labels (targets or a class). It
 comes from a CSV/TSV/Parquet file, a directory of them, a Hugging Face ``datasets`` hub id or a
 local data set directory, and is read into a memory-mapped records store once
-(:mod:`mmfuse.data.records`); records are read from it by row in the DataLoader workers, so no
+(:mod:`mmfuse.data.store.records`); records are read from it by row in the DataLoader workers, so no
 process holds the sequences. Subclasses say which columns are labels and how to turn them into
 arrays (:meth:`TableDataModule._labels`).
 """
@@ -19,16 +19,16 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
-from mmfuse.data.checks import _DEFAULT_CROP, _KEPT, TableChecks
 from mmfuse.data.collate import MultiModalCollate
+from mmfuse.data.datasets.checks import _DEFAULT_CROP, _KEPT, TableChecks
+from mmfuse.data.datasets.loaders import TableLoaders
+from mmfuse.data.datasets.store import TableStore
 from mmfuse.data.errors import DataError
-from mmfuse.data.records import ROW_ID, RecordStore
-from mmfuse.data.rows import Crop, SequenceView, SplitRecords, crop_sequence
-from mmfuse.data.sources import read_table
+from mmfuse.data.files.tables import read_table
+from mmfuse.data.genomics.windows import GenomeWindows
 from mmfuse.data.splits import SPLITS, SplitRule
-from mmfuse.data.table_loaders import TableLoaders
-from mmfuse.data.table_store import TableStore
-from mmfuse.data.windows import GenomeWindows
+from mmfuse.data.store.records import ROW_ID, RecordStore
+from mmfuse.data.store.rows import Crop, SequenceView, SplitRecords, crop_sequence
 from mmfuse.errors import ConfigError
 
 __all__ = ["Crop", "GenomeWindows", "TableDataModule", "crop_sequence", "read_table"]
@@ -39,8 +39,8 @@ class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModu
 
     Args:
         path: the table file (CSV/TSV/Parquet, optionally compressed), a local ``datasets``
-            directory, a Hugging Face hub data set id (see :func:`~mmfuse.data.sources.source_parts`), or ``sample`` for
-            the bundled synthetic data set.
+            directory, a Hugging Face hub data set id (see :func:`~mmfuse.data.files.tables.source_parts`),
+            or ``sample`` for the bundled synthetic data set.
         modalities: ``{modality: column}``; modalities must cover the task's backbones.
         id_column: unique record id, written next to predictions; ``null``: the file and data row
             (``train_0.tsv:17``, rows counted from 0), for tables without ids.
@@ -76,7 +76,7 @@ class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModu
         bucket_pool: with ``bucketing``, how many batches' worth of records are sorted by length
             together; larger pools pad less but make batches less random.
         genome: cut a modality's sequences (DNA) from a genome FASTA by each record's coordinates,
-            when the record is read: a FASTA path, or :class:`~mmfuse.data.windows.GenomeWindows`
+            when the record is read: a FASTA path, or :class:`~mmfuse.data.genomics.windows.GenomeWindows`
             options (``{fasta: GRCh38.fa, window: 196608, contig_column: chr, ...}``).
         records_dir: where the records store (the table in a memory-mapped Arrow file, written
             once per source) is kept; default ``$MMFUSE_CACHE/records`` or ``~/.cache/mmfuse/records``.

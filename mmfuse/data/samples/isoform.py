@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from Bio.Data import CodonTable
 
-from mmfuse.data.tissues import GTEX_TISSUES
+from mmfuse.data.genomics.tissues import GTEX_TISSUES
 
 __all__ = [
     "ARE",
@@ -93,7 +93,7 @@ _STOPS = ("TAA", "TAG", "TGA")
 
 @dataclass(frozen=True)
 class GeneModel:
-    """A sample gene's pieces, 5'->3' on its strand, as drawn (:mod:`mmfuse.data.sample_genome` lays
+    """A sample gene's pieces, 5'->3' on its strand, as drawn (:mod:`mmfuse.data.samples.genome` lays
     them out in a genome): ``promoter`` (512 bp, up to the TSS), ``exon1`` (5'UTR + CDS start),
     ``intron1``, ``exon2``, ``cassette`` (skipped by some isoforms), ``exon4`` (the CDS's end with its stop
     codon), ``utr3_short`` and ``extension`` (the long 3'UTR's rest, with the AU-rich elements)."""
@@ -266,7 +266,7 @@ def make_sample_table(num_genes: int = 240, seed: int = 0, noncoding_fraction: f
         TSS), ``RNA``, ``Protein``, ``biotype``, ``cds_start``/``cds_end`` (0-based, in ``RNA``,
         stop codon included; the open reading frame of non-coding transcripts is kept), the ground
         truth (``program``, ``are_count``, ``has_motif``), the 30 tissue columns of
-        :data:`~mmfuse.data.tissues.GTEX_TISSUES` (log(1 + TPM)) and ``expression_level``
+        :data:`~mmfuse.data.genomics.tissues.GTEX_TISSUES` (log(1 + TPM)) and ``expression_level``
         (``low``/``medium``/``high``: tertiles of the mean over tissues, for classification).
     """
     rng, transcripts, noncoding = _draw(num_genes, seed, noncoding_fraction)

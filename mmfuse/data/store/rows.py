@@ -1,4 +1,4 @@
-"""Records read by row from a :class:`~mmfuse.data.records.RecordStore`, in the process that reads them.
+"""Records read by row from a :class:`~mmfuse.data.store.records.RecordStore`, in the process that reads them.
 
 :class:`RecordReader` knows, per store row, which modalities are present and how long each sequence
 is once cropped (two small arrays computed in blocks over the store, never a list of sequences); it
@@ -15,8 +15,8 @@ from typing import Any, Literal
 import numpy as np
 from torch.utils.data import Dataset
 
-from mmfuse.data.records import RecordStore, numeric_mask
-from mmfuse.data.windows import WindowReader
+from mmfuse.data.genomics.windows import WindowReader
+from mmfuse.data.store.records import RecordStore, numeric_mask
 
 __all__ = ["RecordReader", "SequenceView", "SplitRecords", "crop_sequence"]
 

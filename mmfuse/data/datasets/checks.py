@@ -1,6 +1,6 @@
 """What can be wrong with a table, and the one clear message that says how to fix it.
 
-:class:`TableChecks` holds the checks of :class:`~mmfuse.data.table.TableDataModule` that run on the
+:class:`TableChecks` holds the checks of :class:`~mmfuse.data.datasets.table.TableDataModule` that run on the
 small per-record arrays (columns present, sequences present, lengths, values that are not text),
 never on the sequences themselves: missing columns, numbers in a sequence column, crops counted,
 missing modalities masked or refused, an empty split explained.
@@ -16,8 +16,8 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.records import ROW_ID, RecordStore
-from mmfuse.data.rows import Crop, RecordReader
+from mmfuse.data.store.records import ROW_ID, RecordStore
+from mmfuse.data.store.rows import Crop, RecordReader
 
 __all__ = ["TableChecks"]
 
@@ -28,7 +28,10 @@ _KEPT_PROTEIN = {"center": "the middle", "end": "the C-terminus", "start": "the 
 
 
 class TableChecks:
-    """The checks and messages of table data modules (mixed into :class:`~mmfuse.data.table.TableDataModule`)."""
+    """The checks and messages of table data modules.
+
+    Mixed into :class:`~mmfuse.data.datasets.table.TableDataModule`.
+    """
 
     path: str
     id_column: str

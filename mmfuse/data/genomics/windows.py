@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.genome import DEFAULT_WINDOW, open_genome, padded_slice
+from mmfuse.data.files.fasta import open_genome, padded_slice
 
 __all__ = ["DEFAULT_WINDOW", "GenomeWindows", "WindowReader", "find_contig", "reverse_complement"]
 
+DEFAULT_WINDOW = 196_608  # Enformer's input length
 _COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 _IUPAC_TO_N = str.maketrans("RYKMSWBDHVryksmwbdhv", "N" * 20)
 _NOT_DNA = re.compile(r"[^ACGTN]")

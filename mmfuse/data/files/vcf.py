@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.windows import find_contig
+from mmfuse.data.genomics.windows import find_contig
 
 __all__ = ["DEFAULT_MAX_INDEL", "Variant", "VariantCounts", "read_variants"]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
+from mmfuse.data.datasets.table import Crop, TableDataModule
 from mmfuse.data.errors import DataError
-from mmfuse.data.table import Crop, TableDataModule
 from mmfuse.errors import ConfigError
 
 __all__ = ["SequenceClassification"]
@@ -55,7 +55,7 @@ class SequenceClassification(TableDataModule):
     ``datasets`` directory, as for :class:`~mmfuse.data.IsoformExpression`), or ``sample`` for the
     bundled synthetic data set, whose
     ``expression_level`` column classes transcripts as ``low``/``medium``/``high`` (see
-    :mod:`mmfuse.data.sample`). Labels are read as text and mapped to class indices (int64) in the
+    :mod:`mmfuse.data.samples.isoform`). Labels are read as text and mapped to class indices (int64) in the
     order of ``classes``; that order is the task's ``target_names`` (the CLI links them). Splits and
     missing modalities work as in :class:`~mmfuse.data.IsoformExpression`.
 

@@ -1,6 +1,6 @@
 """Build an isoform-expression table from a genome, an annotation and GTEx expression.
 
-:func:`build_isoform_table` writes the table that :class:`~mmfuse.data.isoform.IsoformExpression`
+:func:`build_isoform_table` writes the table that :class:`~mmfuse.data.datasets.isoform.IsoformExpression`
 reads: one row per transcript found in both the annotation and the expression file, with
 
 * ``DNA``: ``window`` bp of genome around the TSS, read 5'→3' on the transcript's strand (the
@@ -30,23 +30,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mmfuse.data.annotation import Transcript, read_annotation, strip_version
 from mmfuse.data.errors import DataError
-from mmfuse.data.gct import gct_chunks
-from mmfuse.data.gct import sample_tissues as read_sample_tissues
-from mmfuse.data.tissues import GTEX_TISSUES
+from mmfuse.data.files.annotation import Transcript, read_annotation, strip_version
+from mmfuse.data.files.fasta import open_genome, padded_slice
+from mmfuse.data.files.gct import gct_chunks
+from mmfuse.data.files.gct import sample_tissues as read_sample_tissues
+from mmfuse.data.genomics.tissues import GTEX_TISSUES
+from mmfuse.data.genomics.windows import DEFAULT_WINDOW
 from mmfuse.io import atomic_path
 
 __all__ = [
     "BuildSummary",
     "build_isoform_table",
     "genetic_code",
-    "open_genome",
-    "padded_slice",
     "transcript_sequences",
 ]
 
-DEFAULT_WINDOW = 196_608  # Enformer's input length
 _MITOCHONDRIAL = {"MT", "chrM", "M", "chrMT"}
 _STOPS = {"TAA", "TAG", "TGA"}
 
@@ -101,25 +100,6 @@ class BuildSummary:
                 f"against Ensembl '1')")
 
 
-def open_genome(path: str | Path) -> Any:
-    """Opens an indexed FASTA with pyfaidx (upper-cased), building ``.fai`` beside it if missing."""
-    import pyfaidx
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(
-            f"genome FASTA {str(path)!r} does not exist; give the path of the genome FASTA (plain or bgzip-compressed)"
-        )
-    try:
-        return pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=True)
-    except Exception as exc:
-        raise DataError(
-            f"cannot read or build the index of {path} ({type(exc).__name__}: {exc}). Delete {path}.fai to have "
-            f"it rebuilt (the directory must be writable), or run `samtools faidx {path}`; a gzipped FASTA "
-            f"must be bgzip-compressed."
-        ) from None
-
-
 def genetic_code(contig: str) -> int:
     """The NCBI translation table of ``contig``: 2 (vertebrate mitochondrial) for ``MT``/``chrM``, else 1."""
     return 2 if contig in _MITOCHONDRIAL else 1
@@ -129,14 +109,6 @@ def _reverse_complement(sequence: str) -> str:
     from Bio.Seq import Seq
 
     return str(Seq(sequence).reverse_complement())
-
-
-def padded_slice(genome: Any, contig: str, start: int, end: int) -> tuple[str, bool]:
-    """Genome[start:end] on ``contig``, ``N`` past its ends; also whether padding was needed."""
-    length = len(genome[contig])
-    left, right = max(0, -start), max(0, end - length)
-    sequence = genome[contig][max(0, start) : min(end, length)] if min(end, length) > max(0, start) else ""
-    return "N" * left + sequence + "N" * right, bool(left or right)
 
 
 def _coding_region(transcript: Transcript, exons: list[tuple[int, int]]) -> tuple[int, int] | None:
@@ -248,7 +220,7 @@ def build_isoform_table(
 
     Args:
         fasta: genome FASTA (indexed with ``.fai``, which is built if missing).
-        annotation: GTF or GFF3 (optionally gzipped), see :mod:`mmfuse.data.annotation`.
+        annotation: GTF or GFF3 (optionally gzipped), see :mod:`mmfuse.data.files.annotation`.
         expression: GTEx transcript TPM GCT (optionally gzipped).
         sample_tissues: tab-separated sample attributes, mapping ``sample_column`` to ``tissue_column``.
         out: the Parquet file to write (atomically: a failed run leaves no partial file).

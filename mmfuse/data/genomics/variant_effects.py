@@ -1,7 +1,7 @@
 """What a variant does to a transcript's model inputs: its DNA window, its spliced RNA and its protein.
 
 :func:`variant_effect` builds both versions of a transcript's sequences exactly as ``mmfuse data
-build-isoform`` builds them (:func:`~mmfuse.data.genome.transcript_sequences`), the alternate one from
+build-isoform`` builds them (:func:`~mmfuse.data.genomics.isoform_table.transcript_sequences`), the alternate one from
 a copy of the genome around the transcript with the variant applied. Coordinates after an indel
 shift by its length: exons, CDS and stop codon keep their bases, and the DNA window stays centred
 on the (shifted) TSS, so an upstream insertion pushes the window's far end out rather than moving
@@ -31,11 +31,12 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from mmfuse.data.annotation import Transcript
 from mmfuse.data.errors import DataError
-from mmfuse.data.genome import genetic_code, open_genome, transcript_sequences
-from mmfuse.data.rows import Crop, crop_sequence
-from mmfuse.data.vcf import Variant
+from mmfuse.data.files.annotation import Transcript
+from mmfuse.data.files.fasta import open_genome
+from mmfuse.data.files.vcf import Variant
+from mmfuse.data.genomics.isoform_table import genetic_code, transcript_sequences
+from mmfuse.data.store.rows import Crop, crop_sequence
 
 __all__ = ["CONSEQUENCES", "KINDS", "Effect", "VariantPairs", "buildable", "touches", "variant_effect"]
 

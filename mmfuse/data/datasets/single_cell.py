@@ -3,7 +3,7 @@
 :class:`CellClassification` writes each cell as one string of its non-zero genes,
 ``GENE:value;GENE:value;…`` in the matrix's gene order, the input of
 :class:`~mmfuse.backbones.Geneformer` (whose tokenizer turns it into the rank value encoding, in the
-DataLoader workers); the matrix readers and the string format are in :mod:`mmfuse.data.cell_matrix`.
+DataLoader workers); the matrix readers and the string format are in :mod:`mmfuse.data.files.h5ad`.
 
 Everything else (splits, labels, other modalities read from per-cell columns, tokenizer checks,
 batching, bucketing, predictions) is :class:`~mmfuse.data.SequenceClassification`'s.
@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
-from mmfuse.data.cell_matrix import RAW, cell_strings, read_dense_cells, read_h5ad_cells
-from mmfuse.data.classification import SequenceClassification
+from mmfuse.data.datasets.classification import SequenceClassification
 from mmfuse.data.errors import DataError
-from mmfuse.data.rows import Crop
+from mmfuse.data.files.h5ad import RAW, cell_strings, read_dense_cells, read_h5ad_cells
+from mmfuse.data.store.rows import Crop
 from mmfuse.errors import ConfigError
 
 __all__ = ["EXPRESSION", "RAW", "CellClassification", "cell_strings", "read_dense_cells", "read_h5ad_cells"]
@@ -45,7 +45,7 @@ class CellClassification(SequenceClassification):
       columns of other modalities are metadata; every other column is a gene, named by its header,
       and must hold numbers.
     * ``sample``: a synthetic CRISPR screen over the tiny Geneformer's genes ``G0000`` … ``G0099``
-      (:mod:`mmfuse.data.cell_sample`; ``layer`` and ``gene_id_column`` are ignored).
+      (:mod:`mmfuse.data.samples.cells`; ``layer`` and ``gene_id_column`` are ignored).
 
     ``modalities`` maps each modality to a column; the value ``X`` stands for the expression matrix
     (of ``layer``), read into one ``GENE:value;…`` string per cell, so ``{cell: X}`` feeds the cell
@@ -175,7 +175,7 @@ class CellClassification(SequenceClassification):
 
     def _read(self) -> pd.DataFrame:
         if self.path == "sample":
-            from mmfuse.data.cell_sample import make_cell_sample
+            from mmfuse.data.samples.cells import make_cell_sample
 
             counts, genes, obs = make_cell_sample(self.sample_cells, self.sample_seed)
             obs = obs.rename(columns={"cell_id": self.id_column, "cell_type": self.label_column})

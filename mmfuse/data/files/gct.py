@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.sources import check_table_file, open_text, reading_error
+from mmfuse.data.files.tables import check_table_file, open_text, reading_error
 
 __all__ = ["gct_chunks", "sample_tissues"]
 

@@ -1,6 +1,6 @@
 """The loaders of table data modules: tokenizers checked and attached, samplers, the DataLoaders.
 
-:class:`TableLoaders` is mixed into :class:`~mmfuse.data.table.TableDataModule`: it checks every
+:class:`TableLoaders` is mixed into :class:`~mmfuse.data.datasets.table.TableDataModule`: it checks every
 sequence against the tokenizers a task attaches (once per tokenizer), builds the collate function
 (:class:`~mmfuse.data.collate.MultiModalCollate`, run in the workers), and the loaders of each split,
 with the reproducible training order (:class:`~mmfuse.data.sampler.EpochRandomSampler`, or a
@@ -30,10 +30,10 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from mmfuse.data.collate import MultiModalCollate
 from mmfuse.data.errors import DataError
-from mmfuse.data.rows import SplitRecords
 from mmfuse.data.sampler import BucketBatchSampler, EpochRandomSampler
 from mmfuse.data.splits import SPLITS
-from mmfuse.data.validate import validate_sequences
+from mmfuse.data.store.rows import SplitRecords
+from mmfuse.data.store.validate import validate_sequences
 from mmfuse.tokenizers import Tokenizer
 
 __all__ = ["TableLoaders", "shuffle_seed"]
@@ -52,8 +52,9 @@ def shuffle_seed() -> int:
 class TableLoaders:
     """Tokenizers, collation and loaders of table data modules.
 
-    Mixed into :class:`~mmfuse.data.table.TableDataModule`, which provides the attributes below and
-    ``setup`` and ``split_sequences``; :class:`~mmfuse.data.checks.TableChecks` provides ``_crop_hint`` and ``_fill``.
+    Mixed into :class:`~mmfuse.data.datasets.table.TableDataModule`, which provides the attributes below and
+    ``setup`` and ``split_sequences``; :class:`~mmfuse.data.datasets.checks.TableChecks` provides
+    ``_crop_hint`` and ``_fill``.
     """
 
     path: str

@@ -25,9 +25,9 @@ memory, windows included (each distinct window once): 196,608 bp a record adds u
 to the experiments you train on (``contexts``, ``tfs``, ``max_peaks_per_experiment``).
 
 ``path: sample`` builds the same from a small synthetic genome written by
-:mod:`mmfuse.data.tf_binding_sample` (each TF's motif planted at the centre of its peaks, each
-context's motif beside it), through the same file readers, which live in :mod:`mmfuse.data.peaks`.
-The table is built by :class:`~mmfuse.data.tf_binding_table.TFBindingTable`.
+:mod:`mmfuse.data.samples.tf_binding` (each TF's motif planted at the centre of its peaks, each
+context's motif beside it), through the same file readers, which live in :mod:`mmfuse.data.files.bed`.
+The table is built by :class:`~mmfuse.data.datasets.tf_records.TFBindingTable`.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from typing import Literal
 
 import pandas as pd
 
-from mmfuse.data.classification import SequenceClassification
+from mmfuse.data.datasets.classification import SequenceClassification
+from mmfuse.data.datasets.tf_records import TFBindingSummary, TFBindingTable
 from mmfuse.data.errors import DataError
-from mmfuse.data.genome import DEFAULT_WINDOW
-from mmfuse.data.rows import Crop
-from mmfuse.data.tf_binding_table import TFBindingSummary, TFBindingTable
+from mmfuse.data.genomics.windows import DEFAULT_WINDOW
+from mmfuse.data.store.rows import Crop
 from mmfuse.errors import ConfigError
 
 __all__ = ["CLASSES", "TFBinding", "TFBindingSummary"]
@@ -58,7 +58,7 @@ _SAMPLE_CONTIGS = ("chr1", "chr2", "chr3", "chr4")  # the sample's training cont
 class TFBinding(TFBindingTable, SequenceClassification):
     """ReMap-style TF peaks → (DNA window, TF protein, context) records labelled ``bound``/``unbound``.
 
-    See :mod:`mmfuse.data.tf_binding` for the inputs, the records and how unbound records are drawn.
+    See :mod:`mmfuse.data.datasets.tf_binding` for the inputs, the records and how unbound records are drawn.
     The table then goes through :class:`~mmfuse.data.SequenceClassification` (classes ``unbound``,
     ``bound``; the latter is the positive class): cropping (``max_lengths``, e.g. ``{protein: 1022}``
     for ESM2), tokenizer checks naming the record, bucketing and predictions (with the ``id``).
@@ -66,7 +66,7 @@ class TFBinding(TFBindingTable, SequenceClassification):
 
     Args:
         path: ``null`` to read ``peaks``/``genome``/``proteins``, or ``sample`` for a small synthetic
-            data set built with :mod:`mmfuse.data.tf_binding_sample` (``peaks``, ``genome`` and
+            data set built with :mod:`mmfuse.data.samples.tf_binding` (``peaks``, ``genome`` and
             ``proteins`` are then ignored; contigs chr1-chr4 plus the val/test contigs).
         peaks: BED file of peaks (optionally ``.gz``), name column ``TF:context`` (ReMap).
         genome: FASTA of the genome the peaks refer to (``.fai`` is built beside it if missing).
@@ -212,7 +212,7 @@ class TFBinding(TFBindingTable, SequenceClassification):
             if absent:
                 raise DataError(f"TFBinding input file(s) not found: {', '.join(absent)}")
             return self._build(*(Path(str(files[k])).expanduser() for k in ("peaks", "genome", "proteins")))
-        from mmfuse.data.tf_binding_sample import write_sample
+        from mmfuse.data.samples.tf_binding import write_sample
 
         with tempfile.TemporaryDirectory(prefix="mmfuse-tf-binding-") as directory:
             files = write_sample(directory, self.sample_peaks, self.sample_seed, self._sample_contigs, self.window)

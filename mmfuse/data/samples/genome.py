@@ -1,10 +1,10 @@
 """The bundled sample data set as a genome, an annotation and a VCF of planted variants.
 
-:func:`write_sample_genome` lays every gene of :func:`~mmfuse.data.sample.make_sample_table` out in
+:func:`write_sample_genome` lays every gene of :func:`~mmfuse.data.samples.isoform.make_sample_table` out in
 a synthetic genome (``genome.fa``: contigs ``chr1`` and ``chr2``, genes on both strands, random DNA
 between them) with its transcripts in ``genes.gtf`` (GENCODE style: exons, CDS without the stop
 codon, ``stop_codon``; non-coding transcripts without CDS), so that
-:func:`~mmfuse.data.genome.transcript_sequences` with a 1,024-bp window gives back each transcript's
+:func:`~mmfuse.data.genomics.isoform_table.transcript_sequences` with a 1,024-bp window gives back each transcript's
 ``DNA``, ``RNA`` and ``Protein`` as the table has them. Its exons are the generator's own: exon 1
 (5'UTR and the CDS's start), exon 2, the cassette exon (left out by some isoforms) and the last exon
 (the CDS's end and the short or long 3'UTR). Intron 1 is the sample's; introns 2 and 3, the strands
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmfuse.data.sample import ARE, PROGRAMS, PROTEIN_MOTIF, GeneModel, SampleTranscript, sample_transcripts
-from mmfuse.data.windows import reverse_complement
+from mmfuse.data.genomics.windows import reverse_complement
+from mmfuse.data.samples.isoform import ARE, PROGRAMS, PROTEIN_MOTIF, GeneModel, SampleTranscript, sample_transcripts
 from mmfuse.io import atomic_path
 
 __all__ = ["PLANTED", "write_sample_genome"]

@@ -12,7 +12,7 @@ annotation keeps the version in its own attribute) is kept in :attr:`Transcript.
 
 Stop codons: GENCODE/Ensembl GTF leave the stop codon out of ``CDS`` and give it as a
 ``stop_codon`` line; GFF3 files do either. ``stop_codon`` features are merged into the CDS when
-present; :mod:`mmfuse.data.genome` adds the three bases after a CDS that ends without a stop codon
+present; :mod:`mmfuse.data.genomics.isoform_table` adds the three bases after a CDS that ends without a stop codon
 when they are one, so the CDS includes its stop codon under both conventions.
 """
 
@@ -27,7 +27,7 @@ from typing import IO
 from urllib.parse import unquote
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.sources import open_text
+from mmfuse.data.files.tables import open_text
 
 __all__ = ["Transcript", "read_annotation", "strip_version"]
 

@@ -1,11 +1,11 @@
 """The records store and genome windows of table data modules.
 
-:class:`TableStore` is mixed into :class:`~mmfuse.data.table.TableDataModule`: it writes the table
-into a memory-mapped records store once (:mod:`mmfuse.data.records`; a table built in memory, as the
+:class:`TableStore` is mixed into :class:`~mmfuse.data.datasets.table.TableDataModule`: it writes the table
+into a memory-mapped records store once (:mod:`mmfuse.data.store.records`; a table built in memory, as the
 sample data, is stored the same way), names the columns kept there, and builds the
-:class:`~mmfuse.data.rows.RecordReader` that reads a record by row in the workers: which modalities
+:class:`~mmfuse.data.store.rows.RecordReader` that reads a record by row in the workers: which modalities
 each row has, their lengths after cropping, and the DNA windows cut from a genome
-(:class:`~mmfuse.data.windows.WindowReader`).
+(:class:`~mmfuse.data.genomics.windows.WindowReader`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
-from mmfuse.data.records import ROW_ID, RecordStore, open_records
-from mmfuse.data.rows import ColumnStats, Crop, RecordReader
-from mmfuse.data.windows import GenomeWindows, WindowReader
+from mmfuse.data.genomics.windows import GenomeWindows, WindowReader
+from mmfuse.data.store.records import ROW_ID, RecordStore, open_records
+from mmfuse.data.store.rows import ColumnStats, Crop, RecordReader
 
 __all__ = ["TableStore"]
 
@@ -24,7 +24,7 @@ __all__ = ["TableStore"]
 class TableStore:
     """Records store and record reader of table data modules.
 
-    Mixed into :class:`~mmfuse.data.table.TableDataModule`, which provides the attributes below and the
+    Mixed into :class:`~mmfuse.data.datasets.table.TableDataModule`, which provides the attributes below and the
     ``_label_columns`` hook.
     """
 
@@ -52,7 +52,7 @@ class TableStore:
         """A table built in memory (the sample data; subclasses that assemble their records), or
         ``None``: ``path`` is read into the records store."""
         if self.path == "sample":
-            from mmfuse.data.sample import make_sample_table
+            from mmfuse.data.samples.isoform import make_sample_table
 
             return make_sample_table(self.sample_genes, self.sample_seed)
         return None
@@ -72,7 +72,7 @@ class TableStore:
         self.records()
 
     def records(self) -> RecordStore:
-        """The records store of ``path``: opened, or written on first use (see :mod:`mmfuse.data.records`)."""
+        """The records store of ``path``: opened, or written on first use (see :mod:`mmfuse.data.store.records`)."""
         if self._store is None:
             frame = self._read()
             if frame is not None:

@@ -19,7 +19,7 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.sources import read_table
+from mmfuse.data.files.tables import read_table
 
 __all__ = ["RAW", "cell_strings", "read_dense_cells", "read_h5ad_cells"]
 

@@ -3,7 +3,7 @@ their names), a ``datasets`` directory or a Hugging Face hub data set (or one fi
 
 :func:`source_parts` finds the files (or the ``datasets`` object), :func:`part_columns` and
 :func:`part_batches` read one file's header and its record batches (CSV/TSV through pyarrow in small
-blocks, cells as text); :mod:`mmfuse.data.records` writes them into the records store.
+blocks, cells as text); :mod:`mmfuse.data.store.records` writes them into the records store.
 :func:`read_table` reads a whole small table into pandas (metadata tables, not sequences).
 """
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mmfuse.data.sample import make_sample_table
-from mmfuse.data.tissues import GTEX_TISSUES
-from mmfuse.data.windows import reverse_complement
+from mmfuse.data.genomics.tissues import GTEX_TISSUES
+from mmfuse.data.genomics.windows import reverse_complement
+from mmfuse.data.samples.isoform import make_sample_table
 
 __all__ = ["write_isoformer_layout", "write_modelgenerator_layout"]
 
@@ -38,7 +38,7 @@ def write_isoformer_layout(directory: str | Path, num_genes: int = 240, seed: in
     """Writes ``DIR/transcript_expression/GTEx_final.csv`` and ``DIR/genome.fa``; returns both paths.
 
     Genes alternate between contigs ``chr1`` and ``chr2`` and between strands; the TSS of each lies
-    at index ``len(DNA) // 2`` of its window, as :class:`~mmfuse.data.windows.GenomeWindows` cuts
+    at index ``len(DNA) // 2`` of its window, as :class:`~mmfuse.data.genomics.windows.GenomeWindows` cuts
     them. ``split`` is ``train`` or ``test`` by gene (no validation, as the published file).
     """
     directory = Path(directory)

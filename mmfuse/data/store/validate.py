@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from mmfuse.data.rows import SequenceView
+from mmfuse.data.store.rows import SequenceView
 from mmfuse.tokenizers import InvalidSequenceError, Tokenizer
 
 __all__ = ["validate_sequences"]

@@ -1,0 +1,1 @@
+"""One file per data module: isoform expression, sequence classification, single cells, TF binding."""

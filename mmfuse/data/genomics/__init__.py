@@ -1,0 +1,1 @@
+"""Genomics: DNA windows cut from a genome, region overlaps, the isoform-table builder, variant effects, tissues."""
