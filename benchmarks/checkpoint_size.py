@@ -34,7 +34,9 @@ def checkpoint_mb(preset: str, source: str, options: FineTuning, root: Path) -> 
         head=partial(MLPHead, hidden_dims=[64]),
         target_names=[f"t{i}" for i in range(30)],
     )
-    data = IsoformExpression(path="sample", sample_genes=8, modalities={"protein": "Protein"}, batch_size=2)
+    data = IsoformExpression(
+        "sample", modalities={"protein": "Protein"}, loader={"batch_size": 2}, sample={"size": 8},
+    )
     trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
                         default_root_dir=root)  # fmt: skip

@@ -155,8 +155,9 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     started = time.perf_counter()
     dm = IsoformExpression(
-        path=spec["csv"], columns="isoformer", genome=spec["genome"], batch_size=BATCH_SIZE,
-        num_workers=spec["workers"], records_dir=spec["records_dir"], max_lengths=limits,
+        source={"path": spec["csv"], "genome": spec["genome"], "records_dir": spec["records_dir"]},
+        columns="isoformer", loader={"batch_size": BATCH_SIZE, "num_workers": spec["workers"]},
+        lengths={"max": limits},
     )  # fmt: skip
     dm.setup("fit")
     out["setup_s"] = time.perf_counter() - started

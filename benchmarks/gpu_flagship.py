@@ -170,8 +170,10 @@ def write_table(size: Size, records: int, work: Path) -> Path:
 def datamodule(path: Path, batch: int, size: Size, work: Path) -> Any:
     from mmfuse.data import IsoformExpression
 
-    return IsoformExpression(path=str(path), batch_size=batch, eval_batch_size=size.batch, num_workers=size.workers,
-                             records_dir=str(work / "records"))  # fmt: skip
+    return IsoformExpression(
+        source={"path": str(path), "records_dir": str(work / "records")},
+        loader={"batch_size": batch, "eval_batch_size": size.batch, "num_workers": size.workers},
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------

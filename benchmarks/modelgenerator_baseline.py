@@ -381,19 +381,10 @@ def main() -> None:
 
     columns = ["rna_seq", "dna_seq"] + (["protein_seq"] if args.fusion == "concat" else [])
     data = IsoformExpression(
-        path=data_dir,
-        x_col=columns,
-        rename_cols={c: f"{c}_sequences" for c in columns},
-        valid_split_name="valid",
-        train_split_files=["train_*.tsv"],
-        valid_split_files=["validation.tsv"],
-        test_split_files=["test.tsv"],
-        normalize=True,
-        random_seed=42,
-        batch_size=BATCH,
-        shuffle=True,
-        num_workers=0,
-        pin_memory=False,
+        data_dir, x_col=columns, rename_cols={c: f"{c}_sequences" for c in columns}, valid_split_name="valid",
+        train_split_files=["train_*.tsv"], valid_split_files=["validation.tsv"], test_split_files=["test.tsv"],
+        normalize=True, random_seed=42, shuffle=True, pin_memory=False,
+        loader={"batch_size": BATCH, "num_workers": 0},
     )
     model = build(esm_dir, args.fusion)
     model.data_module = data  # what `mgen`'s link_arguments("data", "model.init_args.data_module") does

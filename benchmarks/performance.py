@@ -197,8 +197,10 @@ def data(size: str, records: int, work: Path, batch: int, lengths: str = "max", 
     from mmfuse.data.samples.isoform import make_sample_table
 
     if size == "quick" and lengths == "max":
-        return IsoformExpression(path="sample", sample_genes=240 * genes_factor, batch_size=batch,
-                                 split_column="none", val_fraction=0.1, test_fraction=0.1)  # fmt: skip
+        return IsoformExpression(
+            "sample", split={"column": "none", "val_fraction": 0.1, "test_fraction": 0.1},
+            loader={"batch_size": batch}, sample={"size": 240 * genes_factor},
+        )  # fmt: skip
     rng = np.random.default_rng(0)
     table = make_sample_table(num_genes=max(8, records // 2), seed=0).iloc[:records].reset_index(drop=True)
     if lengths == "max":
@@ -221,8 +223,10 @@ def data(size: str, records: int, work: Path, batch: int, lengths: str = "max", 
     modalities = {"nt_esm": {"rna": "RNA", "protein": "Protein"}, "preset_attention": {"dna": "DNA", "rna": "RNA"}}.get(
         size
     )
-    return IsoformExpression(path=str(path), batch_size=batch, bucketing=bucketing, num_workers=workers,
-                             modalities=modalities)  # fmt: skip
+    return IsoformExpression(
+        str(path), modalities=modalities,
+        loader={"batch_size": batch, "bucketing": bucketing, "num_workers": workers},
+    )  # fmt: skip
 
 
 def _trainer(work: Path, callbacks: list, **kwargs: Any) -> Any:

@@ -123,6 +123,17 @@ def render() -> str:
     parts.append(component(FineTuning, "FineTuning (`finetune:` of a backbone)"))
     parts.append(component(LoraOptions, "LoraOptions (`finetune.lora:` of a backbone)"))
     parts.append(component(CacheOptions, "CacheOptions (`embedding_cache:` of a task)"))
+    from mmfuse.data import options as data
+
+    for cls, where in ((data.TableSource, "`source:` of a table data module"),
+                       (data.CellSource, "`source:` of CellClassification"),
+                       (data.PeakSource, "`source:` of TFBinding"),
+                       (data.SplitOptions, "`split:` of every data module; GeneSplit groups by `gene_id`, ContigSplit "
+                                           "by contig with chr8/chr9 held out"),
+                       (data.LoaderOptions, "`loader:` of every data module"),
+                       (data.LengthOptions, "`lengths:` of every data module"),
+                       (data.SampleOptions, "`sample:` of every data module")):  # fmt: skip
+        parts.append(component(cls, f"{cls.__name__} ({where})"))
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from mmfuse.data.options import renamed_hint
 from mmfuse.registry import REGISTRIES, Registry, suggest, suggest_name
 
 __all__ = ["SECTIONS", "config_hints", "user_config"]
@@ -224,7 +225,10 @@ class _Walk:
         unknown = [key for key in options if key not in known]
         moved = self._moved(unknown, options, cls, annotations)
         for key in unknown:
-            if not any(key in keys for keys, _ in moved):
+            renamed = renamed_hint(key, options[key], set(known)) if not any(key in k for k, _ in moved) else None
+            if renamed is not None:
+                moved.append(([key], renamed))
+            elif not any(key in keys for keys, _ in moved):
                 close = suggest_name(key, known)
                 hint = f"; did you mean '{close}'?" if close else ""
                 takes = f" ({cls.__name__} takes: {', '.join(known)})" if known and len(known) <= _LISTED else ""

@@ -2,8 +2,8 @@
 
     mmfuse cv --config x.yaml --folds 5
 
-Fold ``i`` is an ordinary run in ``<dir>/fold_i/`` of the config with ``data.init_args.folds: k`` and
-``data.init_args.fold: i`` (the table data modules split the genes into k folds of equal size, so the
+Fold ``i`` is an ordinary run in ``<dir>/fold_i/`` of the config with ``data.init_args.split.folds: k`` and
+``data.init_args.split.fold: i`` (the table data modules split the genes into k folds of equal size, so the
 isoforms of a gene never straddle folds; fold i tests, a share of the other genes validates). Each fold is
 trained (``mmfuse fit``), its best checkpoint tested on its held-out fold (``mmfuse test``: the fold's
 report) and its held-out records predicted (``mmfuse predict``). The combined report in ``<dir>/``:
@@ -126,7 +126,7 @@ def main(argv: Sequence[str], cli: Any) -> int:
         raise ConfigError(f"--folds must be at least 2, not {options.folds}")
     config_file = Path(options.config)
     config = load_config(config_file)
-    fold_args = ["--data.init_args.folds", str(options.folds), "--data.init_args.fold", "0"]
+    fold_args = ["--data.init_args.split.folds", str(options.folds), "--data.init_args.split.fold", "0"]
     error = config_error(cli, config_file, [*extra, *fold_args])
     if error is not None:
         if "folds" in error:
@@ -149,8 +149,8 @@ def main(argv: Sequence[str], cli: Any) -> int:
             print(f"fold {fold}: done before (kept)")
             continue
         fold_config = run_config(config, directory, monitor)
-        set_key(fold_config, "data.init_args.folds", options.folds)
-        set_key(fold_config, "data.init_args.fold", fold)
+        set_key(fold_config, "data.init_args.split.folds", options.folds)
+        set_key(fold_config, "data.init_args.split.fold", fold)
         path = write_config(fold_config, directory / "config.yaml")
         print(f"fold {fold}: training (log: {directory / 'fit.log'})")
         log = directory / "fit.log"
@@ -176,7 +176,7 @@ def main(argv: Sequence[str], cli: Any) -> int:
             *extra,
             "--ckpt_path",
             str(checkpoint),
-            "--data.init_args.predict_split",
+            "--data.init_args.split.predict",
             "test",
             "--predictions.output",
             str(predictions),

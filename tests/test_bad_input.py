@@ -102,9 +102,9 @@ class Inputs:
         """``last.ckpt`` of a one-step quickstart run (30 tissue targets; short sequences, small batches)."""
         runs = self.dir / "fit-runs"
         with contextlib.redirect_stdout(io.StringIO()), _in_process():
-            main(["fit", "--config", str(QUICKSTART), "--data.init_args.sample_genes=12",
-                  "--data.init_args.val_fraction=0.25", "--data.init_args.batch_size=4",
-                  "--data.init_args.max_lengths={dna: 256, rna: 256, protein: 128}", "--trainer.max_steps=1",
+            main(["fit", "--config", str(QUICKSTART), "--data.init_args.sample.size=12",
+                  "--data.init_args.split.val_fraction=0.25", "--data.init_args.loader.batch_size=4",
+                  "--data.init_args.lengths.max={dna: 256, rna: 256, protein: 128}", "--trainer.max_steps=1",
                   "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0", "--trainer.val_check_interval=1",
                   "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
                   "--trainer.enable_model_summary=false", f"--trainer.logger.init_args.save_dir={runs}"])  # fmt: skip
@@ -162,7 +162,7 @@ def isoform(edit: Callable | None = None, read: tuple[str, ...] = ("dna", "rna",
     with the tiny backbones' tokenizers of the modalities ``read``."""
 
     def run(inputs: Inputs) -> None:
-        dm = IsoformExpression(inputs.csv(edit), **{"val_fraction": 0.25, **options})
+        dm = IsoformExpression(inputs.csv(edit), **{"split": {"val_fraction": 0.25}, **options})
         dm.setup("fit")
         dm.attach_tokenizers({m: inputs.tokenizers[m] for m in read})
 
@@ -175,7 +175,7 @@ def table_file(name: str, write: Callable[[pd.DataFrame, Path], Any]) -> EntryPo
     def run(inputs: Inputs) -> None:
         path = inputs.file(name)
         write(inputs.table.copy(), path)
-        dm = IsoformExpression(str(path), val_fraction=0.25)
+        dm = IsoformExpression(str(path), split={"val_fraction": 0.25})
         dm.setup("fit")
 
     return run
@@ -205,7 +205,8 @@ def classification(edit: Callable | None = None, **options: Any) -> EntryPoint:
 
     def run(inputs: Inputs) -> None:
         dm = SequenceClassification(inputs.csv(edit), modalities={"protein": "Protein"},
-                                    label_column="expression_level", val_fraction=0.25, **options)  # fmt: skip
+                                    label_column="expression_level", split={"val_fraction": 0.25},
+                                    **options)  # fmt: skip
         dm.setup("fit")
         dm.attach_tokenizers({"protein": inputs.tokenizers["protein"]})
 
@@ -220,8 +221,9 @@ def context(categories: list[str]) -> EntryPoint:
         table.loc[_row(table, FIRST), "Context"] = "MCF-7"
 
     def run(inputs: Inputs) -> None:
-        dm = SequenceClassification(inputs.csv(edit), modalities={"context": "Context"},
-                                    label_column="expression_level")  # fmt: skip
+        dm = SequenceClassification(
+            inputs.csv(edit), modalities={"context": "Context"}, label_column="expression_level",
+        )  # fmt: skip
         dm.attach_tokenizers({"context": ContextEmbedding(categories).tokenizer})
 
     return run
@@ -231,7 +233,10 @@ def fit(edit: Callable | None = None) -> EntryPoint:
     """``Trainer.fit`` of a protein-only regression task on the edited sample table (one step)."""
 
     def run(inputs: Inputs) -> None:
-        dm = IsoformExpression(inputs.csv(edit), modalities={"protein": "Protein"}, batch_size=8, val_fraction=0.25)
+        dm = IsoformExpression(
+            inputs.csv(edit), modalities={"protein": "Protein"}, split={"val_fraction": 0.25},
+            loader={"batch_size": 8},
+        )
         task = RegressionTask({"protein": ESM2("tiny")}, adapter=partial(ConcatFusion, hidden_dim=8),
                               head=partial(MLPHead, hidden_dims=[8]), target_names=dm.target_names)  # fmt: skip
         trainer = L.Trainer(max_steps=1, limit_val_batches=1, logger=False, enable_checkpointing=False,
@@ -246,13 +251,13 @@ def two_genes(table: pd.DataFrame) -> None:
     table.drop(table.index[~table["gene_id"].isin(["SYNG00000", "SYNG00001"])], inplace=True)
 
 
-def empty_split(split: str, edit: Callable | None = None, **options: Any) -> EntryPoint:
-    """The ``split`` loader of a protein-only ``IsoformExpression`` whose ``split`` has no record."""
+def empty_split(name: str, edit: Callable | None = None, **options: Any) -> EntryPoint:
+    """The ``name`` loader of a protein-only ``IsoformExpression`` whose ``name`` split has no record."""
 
     def run(inputs: Inputs) -> None:
         dm = IsoformExpression(inputs.csv(edit), modalities={"protein": "Protein"}, **options)
         dm.attach_tokenizers({"protein": inputs.tokenizers["protein"]})
-        getattr(dm, f"{split}_dataloader")()
+        getattr(dm, f"{name}_dataloader")()
 
     return run
 
@@ -298,8 +303,8 @@ def cli_test(checkpoint: Callable[[Inputs], Path], *args: str) -> EntryPoint:
     """``mmfuse test`` of the quickstart config with the checkpoint ``checkpoint(inputs)``."""
 
     def run(inputs: Inputs) -> None:
-        cli("test", "--config", str(QUICKSTART), "--data.init_args.sample_genes=12",
-            "--data.init_args.test_fraction=0.25", "--trainer.enable_progress_bar=false",
+        cli("test", "--config", str(QUICKSTART), "--data.init_args.sample.size=12",
+            "--data.init_args.split.test_fraction=0.25", "--trainer.enable_progress_bar=false",
             f"--trainer.logger.init_args.save_dir={inputs.file('runs')}", "--ckpt_path", str(checkpoint(inputs)),
             *[a(inputs) if callable(a) else a for a in args])  # fmt: skip
 
@@ -352,7 +357,7 @@ def modelgenerator_table(inputs: Inputs) -> str:
     names |= {tissue: f"labels_{i}" for i, tissue in enumerate(GTEX_TISSUES)}
     path = inputs.file("modelgenerator.csv")
     inputs.table.rename(columns=names).to_csv(path, index=False)
-    return f"--data.init_args.path={path}"
+    return f"--data.init_args.source.path={path}"
 
 
 # genome, peaks and TF proteins ---------------------------------------------------------------
@@ -378,7 +383,7 @@ def tf_files(inputs: Inputs, peaks: str = PEAKS, fai: str | None = None) -> dict
 
 def tf_binding(peaks: str = PEAKS, fai: str | None = None, **options: Any) -> EntryPoint:
     def run(inputs: Inputs) -> None:
-        TFBinding(**tf_files(inputs, peaks, fai), window=20, **options).setup("fit")
+        TFBinding(tf_files(inputs, peaks, fai), window=20, **options).setup("fit")
 
     return run
 
@@ -406,7 +411,7 @@ def cells(bc1: dict[str, float], genes: tuple[str, ...] = ("G0001", "G0002", "G0
         table.insert(1, "cell_type", ["T cell", "B cell"] * 3)
         path = inputs.file("cells.csv")
         table.to_csv(path, index=False)
-        dm = CellClassification(str(path), val_fraction=0.25)
+        dm = CellClassification(str(path), split={"val_fraction": 0.25})
         dm.setup("fit")
         if tokenize:
             dm.attach_tokenizers({"cell": Geneformer("tiny").tokenizer})
@@ -456,10 +461,11 @@ CASES = [
          (FIRST, "letter ' '", "is whitespace", "Remove them from the column")),
     Case("dna-empty-missing-modalities-error", isoform(put("DNA", ""), missing_modalities="error"), DataError,
          (FIRST, "empty sequences", "1 lack dna", "missing_modalities: mask")),
-    Case("protein-too-long-no-crop", isoform(put("Protein", LONG_PROTEIN), crop={"protein": "error"}), DataError,
-         (FIRST, "longer than ESM2 accepts (1022 letters)", "`max_lengths: {protein: 1022}`", "`crop` policy")),
+    Case("protein-too-long-no-crop", isoform(put("Protein", LONG_PROTEIN), lengths={"crop": {"protein": "error"}}),
+         DataError, (FIRST, "longer than ESM2 accepts (1022 letters)",
+                     "`lengths: {max: {protein: 1022}, crop: {protein: start}`")),
     Case("rna-too-long-no-crop", isoform(put("RNA", LONG_RNA)), DataError,
-         (FIRST, "more than NucleotideTransformer accepts", "`max_lengths: {rna: 12282}`", "keeps the 3' end")),
+         (FIRST, "more than NucleotideTransformer accepts", "`lengths: {max: {rna: 12282}}`", "keeps the 3' end")),
     Case("dna-longer-than-enformer-reads", isoform(put("DNA", "ACGT" * 100_000)), DataError,
          (FIRST, "400000 letters is longer than Enformer accepts (393216 letters)", "raise the backbone's max_length")),
     # tables and labels
@@ -509,7 +515,7 @@ CASES = [
          (FIRST, "column 'Protein'", "letter 'J'", "write unknown residues as X")),
     # (raised by val_dataloader() itself: inside Trainer.fit, Lightning 2.6 would leave DataLoader.__init__
     # patched after the error, see lightning.fabric.utilities.data._replace_dunder_methods)
-    Case("empty-val-split", empty_split("val", val_fraction=0.0), DataError,
+    Case("empty-val-split", empty_split("val", split={"val_fraction": 0.0}), DataError,
          ("'val' split", "val_fraction 0.0", "raise val_fraction", "trainer.limit_val_batches: 0")),
     Case("tiny-table-empty-val-split", empty_split("val", edit=two_genes), DataError,
          ("'val' split", "split by 'gene_id' (2 values)", "about 0.2 values validate", "raise val_fraction")),
@@ -522,17 +528,17 @@ CASES = [
          ("no-such.csv", "does not exist", "check the data module's `path`")),
     Case("table-unknown-format", lambda i: IsoformExpression(i.csv(name="table.xlsx")).setup("fit"), DataError,
          ("table.xlsx", "name it .csv, .tsv or .parquet")),
-    Case("crop-unknown-policy", lambda i: IsoformExpression("sample", crop={"rna": "middle"}), ConfigError,
+    Case("crop-unknown-policy", lambda i: IsoformExpression("sample", lengths={"crop": {"rna": "middle"}}), ConfigError,
          ("{'rna': 'middle'}", "center, end, start or error")),
-    Case("max-lengths-unknown-modality", lambda i: IsoformExpression("sample", max_lengths={"protien": 1000}),
+    Case("max-lengths-unknown-modality", lambda i: IsoformExpression("sample", lengths={"max": {"protien": 1000}}),
          ConfigError, ("['protien']", "not among the modalities ['dna', 'protein', 'rna']")),
     Case("missing-modalities-unknown-value", lambda i: IsoformExpression("sample", missing_modalities="drop"),
          ConfigError, ("`missing_modalities`", "'mask' or 'error'", "'drop'")),
     # components and config keys
-    Case("batch-size-zero", lambda i: IsoformExpression("sample", batch_size=0), ConfigError,
-         ("data option batch_size must be a whole number of at least 1, not 0",)),
-    Case("cli-eval-batch-size-negative", cli_config("batch_size: 16", "batch_size: 16\n    eval_batch_size: -4"),
-         ConfigError, ("data option eval_batch_size must be a whole number of at least 1, not -4",)),
+    Case("batch-size-zero", lambda i: IsoformExpression("sample", loader={"batch_size": 0}), ConfigError,
+         ("`loader.batch_size` must be a whole number of at least 1, not 0",)),
+    Case("cli-eval-batch-size-negative", cli_config("batch_size: 16", "batch_size: 16\n      eval_batch_size: -4"),
+         ConfigError, ("`loader.eval_batch_size` must be a whole number of at least 1, not -4",)),
     Case("cli-learning-rate-zero", cli_config("lr: 0.003", "lr: 0.0"), ConfigError,
          ("the learning rate is 0.0, so nothing would train", "model.init_args.optimizer.init_args.lr")),
     Case("cli-learning-rate-negative", cli_config("lr: 0.003", "lr: -0.1"), ConfigError,
@@ -644,7 +650,9 @@ def test_case_ids_are_unique_and_every_case_checks_its_message() -> None:
 
 def _batches(inputs: Inputs, edit: Callable | None = None) -> dict[str, torch.Tensor]:
     """The tokens of every record (in record order), per modality."""
-    dm = IsoformExpression(inputs.csv(edit), val_fraction=0.25, predict_split="all", eval_batch_size=64)
+    dm = IsoformExpression(
+        inputs.csv(edit), split={"val_fraction": 0.25, "predict": "all"}, loader={"eval_batch_size": 64},
+    )
     dm.setup("predict")
     dm.attach_tokenizers(inputs.tokenizers)
     (batch,) = list(dm.predict_dataloader())
@@ -670,7 +678,7 @@ def test_accepted_spellings_give_the_tokens_of_the_plain_ones(inputs: Inputs, ed
 
 
 def test_empty_sequences_under_mask_are_counted_absent(inputs: Inputs) -> None:
-    dm = IsoformExpression(inputs.csv(put("DNA", "")), val_fraction=0.25)
+    dm = IsoformExpression(inputs.csv(put("DNA", "")), split={"val_fraction": 0.25})
     dm.setup("fit")
     dm.attach_tokenizers(inputs.tokenizers)
     noncoding = int(inputs.table["Protein"].isna().sum() + (inputs.table["Protein"] == "").sum())
@@ -678,7 +686,9 @@ def test_empty_sequences_under_mask_are_counted_absent(inputs: Inputs) -> None:
 
 
 def test_long_sequences_with_max_lengths_are_cropped_and_counted(inputs: Inputs) -> None:
-    dm = IsoformExpression(inputs.csv(put("Protein", LONG_PROTEIN)), val_fraction=0.25, max_lengths={"protein": 1022})
+    dm = IsoformExpression(
+        inputs.csv(put("Protein", LONG_PROTEIN)), split={"val_fraction": 0.25}, lengths={"max": {"protein": 1022}},
+    )
     dm.setup("fit")
     dm.attach_tokenizers(inputs.tokenizers)
     assert dm.crop_counts == {"protein": 1}
@@ -686,11 +696,13 @@ def test_long_sequences_with_max_lengths_are_cropped_and_counted(inputs: Inputs)
 
 
 def test_bad_targets_and_labels_can_be_dropped_and_are_counted(inputs: Inputs) -> None:
-    dm = IsoformExpression(inputs.csv(put("Liver", float("inf"))), val_fraction=0.25, nan_targets="drop")
+    dm = IsoformExpression(inputs.csv(put("Liver", float("inf"))), nan_targets="drop", split={"val_fraction": 0.25})
     dm.setup("fit")
     assert FIRST not in dm.split_ids("train") + dm.split_ids("val") + dm.split_ids("test")
-    dm = SequenceClassification(inputs.csv(put("expression_level", None)), modalities={"protein": "Protein"},
-                                label_column="expression_level", missing_labels="drop")  # fmt: skip
+    dm = SequenceClassification(
+        inputs.csv(put("expression_level", None)), modalities={"protein": "Protein"},
+        label_column="expression_level", missing_labels="drop",
+    )  # fmt: skip
     dm.setup("fit")
     assert FIRST not in dm.split_ids("train") + dm.split_ids("val") + dm.split_ids("test")
 
@@ -702,7 +714,7 @@ def test_records_without_a_gene_are_split_each_on_its_own_and_counted(inputs: In
         table["gene_id"] = None
 
     with caplog.at_level(logging.INFO):
-        dm = IsoformExpression(inputs.csv(no_genes), val_fraction=0.25, test_fraction=0.25)
+        dm = IsoformExpression(inputs.csv(no_genes), split={"val_fraction": 0.25, "test_fraction": 0.25})
         dm.setup("fit")
     sizes = {split: len(dm.split_ids(split)) for split in ("train", "val", "test")}
     assert sum(sizes.values()) == len(inputs.table) and min(sizes.values()) > 0  # not one pseudo-gene "None"
@@ -711,7 +723,7 @@ def test_records_without_a_gene_are_split_each_on_its_own_and_counted(inputs: In
 
 def test_tf_binding_skips_missing_contigs_and_tfs_and_counts_them(inputs: Inputs) -> None:
     peaks = PEAKS + "chrUn_1\t5\t60\tCTCF:HepG2\nchr1\t600\t660\tGATA1:HepG2\n"
-    dm = TFBinding(**tf_files(inputs, peaks), window=20, missing_contig="skip", missing_tf="skip")
+    dm = TFBinding({**tf_files(inputs, peaks), "missing_contig": "skip", "missing_tf": "skip"}, window=20)
     dm.setup("fit")
     assert dm.summary.skipped_contigs == {"chrUn_1": 1} and dm.summary.skipped_tfs == {"GATA1": 1}
     assert dm.summary.bound == 3

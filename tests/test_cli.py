@@ -117,7 +117,7 @@ def test_trainer_writes_checkpoints_through_the_atomic_checkpoint_io(quickstart,
     from mmfuse.tasks import AtomicCheckpointIO
 
     monkeypatch.setattr("sys.argv", ["mmfuse"])
-    cli = MmfuseCLI(["--config", str(quickstart), "--data.init_args.sample_genes=12", "--trainer.logger=false",
+    cli = MmfuseCLI(["--config", str(quickstart), "--data.init_args.sample.size=12", "--trainer.logger=false",
                      f"--trainer.default_root_dir={tmp_path}"], run=False)  # fmt: skip
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 

@@ -98,12 +98,12 @@ def runs(tmp_path_factory):
         workdir = tmp_path_factory.mktemp(name)
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         single = not extra  # the one-process run needs no process of its own
-        _mmfuse(workdir, "fit", "--config", "config.yaml", f"--data.init_args.batch_size={batch}", *extra,
+        _mmfuse(workdir, "fit", "--config", "config.yaml", f"--data.init_args.loader.batch_size={batch}", *extra,
                 in_process=single)  # fmt: skip
         ckpt = "runs/r/version_0/checkpoints/last.ckpt"
-        _mmfuse(workdir, "predict", "--config", "config.yaml", f"--data.init_args.batch_size={batch}",
+        _mmfuse(workdir, "predict", "--config", "config.yaml", f"--data.init_args.loader.batch_size={batch}",
                 "--ckpt_path", ckpt, "--predictions.output", "preds.csv", *extra, in_process=single)  # fmt: skip
-        _mmfuse(workdir, "embed", "--config", "config.yaml", f"--data.init_args.batch_size={batch}",
+        _mmfuse(workdir, "embed", "--config", "config.yaml", f"--data.init_args.loader.batch_size={batch}",
                 "--ckpt_path", ckpt, "--embeddings.output", "emb.parquet", "--embeddings.fused=true", *extra,
                 in_process=single)  # fmt: skip
         _mmfuse(workdir, "explain", "--config", "config.yaml", "--ckpt_path", ckpt, "--ids", ",".join(EXPLAINED),

@@ -17,7 +17,7 @@ QUICKSTART = Path(__file__).resolve().parents[1] / "experiments/quickstart/confi
 def _run(workdir: Path, seed: int) -> tuple[list[dict[str, str]], dict[str, torch.Tensor]]:
     main([
         "fit", "--config", str(QUICKSTART), f"--seed_everything={seed}", "--trainer.deterministic=true",
-        "--trainer.max_epochs=2", "--data.init_args.sample_genes=24", "--data.init_args.val_fraction=0.2",
+        "--trainer.max_epochs=2", "--data.init_args.sample.size=24", "--data.init_args.split.val_fraction=0.2",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1",
         f"--trainer.logger.init_args.save_dir={workdir}", "--model.init_args.modality_dropout=0.2",

@@ -189,7 +189,7 @@ def _fit(tmp_path, cache_dir, epochs=3, workers=0, monkeypatch=None):
         "rna": NucleotideTransformer("tiny", modality="rna", finetune=FineTuning(freeze=True)),
         "protein": ESM2("tiny", finetune=FineTuning(freeze=True)),
     }
-    dm = IsoformExpression(path="sample", sample_genes=40, batch_size=16, num_workers=workers)
+    dm = IsoformExpression("sample", loader={"batch_size": 16, "num_workers": workers}, sample={"size": 40})
     dm.setup("fit")
     options = CacheOptions(directory=str(cache_dir)) if cache_dir is not None else None
     task = RegressionTask(backbones, adapter=lambda dims: ConcatFusion(dims, hidden_dim=32),

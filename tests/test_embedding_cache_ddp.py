@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     L.seed_everything(0)
     backbones = {"rna": NucleotideTransformer("tiny", modality="rna", finetune=FineTuning(freeze=True)),
                  "protein": ESM2("tiny", finetune=FineTuning(freeze=True))}
-    dm = IsoformExpression(path="sample", sample_genes=40, batch_size=8,
+    dm = IsoformExpression("sample", sample={"size": 40}, loader={"batch_size": 8},
                            modalities={"rna": "RNA", "protein": "Protein"})
     task = RegressionTask(backbones, adapter=lambda d: ConcatFusion(d, hidden_dim=16), target_names=dm.target_names,
                           embedding_cache=CacheOptions(directory=str(out / "cache")))

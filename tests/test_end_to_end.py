@@ -13,7 +13,7 @@ from mmfuse.cli import MmfuseCLI
 from mmfuse.data import GTEX_TISSUES
 
 # small and quick: fewer genes, two short epochs
-FAST = ["--data.init_args.sample_genes=60", "--trainer.max_epochs=2", "--trainer.limit_train_batches=4",
+FAST = ["--data.init_args.sample.size=60", "--trainer.max_epochs=2", "--trainer.limit_train_batches=4",
         "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]  # fmt: skip
 
 
@@ -130,7 +130,7 @@ def test_checkpoint_of_another_model_is_refused(trained, quickstart, run_mmfuse,
 @pytest.mark.slow  # two subprocess runs (fit, predict) of the classification quickstart; in-process tests stay fast
 def test_classification_fit_then_predict_writes_class_probabilities(run_mmfuse, quickstart, tmp_path):
     config = quickstart.with_name("classification.yaml")
-    fast = ["--data.init_args.sample_genes=40", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]
+    fast = ["--data.init_args.sample.size=40", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]
     result = run_mmfuse("fit", "--config", str(config), *fast, "--trainer.max_epochs=2",
                         "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

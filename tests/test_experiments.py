@@ -26,14 +26,14 @@ CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml")
 _REAL_ONLY = {"preset", "source", "revision", "pretrained", "crop_bins", "max_length", "use_tf_gamma"}
 #: options that swap each data module's bundled sample data in for the published data, by data class
 _SAMPLE_DATA = {
-    "IsoformExpression": ["--data.init_args.path=sample", "--data.init_args.sample_genes=24",
-                          "--data.init_args.val_fraction=0.2"],  # a validation split however small the real one
-    "SequenceClassification": ["--data.init_args.path=sample", "--data.init_args.sample_genes=24",
-                               "--data.init_args.val_fraction=0.2"],
-    "CellClassification": ["--data.init_args.path=sample", "--data.init_args.sample_cells=60",
-                           "--data.init_args.val_fraction=0.2"],  # layer and gene_id_column: ignored for the sample
+    "IsoformExpression": ["--data.init_args.source.path=sample", "--data.init_args.sample.size=24",
+                          "--data.init_args.split.val_fraction=0.2"],  # a validation split however small the real one
+    "SequenceClassification": ["--data.init_args.source.path=sample", "--data.init_args.sample.size=24",
+                               "--data.init_args.split.val_fraction=0.2"],
+    "CellClassification": ["--data.init_args.source.path=sample", "--data.init_args.sample.size=60",
+                           "--data.init_args.split.val_fraction=0.2"],  # layer, gene_id_column: ignored for it
     # peaks/genome/proteins are ignored with path: sample, whose cell types are HepG2 and MCF-7 only
-    "TFBinding": ["--data.init_args.path=sample", "--data.init_args.sample_peaks=48", "--data.init_args.contexts=null"],
+    "TFBinding": ['--data.init_args.source={"path": "sample", "contexts": null}', "--data.init_args.sample.size=48"],
 }  # fmt: skip
 
 
@@ -76,12 +76,12 @@ def _published_layout(data_args: dict, workdir: Path) -> list[str]:
     """The sample written in the layout of the data set a config reads (``columns:``), and the options reading it."""
     if data_args.get("columns") == "isoformer":
         csv, genome = write_isoformer_layout(workdir / "isoformer", num_genes=24)
-        overrides = [f"--data.init_args.path={csv.parents[1]}", "--data.init_args.val_fraction=0.2"]
-        if data_args.get("genome"):  # the sample's DNA windows are 1,024 bp
-            overrides.append(f"--data.init_args.genome={json.dumps({'fasta': str(genome), 'window': 1024})}")
+        overrides = [f"--data.init_args.source.path={csv.parents[1]}", "--data.init_args.split.val_fraction=0.2"]
+        if (data_args.get("source") or {}).get("genome"):  # the sample's DNA windows are 1,024 bp
+            overrides.append(f"--data.init_args.source.genome={json.dumps({'fasta': str(genome), 'window': 1024})}")
         return overrides
     if data_args.get("columns") == "modelgenerator":
-        return [f"--data.init_args.path={write_modelgenerator_layout(workdir / 'modelgenerator', num_genes=24)}"]
+        return [f"--data.init_args.source.path={write_modelgenerator_layout(workdir / 'modelgenerator', num_genes=24)}"]
     return []
 
 

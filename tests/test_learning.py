@@ -114,7 +114,8 @@ def test_modality_contribution_and_attributions_show_the_planted_structure(quick
 
     monkeypatch.setattr("sys.argv", ["mmfuse"])
     cli = MmfuseCLI(
-        ["--config", str(quickstart), "--model.init_args.modality_dropout=0.3", "--data.init_args.test_fraction=0.3",
+        ["--config", str(quickstart), "--model.init_args.modality_dropout=0.3",
+         "--data.init_args.split.test_fraction=0.3",
          f"--trainer.max_epochs={CONTRIBUTION_EPOCHS}", f"--trainer.default_root_dir={tmp_path}",
          f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false",
          "--trainer.accelerator=cpu"],

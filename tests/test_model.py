@@ -28,8 +28,11 @@ def _backbones() -> dict:
 
 
 def _datamodule() -> IsoformExpression:
-    return IsoformExpression(path="sample", sample_genes=24, modalities={"rna": "RNA", "protein": "Protein"},
-                             batch_size=8, sample_seed=1, val_fraction=0.25, test_fraction=0.25)  # fmt: skip
+    return IsoformExpression(
+        "sample", modalities={"rna": "RNA", "protein": "Protein"},
+        split={"val_fraction": 0.25, "test_fraction": 0.25}, loader={"batch_size": 8},
+        sample={"size": 24, "seed": 1},
+    )  # fmt: skip
 
 
 ADAPTER = partial(ConcatFusion, hidden_dim=16)

@@ -20,8 +20,10 @@ from mmfuse.tasks import EpochSummary, MLPHead, PredictionWriter, RegressionTask
 
 
 def _datamodule(path="sample", batch_size=8) -> IsoformExpression:
-    return IsoformExpression(path=str(path), sample_genes=12, modalities={"protein": "Protein"}, batch_size=batch_size,
-                             sample_seed=1, val_fraction=0.25, test_fraction=0.25)  # fmt: skip
+    return IsoformExpression(
+        str(path), modalities={"protein": "Protein"}, split={"val_fraction": 0.25, "test_fraction": 0.25},
+        loader={"batch_size": batch_size}, sample={"size": 12, "seed": 1},
+    )  # fmt: skip
 
 
 def _task(dm, lr=1e-3) -> RegressionTask:

@@ -36,8 +36,8 @@ def test_registries_resolve_the_plugin_components():
 
 def test_fit_with_a_config_naming_the_plugin_components(run_mmfuse, tmp_path):
     result = run_mmfuse(
-        "fit", "--config", str(PLUGIN / "config.yaml"), "--data.init_args.sample_genes=24",
-        "--data.init_args.val_fraction=0.2", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
+        "fit", "--config", str(PLUGIN / "config.yaml"), "--data.init_args.sample.size=24",
+        "--data.init_args.split.val_fraction=0.2", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
         "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
         cwd=tmp_path,
     )  # fmt: skip

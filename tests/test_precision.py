@@ -232,7 +232,7 @@ def test_backbone_under_bf16_autocast_is_finite_and_close_to_fp32(name, tiny_kwa
 VAL_LOSS_RTOL = {"config.yaml": 0.4, "classification.yaml": 0.7}
 #: per config: the validation score compared, and its bound (accuracy: four of the 27 transcripts)
 SCORES = {"config.yaml": ("val/spearman", 0.15), "classification.yaml": ("val/accuracy", 0.15)}
-TRAIN_ARGS = ["--data.init_args.sample_genes=80", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
+TRAIN_ARGS = ["--data.init_args.sample.size=80", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
               "--trainer.enable_model_summary=false", "--trainer.num_sanity_val_steps=0"]  # fmt: skip
 
 

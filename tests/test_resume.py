@@ -55,8 +55,8 @@ CONFIG = {
     },
     "data": {
         "class_path": "IsoformExpression",
-        "init_args": {"path": "sample", "sample_genes": 24, "batch_size": 8, "val_fraction": 0.2,
-                      "modalities": {"rna": "RNA", "protein": "Protein"}},
+        "init_args": {"source": "sample", "sample": {"size": 24}, "loader": {"batch_size": 8},
+                      "split": {"val_fraction": 0.2}, "modalities": {"rna": "RNA", "protein": "Protein"}},
     },
 }  # fmt: skip
 
@@ -208,7 +208,7 @@ def test_prediction_that_dies_midway_leaves_the_earlier_predictions_whole(tmp_pa
 
     output = tmp_path / "preds.csv"
     output.write_text("transcript_id,Brain\nearlier,1.0\n")
-    dm = IsoformExpression(path="sample", sample_genes=12, batch_size=4, modalities={"protein": "Protein"})
+    dm = IsoformExpression("sample", modalities={"protein": "Protein"}, loader={"batch_size": 4}, sample={"size": 12})
     task = RegressionTask({"protein": ESM2("tiny")}, target_names=dm.target_names)
     calls = []
     step = task.predict_step

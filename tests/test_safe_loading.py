@@ -165,12 +165,12 @@ def hf_run(tmp_path_factory):
 
 
 _SMALL = (
-    "--data.init_args.sample_genes=12",
-    "--data.init_args.val_fraction=0.25",
-    "--data.init_args.test_fraction=0.25",
-    "--data.init_args.batch_size=4",
+    "--data.init_args.sample.size=12",
+    "--data.init_args.split.val_fraction=0.25",
+    "--data.init_args.split.test_fraction=0.25",
+    "--data.init_args.loader.batch_size=4",
     "--trainer.enable_progress_bar=false",
-    "--data.init_args.max_lengths={dna: 256, rna: 256, protein: 128}",
+    "--data.init_args.lengths.max={dna: 256, rna: 256, protein: 128}",
     "--trainer.enable_model_summary=false",
 )
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "experiments" / "quickstart" / "config.yaml"
 SPACE = ROOT / "experiments" / "quickstart" / "space.yaml"
 # the quickstart made small: two short epochs on 40 genes
-TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--data.init_args.sample_genes", "40"]
+TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--data.init_args.sample.size", "40"]
 
 
 def _space(tmp_path: Path, text: str) -> Path:
@@ -266,7 +266,7 @@ def test_cross_validation_tests_every_gene_once_and_combines_the_folds(tmp_path,
     out = capsys.readouterr().out
     root = tmp_path / "cv"
     predictions = pd.read_csv(root / "predictions.csv")
-    sample = IsoformExpression("sample", sample_genes=40)
+    sample = IsoformExpression("sample", sample={"size": 40})
     sample.setup("fit")
     assert predictions["transcript_id"].is_unique
     assert set(predictions["transcript_id"]) == {r for s in ("train", "val", "test") for r in sample.split_ids(s)}

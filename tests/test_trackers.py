@@ -47,7 +47,7 @@ def test_a_logger_without_a_directory_trains_tests_and_gets_its_loss_curves(tmp_
     config["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp_path / "ckpt")
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
-    tiny = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--data.init_args.sample_genes", "40"]
+    tiny = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3", "--data.init_args.sample.size", "40"]
     assert main(["fit", "--config", str(path), *tiny]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "root" / "config.yaml").is_file(), "the run's config, with no log directory to hold it"

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.tables import SPLIT_ALIASES
 
-__all__ = ["SPLITS", "SplitRule", "fold_of", "gene_split", "uniform"]
+__all__ = ["SPLITS", "SplitRule", "fold_of", "gene_split", "split_groups", "uniform"]
 
 #: the splits of a data module, in the order "all" concatenates them
 SPLITS = ("train", "val", "test")
@@ -71,11 +71,16 @@ class SplitRule:
     #: cross-validation: ``folds`` groups of genes (records without a gene column), fold ``fold`` tests
     folds: int | None = None
     fold: int = 0
+    #: the groups (values of ``gene_column``) of the validation and test splits, when named
+    val_groups: tuple[str, ...] | None = None
+    test_groups: tuple[str, ...] | None = None
 
     def assign(self, table: pd.DataFrame) -> tuple[np.ndarray, str | None]:
         """Each record's split (``train``/``val``/``test``), and how they were split when by key (else ``None``)."""
         if self.folds is not None:
             return self._fold_splits(table)
+        if self.val_groups is not None or self.test_groups is not None:
+            return self._named_splits(table)
         if self.split_column in table.columns and table[self.split_column].notna().any():
             raw = table[self.split_column].astype(str).str.strip().str.lower()
             unknown = sorted(set(raw) - set(SPLIT_ALIASES))
@@ -83,8 +88,8 @@ class SplitRule:
                 first = table[self.id_column].iloc[int(np.flatnonzero(raw == unknown[0])[0])]
                 raise DataError(
                     f"column {self.split_column!r} of {self.source} holds {', '.join(map(repr, unknown[:5]))}; use "
-                    f"train, val or test (first such record: {str(first)!r}), or set split_column to another name "
-                    f"if that column is not a split."
+                    f"train, val or test (first such record: {str(first)!r}), or set split.column to another name "
+                    f"(or null) if that column is not a split."
                 )
             splits = raw.map(SPLIT_ALIASES).to_numpy()
             if "val" not in splits and self.val_fraction > 0 and (splits == "train").any():
@@ -93,7 +98,7 @@ class SplitRule:
         if self.gene_column is not None and self.gene_column not in table.columns:
             raise DataError(
                 f"{self.source} has neither a {self.split_column!r} column nor the gene column "
-                f"{self.gene_column!r} to split by; add one, or set gene_column: null to split by record."
+                f"{self.gene_column!r} to split by; add one, or set split: {{group: null}} to split by record."
             )
         keys = self._keys(table, self.gene_column is not None)
         cache = {k: gene_split(k, self.seed, self.val_fraction, self.test_fraction) for k in keys.unique()}
@@ -105,6 +110,25 @@ class SplitRule:
             f"{n * self.test_fraction:g} test"
         )
 
+    def _named_splits(self, table: pd.DataFrame) -> tuple[np.ndarray, str]:
+        """The groups named by ``val_groups``/``test_groups`` validate/test (e.g. held-out contigs); the rest
+        train, except that with no ``val_groups`` ``val_fraction`` of the training groups validate."""
+        if self.gene_column is None or self.gene_column not in table.columns:
+            raise DataError(
+                f"{self.source} has no column {self.gene_column!r} holding the groups that split.val_groups and "
+                f"split.test_groups name; set split.group to that column"
+            )
+        keys = table[self.gene_column].astype(str)
+        splits = np.where(keys.isin(self.test_groups or ()), "test",
+                          np.where(keys.isin(self.val_groups or ()), "val", "train"))  # fmt: skip
+        if self.val_groups is None and self.val_fraction > 0 and (splits == "train").any():
+            splits = self._carve_val(table, splits)
+        named = [g for g in (*(self.val_groups or ()), *(self.test_groups or ())) if g not in set(keys)]
+        if named:
+            rank_zero_info(f"{self.owner}: split names groups no record has ({', '.join(named[:8])})")
+        return splits, f"by {self.gene_column!r}: {list(self.val_groups or ())} validate, " \
+                       f"{list(self.test_groups or ())} test"
+
     def _fold_splits(self, table: pd.DataFrame) -> tuple[np.ndarray, str]:
         """Cross-validation: the genes (records, without a gene column) in ``folds`` groups of equal size, by
         the rank of each key's draw (:func:`fold_of`); fold ``fold`` tests, ``val_fraction`` of the other
@@ -113,7 +137,7 @@ class SplitRule:
         if by_gene and self.gene_column not in table.columns:
             raise DataError(
                 f"{self.source} has no gene column {self.gene_column!r} to make cross-validation folds of; add one, "
-                f"or set gene_column: null to fold by record (isoforms of a gene may then straddle folds)"
+                f"or set split: {{group: null}} to fold by record (isoforms of a gene may then straddle folds)"
             )
         keys = self._keys(table, by_gene)
         folds = fold_of(keys.unique(), self.folds, self.seed)
@@ -166,3 +190,15 @@ class SplitRule:
             f"{len(candidates)} training {unit} ({int(val.sum())} records) validate (val_fraction {self.val_fraction})"
         )
         return np.where(val, "val", splits)
+
+
+def split_groups(keys: Sequence[str], rule: SplitRule, name: str = "group") -> tuple[dict[str, str], str | None]:
+    """Each distinct group key's split under ``rule`` (its ``gene_column`` is ignored: the keys are the groups),
+    decided once over the whole set of keys, so records sharing a key (a contig, a TF) share a split wherever
+    they come from (bound peaks, drawn or given negatives). ``name``: what the keys are, in messages."""
+    distinct = list(dict.fromkeys(map(str, keys)))
+    frame = pd.DataFrame({name: distinct})
+    grouped = SplitRule("", name, name, rule.val_fraction, rule.test_fraction, rule.seed, rule.source,
+                        rule.owner, rule.folds, rule.fold, rule.val_groups, rule.test_groups)  # fmt: skip
+    splits, how = grouped.assign(frame)
+    return dict(zip(distinct, splits, strict=True)), how

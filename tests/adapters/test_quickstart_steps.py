@@ -31,7 +31,7 @@ def test_every_adapter_trains_the_quickstart_for_two_steps(name, tmp_path, monke
     benchmark = _benchmark()
     cli = MmfuseCLI(
         ["--config", str(benchmark.QUICKSTART), benchmark.adapter_override(name), "--trainer.max_steps=2",
-         "--trainer.limit_val_batches=0", "--data.init_args.sample_genes=24", f"--trainer.default_root_dir={tmp_path}",
+         "--trainer.limit_val_batches=0", "--data.init_args.sample.size=24", f"--trainer.default_root_dir={tmp_path}",
          f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.enable_progress_bar=false",
          "--trainer.enable_model_summary=false", "--trainer.accelerator=cpu"],
         run=False,

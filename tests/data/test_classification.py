@@ -121,7 +121,10 @@ def test_predicting_a_table_without_labels_needs_the_classes(small_table, tmp_pa
 def test_sample_expression_levels_give_int64_batches():
     levels = ["low", "medium", "high"]
     modalities = {"rna": "RNA", "protein": "Protein"}
-    dm = SequenceClassification("sample", modalities, "expression_level", levels, sample_genes=30, batch_size=4)
+    dm = SequenceClassification(
+        "sample", modalities=modalities, label_column="expression_level", classes=levels, loader={"batch_size": 4},
+        sample={"size": 30},
+    )
     dm.attach_tokenizers({"rna": NucleotideTransformer("tiny").tokenizer, "protein": ESM2("tiny").tokenizer})
     batch = next(iter(dm.train_dataloader()))
     assert batch["target"].dtype == torch.int64 and batch["target"].shape == (4,)

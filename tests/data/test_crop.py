@@ -51,7 +51,7 @@ def _sequences(dm, modality: str) -> dict[str, str | None]:
 def test_default_policies_crop_dna_center_rna_end_protein_start(tmp_path, caplog):
     path = tmp_path / "t.csv"
     _table().to_csv(path, index=False)
-    dm = SequenceClassification(str(path), max_lengths={"dna": 5, "rna": 4, "protein": 4})
+    dm = SequenceClassification(str(path), lengths={"max": {"dna": 5, "rna": 4, "protein": 4}})
     with caplog.at_level(logging.INFO):
         dm.setup("fit")
     # 10 → 5: 5 to drop, 2 at the start (AA|CCGGT|TAC); 9 → 5: 4 to drop, 2 at the start (AC|GTACG|TA)
@@ -67,7 +67,7 @@ def test_default_policies_crop_dna_center_rna_end_protein_start(tmp_path, caplog
 def test_chosen_policies_and_unlimited_modalities(tmp_path):
     path = tmp_path / "t.csv"
     _table().to_csv(path, index=False)
-    dm = SequenceClassification(str(path), max_lengths={"rna": 6}, crop={"rna": "start", "dna": "end"})
+    dm = SequenceClassification(str(path), lengths={"max": {"rna": 6}, "crop": {"rna": "start", "dna": "end"}})
     dm.setup("fit")
     assert _sequences(dm, "rna") == {"t0": "ACGUAC", "t1": "AC", "t2": "UUUUUG", "t3": "ACGUAC"}
     assert _sequences(dm, "dna")["t0"] == "AACCGGTTAC"  # no max_length: left whole
@@ -75,7 +75,7 @@ def test_chosen_policies_and_unlimited_modalities(tmp_path):
 
 
 def test_crop_counts_over_a_large_sample_logged_with_thousands(caplog):
-    dm = IsoformExpression("sample", sample_genes=12, max_lengths={"rna": 1_000})
+    dm = IsoformExpression("sample", lengths={"max": {"rna": 1_000}}, sample={"size": 12})
     with caplog.at_level(logging.INFO):
         dm.setup("fit")
     lengths = [len(s) for split in SPLITS for s in dm._splits[split].sequences["rna"]]
@@ -88,8 +88,9 @@ def test_crop_counts_over_a_large_sample_logged_with_thousands(caplog):
 def test_error_policy_leaves_sequences_for_the_tokenizer_to_reject(tmp_path):
     path = tmp_path / "t.csv"
     _table().to_csv(path, index=False)
-    dm = SequenceClassification(str(path), modalities={"protein": "Protein"}, max_lengths={"protein": 4},
-                                crop={"protein": "error"})  # fmt: skip
+    dm = SequenceClassification(
+        str(path), modalities={"protein": "Protein"}, lengths={"max": {"protein": 4}, "crop": {"protein": "error"}},
+    )  # fmt: skip
     dm.setup("fit")
     assert _sequences(dm, "protein")["t3"] == "MVLSPADKTNW" and dm.crop_counts == {}
     tokenizer = ESM2("tiny").tokenizer
@@ -102,9 +103,9 @@ def test_error_policy_leaves_sequences_for_the_tokenizer_to_reject(tmp_path):
 
 
 def test_crop_options_are_checked():
-    with pytest.raises(ConfigError, match=r"`max_lengths` names \['cell'\]"):
-        IsoformExpression(max_lengths={"cell": 3})
-    with pytest.raises(ConfigError, match=r"`crop` names \['cell'\]"):
-        IsoformExpression(crop={"cell": "end"})
+    with pytest.raises(ConfigError, match=r"`lengths.max` names \['cell'\]"):
+        IsoformExpression(lengths={"max": {"cell": 3}})
+    with pytest.raises(ConfigError, match=r"`lengths.crop` names \['cell'\]"):
+        IsoformExpression(lengths={"crop": {"cell": "end"}})
     with pytest.raises(ConfigError, match="positive whole numbers"):
-        IsoformExpression(max_lengths={"rna": 0})
+        IsoformExpression(lengths={"max": {"rna": 0}})

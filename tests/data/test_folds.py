@@ -49,9 +49,9 @@ def test_folds_group_isoforms_of_a_gene_and_ignore_row_order_and_split_column(ta
     table.to_csv(tmp_path / "t.csv", index=False)
     shuffled = table.sample(frac=1.0, random_state=0).assign(split="test")  # a split column folds ignore
     shuffled.to_parquet(tmp_path / "shuffled.parquet")
-    folds = _folds(lambda i: IsoformExpression(str(tmp_path / "t.csv"), folds=3, fold=i))
+    folds = _folds(lambda i: IsoformExpression(str(tmp_path / "t.csv"), split={"folds": 3, "fold": i}))
     _check(folds, table)
-    again = _folds(lambda i: IsoformExpression(str(tmp_path / "shuffled.parquet"), folds=3, fold=i))
+    again = _folds(lambda i: IsoformExpression(str(tmp_path / "shuffled.parquet"), split={"folds": 3, "fold": i}))
     assert [{s: sorted(f[s]) for s in SPLITS} for f in again] == [{s: sorted(f[s]) for s in SPLITS} for f in folds]
 
 
@@ -59,8 +59,8 @@ def test_folds_of_a_datasets_directory_and_of_a_genome_backed_table(table, tmp_p
     datasets = pytest.importorskip("datasets")
     datasets.Dataset.from_pandas(table, preserve_index=False).save_to_disk(str(tmp_path / "ds"))
     table.to_csv(tmp_path / "t.csv", index=False)
-    from_file = _folds(lambda i: IsoformExpression(str(tmp_path / "t.csv"), folds=3, fold=i))
-    from_datasets = _folds(lambda i: IsoformExpression(str(tmp_path / "ds"), folds=3, fold=i))
+    from_file = _folds(lambda i: IsoformExpression(str(tmp_path / "t.csv"), split={"folds": 3, "fold": i}))
+    from_datasets = _folds(lambda i: IsoformExpression(str(tmp_path / "ds"), split={"folds": 3, "fold": i}))
     assert from_datasets == from_file
     rng = np.random.default_rng(0)
     (tmp_path / "g.fa").write_text(">chr1\n" + "".join(rng.choice(list("ACGT"), 4000)) + "\n")
@@ -69,11 +69,8 @@ def test_folds_of_a_datasets_directory_and_of_a_genome_backed_table(table, tmp_p
     genome = {"fasta": str(tmp_path / "g.fa"), "window": 64, "contig_column": "contig", "tss_column": "tss"}
     from_genome = _folds(
         lambda i: IsoformExpression(
-            str(tmp_path / "coords.parquet"),
-            folds=3,
-            fold=i,
-            modalities={"rna": "RNA", "protein": "Protein"},
-            genome=genome,
+            source={"path": str(tmp_path / "coords.parquet"), "genome": genome},
+            modalities={"rna": "RNA", "protein": "Protein"}, split={"folds": 3, "fold": i},
         )
     )
     assert from_genome == from_file
@@ -82,10 +79,13 @@ def test_folds_of_a_datasets_directory_and_of_a_genome_backed_table(table, tmp_p
 
 def test_classification_folds_and_folds_by_record(table, tmp_path):
     table.to_csv(tmp_path / "t.csv", index=False)
-    folds = _folds(lambda i: SequenceClassification(str(tmp_path / "t.csv"), label_column="expression_level",
-                                                    folds=4, fold=i), folds=4)  # fmt: skip
+    folds = _folds(lambda i: SequenceClassification(
+        str(tmp_path / "t.csv"), label_column="expression_level", split={"folds": 4, "fold": i},
+    ), folds=4)  # fmt: skip
     assert sorted(r for f in folds for r in f["test"]) == sorted(table.transcript_id)
-    by_record = _folds(lambda i: IsoformExpression(str(tmp_path / "t.csv"), gene_column=None, folds=3, fold=i))
+    by_record = _folds(lambda i: IsoformExpression(
+        str(tmp_path / "t.csv"), split={"group": None, "folds": 3, "fold": i},
+    ))
     sizes = [len(f["test"]) for f in by_record]
     assert max(sizes) - min(sizes) <= 1 and sum(sizes) == len(table)
 
@@ -99,17 +99,17 @@ def test_fold_of_deals_keys_out_evenly_and_depends_on_the_seed():
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"folds": 1}, "`folds` (cross-validation) must be a whole number of at least 2, not 1"),
-    ({"folds": 3, "fold": 3}, "`fold` must be one of 0 … 2 (the fold that tests), not 3"),
-    ({"folds": 3, "fold": -1}, "`fold` must be one of 0 … 2"),
+    ({"folds": 1}, "`split.folds` must be a whole number of at least 2, not 1"),
+    ({"folds": 3, "fold": 3}, "`split.fold` must be one of 0 … 2 (the fold that tests), not 3"),
+    ({"folds": 3, "fold": -1}, "`split.fold` must be one of 0 … 2"),
 ])  # fmt: skip
 def test_bad_fold_options_are_refused(options, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        IsoformExpression("sample", **options)
+        IsoformExpression("sample", split=options)
 
 
 def test_more_folds_than_genes_is_refused(tmp_path):
     make_sample_table(3, seed=0).to_csv(tmp_path / "t.csv", index=False)
-    dm = IsoformExpression(str(tmp_path / "t.csv"), folds=5)
+    dm = IsoformExpression(str(tmp_path / "t.csv"), split={"folds": 5})
     with pytest.raises(DataError, match=r"t.csv has 3 genes \('gene_id'\), fewer than the 5 folds asked for"):
         dm.setup("fit")

@@ -278,7 +278,7 @@ def test_output_is_read_by_isoform_expression_and_the_cli_reports(tmp_path, geno
     assert main(args) == 0
     report = capsys.readouterr().out
     assert "transcripts written: 9 (8 non-coding" in report and "not the annotation: 1" in report
-    data = IsoformExpression(path=str(out), target_columns=["Liver"], val_fraction=0.2, test_fraction=0.2)
+    data = IsoformExpression(str(out), target_columns=["Liver"], split={"val_fraction": 0.2, "test_fraction": 0.2})
     data.setup("fit")
     assert sum(len(data.split_ids(s)) for s in ("train", "val", "test")) == 9
     assert pd.read_parquet(out).columns[-1] == "Liver"  # --min-samples 2: Brain and Lung left out
@@ -300,9 +300,11 @@ def test_coordinates_table_cuts_the_same_windows_when_read(tmp_path, genome, cap
     assert main([*common, "--out", str(tmp_path / "coords.parquet"), "--coordinates"]) == 0
     full, coords = pd.read_parquet(tmp_path / "full.parquet"), pd.read_parquet(tmp_path / "coords.parquet")
     assert "DNA" not in coords.columns and coords["tss"].tolist() == full["tss"].tolist()
-    dm = IsoformExpression(str(tmp_path / "coords.parquet"), target_columns=["Liver"], val_fraction=0.0,
-                           test_fraction=0.0, modalities={"rna": "RNA"},
-                           genome={"fasta": str(genome), "window": 128, "contig_column": "contig", "tss_column": "tss"})
+    dm = IsoformExpression(
+        source={"path": str(tmp_path / "coords.parquet"),
+                "genome": {"fasta": str(genome), "window": 128, "contig_column": "contig", "tss_column": "tss"}},
+        target_columns=["Liver"], modalities={"rna": "RNA"}, split={"val_fraction": 0.0, "test_fraction": 0.0},
+    )
     dm.setup("fit")
     windows = {r["id"]: r["sequences"]["dna"] for r in dm._splits["train"]}
     assert windows == dict(zip(full["transcript_id"], full["DNA"], strict=True))

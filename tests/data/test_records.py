@@ -51,8 +51,10 @@ def _assert_same_batches(first, second):
 
 def test_gtex_final_csv_with_a_genome_gives_the_sample_back(isoformer, tokenizers, monkeypatch):
     csv, genome = isoformer
-    dm = IsoformExpression(str(csv.parents[1]), columns="isoformer", genome={"fasta": str(genome), "window": 1024},
-                           max_lengths={"rna": 2000}, batch_size=4)  # fmt: skip
+    dm = IsoformExpression(
+        source={"path": str(csv.parents[1]), "genome": {"fasta": str(genome), "window": 1024}}, columns="isoformer",
+        loader={"batch_size": 4}, lengths={"max": {"rna": 2000}},
+    )  # fmt: skip
     dm.setup("fit")
     table = make_sample_table(GENES).set_index("transcript_id")
     published = pd.read_csv(csv).set_index("transcript_id_gtex")
@@ -91,8 +93,10 @@ def test_a_hub_id_fetches_the_published_file_alone(isoformer, monkeypatch):
         return str(csv)
 
     monkeypatch.setattr("huggingface_hub.hf_hub_download", download)
-    dm = IsoformExpression("InstaDeepAI/multi_omics_transcript_expression", columns="isoformer", genome=str(genome),
-                           dataset_revision="main")  # fmt: skip
+    dm = IsoformExpression(
+        source={"path": "InstaDeepAI/multi_omics_transcript_expression", "genome": str(genome), "revision": "main"},
+        columns="isoformer",
+    )  # fmt: skip
     dm.prepare_data()
     assert calls == [("InstaDeepAI/multi_omics_transcript_expression", "transcript_expression/GTEx_final.csv",
                       {"repo_type": "dataset", "revision": "main"})]  # fmt: skip
@@ -100,7 +104,7 @@ def test_a_hub_id_fetches_the_published_file_alone(isoformer, monkeypatch):
 
 def test_modelgenerator_directory_splits_by_file_and_numbers_the_records(tmp_path, tokenizers):
     directory = write_modelgenerator_layout(tmp_path / "mg", GENES)
-    dm = IsoformExpression(str(directory), columns="modelgenerator", batch_size=4)
+    dm = IsoformExpression(str(directory), columns="modelgenerator", loader={"batch_size": 4})
     dm.setup("fit")
     sizes = {name: len(pd.read_csv(directory / name, sep="\t")) for name in
              ("train_0.tsv", "train_1.tsv", "validation.tsv", "test.tsv")}  # fmt: skip
@@ -118,9 +122,11 @@ def test_modelgenerator_directory_splits_by_file_and_numbers_the_records(tmp_pat
 def test_memory_mapped_records_give_the_in_memory_batches(tmp_path, tokenizers):
     table = make_sample_table(12, seed=2)
     table.to_csv(tmp_path / "sample.csv", index=False)
-    options = {"batch_size": 4, "max_lengths": {"rna": 600}, "bucketing": True, "bucket_pool": 2, "val_fraction": 0.3}
-    mapped = IsoformExpression(str(tmp_path / "sample.csv"), records_dir=str(tmp_path / "records"), **options)
-    in_memory = IsoformExpression("sample", sample_genes=12, sample_seed=2, **options)
+    options = {"loader": {"batch_size": 4, "bucketing": True, "bucket_pool": 2}, "lengths": {"max": {"rna": 600}},
+               "split": {"val_fraction": 0.3}}
+    mapped = IsoformExpression({"path": str(tmp_path / "sample.csv"), "records_dir": str(tmp_path / "records")},
+                               **options)
+    in_memory = IsoformExpression("sample", sample={"size": 12, "seed": 2}, **options)
     for dm in (mapped, in_memory):
         dm.setup("fit")
         dm.attach_tokenizers(tokenizers)
@@ -137,8 +143,10 @@ def test_workers_cut_the_same_windows(isoformer, tokenizers):
     csv, genome = isoformer
     batches = []
     for workers in (0, 2):
-        dm = IsoformExpression(str(csv), columns="isoformer", genome={"fasta": str(genome), "window": 1024},
-                               batch_size=4, num_workers=workers, max_lengths={"rna": 2000})  # fmt: skip
+        dm = IsoformExpression(
+            source={"path": str(csv), "genome": {"fasta": str(genome), "window": 1024}}, columns="isoformer",
+            loader={"batch_size": 4, "num_workers": workers}, lengths={"max": {"rna": 2000}},
+        )  # fmt: skip
         dm.setup("fit")
         dm.attach_tokenizers(tokenizers)
         batches.append(_batches(dm, "test"))
@@ -154,7 +162,9 @@ def test_no_sequence_column_is_read_into_pandas(isoformer, tokenizers, monkeypat
         return real(self, columns, **options)
 
     monkeypatch.setattr(RecordStore, "frame", frame)
-    dm = IsoformExpression(str(csv), columns="isoformer", genome={"fasta": str(genome), "window": 1024})
+    dm = IsoformExpression(
+        source={"path": str(csv), "genome": {"fasta": str(genome), "window": 1024}}, columns="isoformer",
+    )
     dm.setup("fit")
     dm.attach_tokenizers(tokenizers)
     assert asked and not {"RNA", "Protein", "5UTR", "CDS", "3UTR"} & {c for columns in asked for c in columns}
@@ -167,12 +177,12 @@ def test_the_store_is_written_once_and_again_when_the_file_changes(tmp_path):
     table = make_sample_table(4)
     path = tmp_path / "t.csv"
     table.to_csv(path, index=False)
-    first = IsoformExpression(str(path), records_dir=str(tmp_path / "records")).records()
-    again = IsoformExpression(str(path), records_dir=str(tmp_path / "records")).records()
+    first = IsoformExpression(source={"path": str(path), "records_dir": str(tmp_path / "records")}).records()
+    again = IsoformExpression(source={"path": str(path), "records_dir": str(tmp_path / "records")}).records()
     assert first.path == again.path and first.path.stat().st_mtime_ns == again.path.stat().st_mtime_ns
     assert set(first.column_names) == {"transcript_id", "gene_id", "DNA", "RNA", "Protein", *GTEX_TISSUES, ROW_ID}
     table.iloc[:3].to_csv(path, index=False)
-    changed = IsoformExpression(str(path), records_dir=str(tmp_path / "records")).records()
+    changed = IsoformExpression(source={"path": str(path), "records_dir": str(tmp_path / "records")}).records()
     assert changed.path != first.path and len(changed) == 3
 
 
@@ -180,7 +190,7 @@ def test_ids_keep_their_leading_zeros(tmp_path):
     table = make_sample_table(3)
     table["transcript_id"] = [f"{i:05d}" for i in range(len(table))]
     table.to_csv(tmp_path / "t.csv", index=False)
-    dm = IsoformExpression(str(tmp_path / "t.csv"), test_fraction=0.0, val_fraction=0.0)
+    dm = IsoformExpression(str(tmp_path / "t.csv"), split={"test_fraction": 0.0, "val_fraction": 0.0})
     dm.setup("fit")
     assert dm.split_ids("train")[:2] == ["00000", "00001"]
 
@@ -197,7 +207,7 @@ def test_a_row_longer_than_the_csv_block_is_read_with_a_larger_block(tmp_path, m
     table = make_sample_table(3)  # DNA windows of 1,024 bp: a row is about 2 kB
     table.loc[1, "DNA"] = "ACGT" * 1000  # 4 kB
     table.to_csv(tmp_path / "t.csv", index=False)
-    dm = IsoformExpression(str(tmp_path / "t.csv"), test_fraction=0.0, val_fraction=0.0)
+    dm = IsoformExpression(str(tmp_path / "t.csv"), split={"test_fraction": 0.0, "val_fraction": 0.0})
     dm.setup("fit")
     assert dm._splits["train"][1]["sequences"]["dna"] == "ACGT" * 1000 and len(dm.split_ids("train")) == len(table)
     assert tried == [2048, 1 << 20]  # the first block was too small for the 4 kB row
@@ -207,7 +217,9 @@ def test_a_spawned_worker_maps_the_store_again_and_reopens_the_genome(isoformer)
     import pickle
 
     csv, genome = isoformer
-    dm = IsoformExpression(str(csv), columns="isoformer", genome={"fasta": str(genome), "window": 1024})
+    dm = IsoformExpression(
+        source={"path": str(csv), "genome": {"fasta": str(genome), "window": 1024}}, columns="isoformer",
+    )
     dm.setup("fit")
     records = dm._splits["train"]
     payload = pickle.dumps(records)  # what a spawn-started DataLoader worker receives
@@ -247,8 +259,8 @@ def test_predictions_of_a_table_without_ids_carry_file_and_row(tmp_path, monkeyp
     monkeypatch.setattr("sys.argv", ["mmfuse"])
     rna = {"rna": {"class_path": "NucleotideTransformer", "init_args": {"preset": "tiny", "modality": "rna"}}}
     main(["predict", "--model=RegressionTask", f"--model.backbones={json.dumps(rna)}", "--model.adapter=ConcatFusion",
-          "--data=IsoformExpression", "--data.path=mg", "--data.columns=modelgenerator",
-          '--data.modalities={"rna": "rna_seq"}', '--data.max_lengths={"rna": 1000}', "--trainer.accelerator=cpu",
+          "--data=IsoformExpression", "--data.source.path=mg", "--data.columns=modelgenerator",
+          '--data.modalities={"rna": "rna_seq"}', '--data.lengths.max={"rna": 1000}', "--trainer.accelerator=cpu",
           "--trainer.logger=false", "--trainer.enable_progress_bar=false",
           "--predictions.output=preds.csv"])  # fmt: skip
     predictions = pd.read_csv(tmp_path / "preds.csv")

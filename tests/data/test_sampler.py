@@ -113,8 +113,8 @@ def test_record_lengths_sum_modalities_and_count_absent_as_zero():
 def test_invalid_pool_size_is_refused():
     with pytest.raises(ConfigError, match="pool_size must be a positive whole number"):
         BucketBatchSampler(range(4), 2, lengths=[1, 2, 3, 4], pool_size=0)
-    with pytest.raises(ConfigError, match="`bucket_pool` must be a positive whole number"):
-        IsoformExpression(path="sample", bucketing=True, bucket_pool=0)
+    with pytest.raises(ConfigError, match="`loader.bucket_pool` must be a whole number of at least 1"):
+        IsoformExpression("sample", loader={"bucketing": True, "bucket_pool": 0})
 
 
 class _Indices(Dataset):
@@ -188,7 +188,7 @@ def _padded_tokens(batches: list[dict], modalities: tuple[str, ...] = ("dna", "r
 def test_data_module_buckets_its_batches(tokenizers):
     dms = {}
     for bucketing in (False, True):
-        dms[bucketing] = IsoformExpression(path="sample", bucketing=bucketing, batch_size=8)
+        dms[bucketing] = IsoformExpression("sample", loader={"bucketing": bucketing, "batch_size": 8})
         dms[bucketing].attach_tokenizers(tokenizers)
     train = dms[True].train_dataloader()
     assert isinstance(train.batch_sampler, BucketBatchSampler)

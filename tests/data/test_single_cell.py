@@ -9,8 +9,8 @@ import pytest
 
 from mmfuse.backbones import ESM2, Geneformer
 from mmfuse.data import CellClassification, DataError
-from mmfuse.data.files import h5ad as cell_matrix
 from mmfuse.data.datasets import single_cell as sc
+from mmfuse.data.files import h5ad as cell_matrix
 from mmfuse.data.samples.cells import CONTROL, MARKERS, REGULATORS, make_cell_sample, regulator_protein
 from mmfuse.errors import ConfigError
 
@@ -125,14 +125,14 @@ def test_a_layer_raw_x_and_a_var_gene_id_column(tmp_path):
     path = _write(adata, tmp_path)
     from_x = _cells(CellClassification(path))
     assert from_x["bc0"] == "G0001:1.38629;G0003:0.693147"
-    assert _cells(CellClassification(path, layer="counts"))["bc0"] == STRINGS[0]
-    assert _cells(CellClassification(path, layer="raw.X"))["bc4"] == "G0001:24;G0007:8"
-    by_id = _cells(CellClassification(path, layer="counts", gene_id_column="ensembl_id"))
+    assert _cells(CellClassification(source={"path": path, "layer": "counts"}))["bc0"] == STRINGS[0]
+    assert _cells(CellClassification(source={"path": path, "layer": "raw.X"}))["bc4"] == "G0001:24;G0007:8"
+    by_id = _cells(CellClassification(source={"path": path, "layer": "counts", "gene_id_column": "ensembl_id"}))
     assert by_id["bc1"] == "ENSG00000000001:7;ENSG00000000003:2"
     with pytest.raises(DataError, match=r"no layer 'spliced'; its layers: 'counts', 'raw.X'"):
-        CellClassification(path, layer="spliced").setup("fit")
+        CellClassification(source={"path": path, "layer": "spliced"}).setup("fit")
     with pytest.raises(DataError, match=r"no var column 'gene_ids'.*'ensembl_id'"):
-        CellClassification(path, gene_id_column="gene_ids").setup("fit")
+        CellClassification(source={"path": path, "gene_id_column": "gene_ids"}).setup("fit")
 
 
 @needs_anndata
@@ -143,7 +143,9 @@ def test_obs_columns_give_ids_splits_groups_and_other_modalities(tmp_path):
         perturbed_protein=["MKTAYIAKQR", "", "MVLSPADK", "MKTAYIAKQR", "MQIFVK"],
     )
     path = _write(adata, tmp_path)
-    dm = CellClassification(path, modalities={"cell": "X", "protein": "perturbed_protein"}, id_column="barcode")
+    dm = CellClassification(
+        source={"path": path, "id_column": "barcode"}, modalities={"cell": "X", "protein": "perturbed_protein"},
+    )
     proteins = _cells(dm, "protein")
     assert proteins == {"AAAC-0": "MKTAYIAKQR", "AAAC-1": None, "AAAC-3": "MKTAYIAKQR", "AAAC-4": "MQIFVK",
                         "AAAC-2": "MVLSPADK"}  # fmt: skip
@@ -151,11 +153,13 @@ def test_obs_columns_give_ids_splits_groups_and_other_modalities(tmp_path):
     assert dm.absent_counts == {"cell": 1, "protein": 1}
     assert dm.split_ids("val") == ["AAAC-2", "AAAC-4"] and dm.split_ids("test") == ["AAAC-3"]
     donors = _write(_adata(donor=["d1", "d2", "d1", "d2", "d1"]), tmp_path, "donors.h5ad")
-    grouped = CellClassification(donors, group_column="donor", val_fraction=0.4, test_fraction=0.0, split_seed=3)
+    grouped = CellClassification(
+        donors, split={"group": "donor", "val_fraction": 0.4, "test_fraction": 0.0, "seed": 3},
+    )
     grouped.setup("fit")
     assert sorted(map(len, (grouped.split_ids("train"), grouped.split_ids("val")))) == [2, 2]  # d1 (less bc2), d2
-    with pytest.raises(DataError, match=r"neither a 'split' column nor the group column 'patient'.*group_column"):
-        CellClassification(donors, group_column="patient").setup("fit")
+    with pytest.raises(DataError, match=r"nor the group column 'patient'.*split: {group: null}"):
+        CellClassification(donors, split={"group": "patient"}).setup("fit")
 
 
 @needs_anndata
@@ -164,7 +168,9 @@ def test_tiny_geneformer_tokens_of_a_known_cell(tmp_path):
     X = sparse.csr_matrix(np.array([[2, 0, 5, 9], [1, 0, 0, 0]], dtype=np.float32))
     adata = anndata.AnnData(X=X, obs=pd.DataFrame({"cell_type": ["a", "b"]}, index=["x", "y"]),
                             var=pd.DataFrame(index=GENES))  # fmt: skip
-    dm = CellClassification(_write(adata, tmp_path), val_fraction=0.0, test_fraction=0.0, batch_size=2)
+    dm = CellClassification(
+        _write(adata, tmp_path), split={"val_fraction": 0.0, "test_fraction": 0.0}, loader={"batch_size": 2},
+    )
     backbone = Geneformer("tiny")
     dm.attach_tokenizers({"cell": backbone.tokenizer})
     batch = next(iter(dm.train_dataloader()))
@@ -242,9 +248,9 @@ def test_dense_table_errors_name_the_column_or_the_cell(tmp_path):
     with pytest.raises(DataError, match=r"cell 'bc3' has the expression value nan for gene 'G0002'"):
         CellClassification(str(path)).setup("fit")
     with pytest.raises(ConfigError, match=r"layer applies to .h5ad files.*set layer to null"):
-        CellClassification(str(path), layer="counts")
+        CellClassification(source={"path": str(path), "layer": "counts"})
     with pytest.raises(DataError, match=r"no cell id column 'barcode'"):
-        CellClassification(str(path), id_column="barcode").setup("fit")
+        CellClassification(source={"path": str(path), "id_column": "barcode"}).setup("fit")
 
 
 def test_h5ad_without_anndata_says_how_to_install_it(tmp_path, monkeypatch):
@@ -266,7 +272,7 @@ def test_unknown_file_types_and_options(tmp_path):
     with pytest.raises(DataError, match=r"convert it to .h5ad first, e.g. anndata.io.read_loom"):
         CellClassification(str(loom)).setup("fit")
     with pytest.raises(ConfigError, match=r"cannot be cut by letters"):
-        CellClassification("sample", max_lengths={"cell": 100})
+        CellClassification("sample", lengths={"max": {"cell": 100}})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,8 +298,10 @@ def test_sample_markers_rank_first_and_knockdowns_shift_fates():
 
 
 def test_sample_data_module_feeds_geneformer_and_esm2():
-    dm = CellClassification("sample", modalities={"cell": "X", "protein": "perturbed_protein"}, sample_cells=40,
-                            sample_seed=2, batch_size=8, layer="ignored", label_column="state")  # fmt: skip
+    dm = CellClassification(
+        source={"path": "sample", "layer": "ignored"}, modalities={"cell": "X", "protein": "perturbed_protein"},
+        label_column="state", loader={"batch_size": 8}, sample={"size": 40, "seed": 2},
+    )  # fmt: skip
     assert dm.target_names == ["erythroid", "lymphoid", "myeloid"]
     dm.attach_tokenizers({"cell": Geneformer("tiny").tokenizer, "protein": ESM2("tiny").tokenizer})
     batch = next(iter(dm.train_dataloader()))
@@ -301,5 +309,5 @@ def test_sample_data_module_feeds_geneformer_and_esm2():
     controls = int((make_cell_sample(40, 2)[2].perturbation == CONTROL).sum())
     assert dm.absent_counts == {"cell": 0, "protein": controls} and controls > 0
     assert batch["present"]["cell"].all()
-    again = CellClassification("sample", sample_cells=40, sample_seed=2)
-    assert _cells(again) == _cells(CellClassification("sample", sample_cells=40, sample_seed=2))
+    again = CellClassification("sample", sample={"size": 40, "seed": 2})
+    assert _cells(again) == _cells(CellClassification("sample", sample={"size": 40, "seed": 2}))

@@ -155,7 +155,7 @@ def test_interval_index_and_drawing_free_candidates():
 
 def test_windows_are_centred_on_peaks_and_padded_with_n(tmp_path, genome):
     peaks = "chr1\t50\t60\tFOXA1:HepG2\nchr1\t0\t4\tFOXA1:HepG2\nchr2\t1996\t2000\tCTCF:HepG2\n"
-    dm = TFBinding(**_write(tmp_path, peaks, genome), window=11, negatives_per_positive=0)
+    dm = TFBinding(_write(tmp_path, peaks, genome), window=11, negatives_per_positive=0)
     rows = _table(dm).set_index("id")
     assert rows.loc["FOXA1:HepG2@chr1:50-60", "DNA"] == genome["chr1"][50:61]  # midpoint 55, 5 bp before it
     assert rows.loc["FOXA1:HepG2@chr1:0-4", "DNA"] == "NNN" + genome["chr1"][:8]  # midpoint 2: starts at -3
@@ -167,13 +167,13 @@ def test_windows_are_centred_on_peaks_and_padded_with_n(tmp_path, genome):
     assert rows.loc["CTCF:HepG2@chr2:1996-2000", "Protein"] == "MEGDAVEAIVEESETFIKGKERK"
 
     summit = "chr1\t50\t70\tFOXA1:HepG2\t0\t.\t0\t0\t0\t3\n"
-    dm = TFBinding(**_write(tmp_path, summit, genome), window=10, center="summit", negatives_per_positive=0)
+    dm = TFBinding(_write(tmp_path, summit, genome), window=10, center="summit", negatives_per_positive=0)
     assert _table(dm)["DNA"].tolist() == [genome["chr1"][48:58]]  # summit 53, window [48, 58)
 
 
 def test_unbound_records_come_from_other_experiments_and_never_overlap_their_own(tmp_path, genome):
     text = _random_peaks()
-    dm = TFBinding(**_write(tmp_path, text, genome), window=40, negatives_per_positive=2, seed=3)
+    dm = TFBinding(_write(tmp_path, text, genome), window=40, negatives_per_positive=2, seed=3)
     table = _table(dm)
     peaks = read_peaks(tmp_path / "peaks.bed")
     regions = set(zip(peaks.contig, peaks.start, peaks.end, strict=True))
@@ -190,16 +190,16 @@ def test_unbound_records_come_from_other_experiments_and_never_overlap_their_own
     assert dm.summary.negatives_short == 0 and dm.summary.experiments == 6
     assert table["id"].is_unique and len(table) == 3 * len(peaks)
 
-    again = TFBinding(**_write(tmp_path, text, genome), window=40, negatives_per_positive=2, seed=3)
+    again = TFBinding(_write(tmp_path, text, genome), window=40, negatives_per_positive=2, seed=3)
     assert _table(again)["id"].tolist() == table["id"].tolist()
-    other = TFBinding(**_write(tmp_path, text, genome), window=40, negatives_per_positive=2, seed=4)
+    other = TFBinding(_write(tmp_path, text, genome), window=40, negatives_per_positive=2, seed=4)
     assert set(_table(other)["id"]) != set(table["id"])
 
 
 def test_too_few_free_regions_are_counted_and_logged(tmp_path, genome, caplog):
     peaks = ("chr1\t100\t200\tFOXA1:HepG2\nchr1\t150\t160\tCTCF:HepG2\nchr1\t500\t510\tCTCF:HepG2\n"
              "chr1\t100\t200\tFOXA1:HepG2\n")  # fmt: skip
-    dm = TFBinding(**_write(tmp_path, peaks, genome), window=20, negatives_per_positive=3)
+    dm = TFBinding(_write(tmp_path, peaks, genome), window=20, negatives_per_positive=3)
     with caplog.at_level(logging.INFO):
         table = _table(dm)
     foxa1 = table[table.tf == "FOXA1"]
@@ -215,37 +215,37 @@ def test_explicit_negatives_file(tmp_path, genome):
     files = _write(tmp_path, "chr1\t100\t200\tFOXA1:HepG2\nchr8\t100\t200\tFOXA1:HepG2\n", genome)
     (tmp_path / "neg.bed").write_text("chr1\t300\t350\tFOXA1:HepG2\nchr1\t190\t210\tFOXA1:HepG2\n"
                                       "chr9\t10\t60\tFOXA1:HepG2\n")  # fmt: skip
-    dm = TFBinding(**files, negatives=str(tmp_path / "neg.bed"), negatives_per_positive=0, window=20)
+    dm = TFBinding({**files, "negatives": str(tmp_path / "neg.bed")}, negatives_per_positive=0, window=20)
     table = _table(dm)
     unbound = table[table.label == "unbound"]
     assert unbound.id.tolist() == ["FOXA1:HepG2@chr1:300-350", "FOXA1:HepG2@chr9:10-60"]
     assert unbound.split.tolist() == ["train", "test"] and dm.summary.overlapping_negatives == 1
     with pytest.raises(ConfigError, match="set negatives_per_positive: 0 to use it"):
-        TFBinding(**files, negatives=str(tmp_path / "neg.bed"))
+        TFBinding({**files, "negatives": str(tmp_path / "neg.bed")})
 
 
 def test_splits_by_contig(tmp_path, genome):
     files = _write(tmp_path, _random_peaks(per_contig=2), genome)
-    table = _table(TFBinding(**files, window=20))
+    table = _table(TFBinding(files, window=20))
     assert dict(table.groupby("contig")["split"].unique().map(list)) == {
         "chr1": ["train"], "chr2": ["train"], "chr8": ["val"], "chr9": ["test"]}  # fmt: skip
-    dm = TFBinding(**files, window=20, val_contigs=["chr2"], test_contigs=["chr8", "chr9"])
+    dm = TFBinding(files, window=20, split={"val_groups": ["chr2"], "test_groups": ["chr8", "chr9"]})
     table = _table(dm)
     assert set(table[table.split == "val"].contig) == {"chr2"}
     assert set(table[table.split == "test"].contig) == {"chr8", "chr9"}
     assert set(dm.split_ids("val")) == set(table[table.split == "val"].id)
-    with pytest.raises(ConfigError, match=r"contigs \['chr8'\] are in both val_contigs and test_contigs"):
-        TFBinding(**files, val_contigs=["chr8"], test_contigs=["chr8"])
+    with pytest.raises(ConfigError, match=r"\['chr8'\] are in both split.val_groups and split.test_groups"):
+        TFBinding(files, split={"val_groups": ["chr8"], "test_groups": ["chr8"]})
 
 
 def test_subsets_and_max_peaks_per_experiment(tmp_path, genome):
     files = _write(tmp_path, _random_peaks(), genome)
-    dm = TFBinding(**files, window=20, contexts=["K562"], tfs=["CTCF"], max_peaks_per_experiment=5)
+    dm = TFBinding({**files, "contexts": ["K562"], "tfs": ["CTCF"]}, window=20, max_peaks_per_experiment=5)
     table = _table(dm)
     assert set(zip(table.tf, table.context, strict=True)) == {("CTCF", "K562")}
     assert (table.label == "bound").sum() == 5 and dm.summary.subsampled_out == 4 * 8 - 5
     assert dm.context_categories == ["K562"]
-    again = TFBinding(**files, window=20, contexts=["K562"], tfs=["CTCF"], max_peaks_per_experiment=5)
+    again = TFBinding({**files, "contexts": ["K562"], "tfs": ["CTCF"]}, window=20, max_peaks_per_experiment=5)
     assert _table(again).id.tolist() == table.id.tolist()
 
 
@@ -253,11 +253,11 @@ def test_missing_tf_is_an_error_or_skipped(tmp_path, genome):
     peaks = "chr1\t10\t60\tFoxa1:HepG2\nchr1\t100\t160\tGATA1:HepG2\nchr1\t300\t360\tCTCF:HepG2\n"
     files = _write(tmp_path, peaks, genome)
     with pytest.raises(DataError) as info:
-        _table(TFBinding(**files, window=20))
+        _table(TFBinding(files, window=20))
     message = str(info.value)
     assert message.startswith(f"2 TF(s) of {files['peaks']} have no sequence in {files['proteins']}: Foxa1, GATA1")
-    assert "'Foxa1' (did you mean 'FOXA1'?)" in message and "set missing_tf: skip" in message
-    dm = TFBinding(**files, window=20, missing_tf="skip", negatives_per_positive=0)
+    assert "'Foxa1' (did you mean 'FOXA1'?)" in message and "set source: {missing_tf: skip}" in message
+    dm = TFBinding({**files, "missing_tf": "skip"}, window=20, negatives_per_positive=0)
     assert _table(dm).id.tolist() == ["CTCF:HepG2@chr1:300-360"]
     assert dm.summary.skipped_tfs == {"Foxa1": 1, "GATA1": 1}
 
@@ -268,26 +268,26 @@ def test_missing_contig_is_an_error_or_skipped(tmp_path, genome):
     with pytest.raises(DataError, match=(r"2 peak\(s\) of .*peaks.bed lie on contigs missing from the genome "
                                          r".*genome.fa: 1, chrUn_1 \(the genome names it 'chr1'.*e.g. line 2.*"
                                          r"missing_contig: skip")):  # fmt: skip
-        _table(TFBinding(**files, window=20))
-    dm = TFBinding(**files, window=20, missing_contig="skip", negatives_per_positive=0)
+        _table(TFBinding(files, window=20))
+    dm = TFBinding({**files, "missing_contig": "skip"}, window=20, negatives_per_positive=0)
     assert _table(dm).id.tolist() == ["CTCF:HepG2@chr1:10-60"]
     assert dm.summary.skipped_contigs == {"1": 1, "chrUn_1": 1}
 
 
 def test_options_are_checked(tmp_path, genome):
     files = _write(tmp_path, "chr1\t10\tx\tCTCF:HepG2\n", genome)
-    with pytest.raises(ConfigError, match="`path` is `sample` .* or null, not 'data.csv'"):
+    with pytest.raises(ConfigError, match="`source.path` is `sample` .* or null, not 'data.csv'"):
         TFBinding("data.csv")
-    with pytest.raises(ConfigError, match="TFBinding needs `genome`, `proteins` \\(or `path: sample`\\)"):
-        TFBinding(peaks="p.bed")
+    with pytest.raises(ConfigError, match=r"needs `source.genome`, `source.proteins` \(or `source: sample`\)"):
+        TFBinding(source={"peaks": "p.bed"})
     with pytest.raises(ConfigError, match="`negatives_per_positive` must be a whole number >= 0, not -1"):
         TFBinding("sample", negatives_per_positive=-1)
-    with pytest.raises(ConfigError, match=r"`sample_peaks` must be at least 7, .*\(chr1, chr2, chr3, chr4, chr5, "):
-        TFBinding("sample", sample_peaks=6, val_contigs=["chr5", "chr6"])
+    with pytest.raises(ConfigError, match=r"`sample.size` must be at least 7, .*\(chr1, chr2, chr3, chr4, chr5, "):
+        TFBinding("sample", split={"val_groups": ["chr5", "chr6"]}, sample={"size": 6})
     with pytest.raises(DataError, match=r"peaks.bed:1: start '10' and end 'x'"):
-        _table(TFBinding(**files))  # a first line that is not a header: start is a number
+        _table(TFBinding(files))  # a first line that is not a header: start is a number
     with pytest.raises(DataError, match=r"input file\(s\) not found: peaks 'p.bed', negatives 'n.bed'"):
-        _table(TFBinding(**{**files, "peaks": "p.bed"}, negatives="n.bed", negatives_per_positive=0))
+        _table(TFBinding({**files, "peaks": "p.bed", "negatives": "n.bed"}, negatives_per_positive=0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def test_options_are_checked(tmp_path, genome):
 
 
 def test_sample_plants_tf_and_context_motifs_at_bound_sites():
-    dm = TFBinding("sample", sample_peaks=48, sample_seed=2)
+    dm = TFBinding("sample", sample={"size": 48, "seed": 2})
     table = _table(dm)
     assert dm.window == 256 and set(table.contig) == {"chr1", "chr2", "chr3", "chr4", "chr8", "chr9"}
     assert (table.groupby(["split", "label"]).size().unstack()["bound"] == [8, 32, 8]).all()  # test, train, val
@@ -309,7 +309,7 @@ def test_sample_plants_tf_and_context_motifs_at_bound_sites():
 
 
 def test_context_tokenizer_names_the_record_of_an_unknown_context():
-    dm = TFBinding("sample", sample_peaks=12)
+    dm = TFBinding("sample", sample={"size": 12})
     with pytest.raises(DataError, match=(r"context sequence\(s\) \(column 'Context' of sample\) cannot be read by "
                                          r"ContextEmbedding:\n  record '[A-Z0-9]+:MCF-7@chr\d:\d+-\d+': 'MCF-7' is "
                                          r"not among .* Did you mean 'mcf-7'\?")):  # fmt: skip

@@ -58,8 +58,10 @@ def _expected(fasta, contig, start, end, strand):
 
 
 def _windows(path, fasta, **options):
-    dm = IsoformExpression(str(path), columns="isoformer", genome=GenomeWindows(str(fasta), window=WINDOW, **options),
-                           val_fraction=0.0)  # fmt: skip
+    dm = IsoformExpression(
+        source={"path": str(path), "genome": GenomeWindows(str(fasta), window=WINDOW, **options)},
+        columns="isoformer", split={"val_fraction": 0.0},
+    )  # fmt: skip
     dm.setup("fit")
     return dm, {r["id"]: r["sequences"]["dna"] for r in dm._splits["train"]}
 
@@ -111,8 +113,10 @@ def test_iupac_codes_read_as_n_and_other_letters_name_the_record(tmp_path):
     _, windows = _windows(path, fasta)
     assert windows["iupac"] == ("ACGT" * 10 + "NNNN" + "ACGT" * 10)[43 - 1 - 20 : 43 - 1 + 20]
     path = _table([("star", "chr2", 41, 60, "+")], tmp_path, "s.csv")
-    dm = IsoformExpression(str(path), columns="isoformer", genome=GenomeWindows(str(fasta), window=WINDOW),
-                           val_fraction=0.0)  # fmt: skip
+    dm = IsoformExpression(
+        source={"path": str(path), "genome": GenomeWindows(str(fasta), window=WINDOW)}, columns="isoformer",
+        split={"val_fraction": 0.0},
+    )  # fmt: skip
     dm.setup("fit")
     with pytest.raises(DataError, match=r"record 'star': the genome holds '\*' at chr2:41 \(1-based\)"):
         dm._splits["train"][0]
@@ -133,14 +137,14 @@ def test_zero_based_coordinates_and_a_tss_column(genome, tmp_path):
 def test_genome_as_a_path_uses_the_preset_columns_and_the_window_default(genome, tmp_path):
     fasta, _ = genome
     path = _table([("a", "chr1", 100, 180, "+")], tmp_path)
-    dm = IsoformExpression(str(path), columns="isoformer", genome=str(fasta))
+    dm = IsoformExpression(source={"path": str(path), "genome": str(fasta)}, columns="isoformer")
     assert dm.genome_windows == GenomeWindows(str(fasta), window=196_608) and dm.served == ["rna", "protein", "dna"]
 
 
 def test_a_modality_read_from_a_column_and_the_genome_is_refused(genome):
     fasta, _ = genome
     with pytest.raises(Exception, match=r"dna is both read from column 'DNA' and cut from the genome"):
-        IsoformExpression("t.csv", modalities={"dna": "DNA"}, genome=str(fasta))
+        IsoformExpression(source={"path": "t.csv", "genome": str(fasta)}, modalities={"dna": "DNA"})
 
 
 def test_reverse_complement_agrees_with_biopython():
@@ -160,9 +164,10 @@ def test_a_bad_letter_in_the_genome_ends_the_cli_run_in_one_error_line(tmp_path,
     tiny = {"dna": {"class_path": "Enformer", "init_args": {"preset": "tiny"}}}
     with pytest.raises(SystemExit) as info:
         main(["fit", "--model=RegressionTask", f"--model.backbones={json.dumps(tiny)}", "--model.adapter=ConcatFusion",
-              "--data=IsoformExpression", f"--data.path={tmp_path / 'iso'}", "--data.columns=isoformer",
-              f"--data.genome={json.dumps({'fasta': str(genome), 'window': 1024})}", "--data.modalities={}",
-              "--data.num_workers=1", "--data.val_fraction=0.3", "--data.batch_size=64", "--trainer.max_steps=1",
+              "--data=IsoformExpression", f"--data.source.path={tmp_path / 'iso'}", "--data.columns=isoformer",
+              f"--data.source.genome={json.dumps({'fasta': str(genome), 'window': 1024})}", "--data.modalities={}",
+              "--data.loader.num_workers=1", "--data.split.val_fraction=0.3", "--data.loader.batch_size=64",
+              "--trainer.max_steps=1",
               "--trainer.accelerator=cpu", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
               "--trainer.enable_progress_bar=false"])  # fmt: skip
     assert info.value.code == 1

@@ -27,9 +27,10 @@ def bare_argv() -> Iterator[None]:
 
 #: the quickstart config, and options that make it small enough for a test (12 genes, short sequences)
 QUICKSTART = Path(__file__).resolve().parents[2] / "experiments" / "quickstart" / "config.yaml"
-SMALL = ["--data.init_args.sample_genes=12", "--data.init_args.batch_size=4", "--trainer.enable_progress_bar=false",
-         "--data.init_args.max_lengths={dna: 256, rna: 256, protein: 128}",
-         "--data.init_args.val_fraction=0.25"]  # fmt: skip
+SMALL = ["--data.init_args.sample.size=12", "--data.init_args.loader.batch_size=4",
+         "--trainer.enable_progress_bar=false",
+         "--data.init_args.lengths.max={dna: 256, rna: 256, protein: 128}",
+         "--data.init_args.split.val_fraction=0.25"]  # fmt: skip
 
 
 def mmfuse_stdout(*args: str) -> str:

@@ -35,8 +35,11 @@ def _task(esm_dir: str, **protein) -> RegressionTask:
 
 
 def _datamodule() -> IsoformExpression:
-    return IsoformExpression(path="sample", sample_genes=12, modalities={"rna": "RNA", "protein": "Protein"},
-                             batch_size=8, sample_seed=1, val_fraction=0.25, test_fraction=0.25)  # fmt: skip
+    return IsoformExpression(
+        "sample", modalities={"rna": "RNA", "protein": "Protein"},
+        split={"val_fraction": 0.25, "test_fraction": 0.25}, loader={"batch_size": 8},
+        sample={"size": 12, "seed": 1},
+    )  # fmt: skip
 
 
 def _trainer(tmp_path) -> L.Trainer:

@@ -32,7 +32,8 @@ def _task(classes=LEVELS, **objective) -> ClassificationTask:
 
 
 def _datamodule(path: str = "sample", label_column: str = "expression_level", classes=LEVELS, **kwargs):
-    options = dict(sample_genes=24, sample_seed=1, batch_size=8, val_fraction=0.25, test_fraction=0.25,
+    options = dict(sample={"size": 24, "seed": 1}, loader={"batch_size": 8},
+                   split={"val_fraction": 0.25, "test_fraction": 0.25},
                    modalities={"rna": "RNA", "protein": "Protein"})  # fmt: skip
     return SequenceClassification(path, label_column=label_column, classes=list(classes), **{**options, **kwargs})
 

@@ -154,7 +154,7 @@ def test_letter_per_token_presets_fit_test_predict_and_embed(tmp_path, monkeypat
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     monkeypatch.chdir(tmp_path)
-    small = [*SMALL, "--data.init_args.max_lengths={dna: 256, rna: 254, protein: 128}"]  # the tiny BERT: 256 positions
+    small = [*SMALL, "--data.init_args.lengths.max={dna: 256, rna: 254, protein: 128}"]  # the tiny BERT: 256 positions
     printed = mmfuse_stdout("fit", "--config", str(path), *small, "--trainer.max_steps=2",
                             "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0")  # fmt: skip
     (last,) = (tmp_path / "runs").glob("*/*/checkpoints/last.ckpt")

@@ -26,8 +26,11 @@ def _task(hidden_dim: int = 16, **kwargs) -> RegressionTask:
 
 
 def _datamodule() -> IsoformExpression:
-    return IsoformExpression(path="sample", sample_genes=24, modalities={"rna": "RNA", "protein": "Protein"},
-                             batch_size=8, sample_seed=1, val_fraction=0.25, test_fraction=0.25)  # fmt: skip
+    return IsoformExpression(
+        "sample", modalities={"rna": "RNA", "protein": "Protein"},
+        split={"val_fraction": 0.25, "test_fraction": 0.25}, loader={"batch_size": 8},
+        sample={"size": 24, "seed": 1},
+    )  # fmt: skip
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
@@ -64,7 +67,7 @@ def test_python_api_checkpoint_holds_only_plain_hyperparameters(tmp_path):
         "modality_contribution",
         "alignment",
     }
-    assert checkpoint["datamodule_hyper_parameters"]["path"] == "sample"
+    assert checkpoint["datamodule_hyper_parameters"]["source"]["path"] == "sample"
 
 
 def test_targets_are_standardised_with_training_statistics(tmp_path):

@@ -21,7 +21,7 @@ from tests.helpers.in_process import QUICKSTART, SMALL, bare_argv, mmfuse_stdout
 
 # scored with the RNA (300 nt) and protein (79 aa) whole, the DNA window's middle 256 bp (the checkpoint is
 # conftest's `trained`, of the quickstart on 12 sample genes)
-SMALL = [*SMALL, "--data.init_args.max_lengths={dna: 256, rna: 320, protein: 128}"]
+SMALL = [*SMALL, "--data.init_args.lengths.max={dna: 256, rna: 320, protein: 128}"]
 RECORDS = {
     "syn+": sg.snv("+", 47, "A", "syn_plus"), "mis+": sg.snv("+", 61, "G", "mis_plus"),
     "syn-": sg.snv("-", 47, "A", "syn_minus"), "mis-": sg.snv("-", 61, "G", "mis_minus"),

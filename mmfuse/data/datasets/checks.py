@@ -137,10 +137,11 @@ class TableChecks:
         """How to crop sequences of ``modality`` that are longer than a tokenizer's ``limit`` letters."""
         policy = self.crop[modality]
         kept = (_KEPT_PROTEIN if modality == "protein" else _KEPT).get(policy)
-        how = f" (crop: {policy} keeps {kept})" if kept else " and a `crop` policy for it (center, end or start)"
+        how = f" (crop: {policy} keeps {kept})" if kept else f", crop: {{{modality}: start}}` (or center, end)"
+        written = f"`lengths: {{max: {{{modality}: {limit}}}" + ("}`" if kept else "")
         return (
             f"\nTo crop the too long ones when the data is read, set the data module's "
-            f"`max_lengths: {{{modality}: {limit}}}`{how}; they are counted in crop_counts."
+            f"{written}{how}; they are counted in crop_counts."
         )
 
     def _fill(self, split: str) -> str:

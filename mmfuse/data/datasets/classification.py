@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
-from mmfuse.data.datasets.table import Crop, TableDataModule
+from mmfuse.data.datasets.table import TableDataModule
 from mmfuse.data.errors import DataError
+from mmfuse.data.options import GeneSplit, LengthOptions, LoaderOptions, SampleOptions, TableSource, plain
 from mmfuse.errors import ConfigError
 
 __all__ = ["SequenceClassification"]
@@ -60,7 +61,8 @@ class SequenceClassification(TableDataModule):
     missing modalities work as in :class:`~mmfuse.data.IsoformExpression`.
 
     Args:
-        path: the table file, a local ``datasets`` directory, a hub data set id, or ``sample``.
+        source: the table (:class:`~mmfuse.data.options.TableSource`: a file, a local ``datasets``
+            directory, a hub data set id, or ``sample``; its id column), or just its path.
         modalities: ``{modality: column}``; modalities must cover the task's backbones
             (default ``{dna: DNA, rna: RNA, protein: Protein}``).
         label_column: column holding each record's class.
@@ -68,76 +70,45 @@ class SequenceClassification(TableDataModule):
             one); default: the distinct labels of the table, sorted (numerically when all are
             numbers). Give them when predicting on a table without labels, in the order the model
             was trained with. Quote numeric names in YAML (``["0", "1"]``).
-        id_column: unique record id, written next to predictions.
-        gene_column: gene of each record, used for the split; ``null`` splits by record.
-        split_column: column holding train/val/test; used when present in the table.
-        val_fraction: share of genes in the validation split (when splitting by gene).
-        test_fraction: share of genes in the test split (when splitting by gene).
-        split_seed: seed of the split by gene.
         missing_labels: ``error`` on empty or NaN labels, or ``drop`` those records (counted and logged).
         missing_modalities: ``mask`` keeps records with an empty sequence, that modality marked
             absent (counted and logged); ``error`` refuses them.
-        predict_split: records to predict: ``all`` or one split.
-        batch_size: training batch size.
-        eval_batch_size: batch size of validation/test/predict (default: ``batch_size``).
-        num_workers: DataLoader worker processes (tokenization runs there).
-        sample_genes: genes in the sample data set (with ``path: sample``).
-        sample_seed: seed of the sample data set.
-        max_lengths: ``{modality: letters}``; longer sequences are cropped by ``crop`` in setup
-            (counted in ``crop_counts`` and logged). Default: no limit.
-        crop: ``{modality: center | end | start | error}``; defaults dna ``center``, rna ``end``,
-            protein ``start``, others ``error`` (left whole: the tokenizer rejects them by record id).
-        dataset_revision: branch, tag or commit of a hub data set ``path``.
-        bucketing: batch records of similar total length together, so each batch is padded only to
-            its own longest sequence (as ``group_by_length`` of the Hugging Face Trainer).
-        bucket_pool: with ``bucketing``, batches' worth of records sorted by length together; larger
-            pools pad less but make batches less random.
-        folds: cross-validation in this many folds of genes (isoforms of a gene never straddle folds; with
-            ``gene_column: null``, of records): fold ``fold`` tests, ``val_fraction`` of the other genes
-            validate, the split column is not used. ``mmfuse cv`` runs one ``fit`` per fold.
-        fold: with ``folds``, the fold that tests (0 … folds - 1).
+        split: how records are split (:class:`~mmfuse.data.options.GeneSplit`: by ``gene_id``, the
+            split column when the table has one; ``folds``/``fold`` for ``mmfuse cv``).
+        loader: batch sizes, workers, bucketing (:class:`~mmfuse.data.options.LoaderOptions`).
+        lengths: ``max`` letters per modality and ``crop`` policies
+            (:class:`~mmfuse.data.options.LengthOptions`); crops are counted in ``crop_counts`` and logged.
+        sample: genes (``size``, default 240) and ``seed`` of ``source: sample``.
 
     Examples:
-        >>> dm = SequenceClassification("sample", label_column="expression_level", sample_genes=12)
+        >>> dm = SequenceClassification("sample", label_column="expression_level", sample={"size": 12})
         >>> dm.target_names
         ['high', 'low', 'medium']
     """
 
+    #: the modalities when ``modalities`` is not given
+    _default_modalities = _DEFAULT_MODALITIES
+
     def __init__(
         self,
-        path: str,
+        source: TableSource | str = TableSource(),
         modalities: dict[str, str] | None = None,
         label_column: str = "label",
         classes: list[str] | None = None,
-        id_column: str = "transcript_id",
-        gene_column: str | None = "gene_id",
-        split_column: str = "split",
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
         missing_labels: Literal["error", "drop"] = "error",
         missing_modalities: Literal["mask", "error"] = "mask",
-        predict_split: Literal["all", "train", "val", "test"] = "all",
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        sample_genes: int = 240,
-        sample_seed: int = 0,
-        max_lengths: dict[str, int] | None = None,
-        crop: dict[str, Crop] | None = None,
-        dataset_revision: str | None = None,
-        bucketing: bool = False,
-        bucket_pool: int = 100,
-        folds: int | None = None,
-        fold: int = 0,
+        split: GeneSplit = GeneSplit(),
+        loader: LoaderOptions = LoaderOptions(),
+        lengths: LengthOptions = LengthOptions(),
+        sample: SampleOptions = SampleOptions(),
     ) -> None:
-        super().__init__(
-            path, dict(modalities or _DEFAULT_MODALITIES), id_column, gene_column, split_column, val_fraction,
-            test_fraction, split_seed, missing_modalities, predict_split, batch_size, eval_batch_size, num_workers,
-            sample_genes, sample_seed, max_lengths, crop, dataset_revision, bucketing, bucket_pool, folds=folds,
-            fold=fold,
-        )  # fmt: skip
-        self.save_hyperparameters()
+        super().__init__(source, dict(modalities or self._default_modalities), missing_modalities, split, loader,
+                         lengths, sample)  # fmt: skip
+        self.save_hyperparameters(plain({
+            "source": self.options["source"], "modalities": modalities, "label_column": label_column,
+            "classes": classes, "missing_labels": missing_labels, "missing_modalities": missing_modalities,
+            **{name: self.options[name] for name in ("split", "loader", "lengths", "sample")},
+        }))  # fmt: skip
         self.label_column = label_column
         self.missing_labels = missing_labels
         self._classes: list[str] | None = None

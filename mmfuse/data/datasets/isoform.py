@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -9,10 +10,11 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
-from mmfuse.data.datasets.table import Crop, TableDataModule, read_table
+from mmfuse.data.datasets.table import TableDataModule, read_table
 from mmfuse.data.errors import DataError
 from mmfuse.data.genomics.tissues import GTEX_TISSUES
 from mmfuse.data.genomics.windows import GenomeWindows
+from mmfuse.data.options import GeneSplit, LengthOptions, LoaderOptions, SampleOptions, TableSource, group, plain
 
 __all__ = ["COLUMN_PRESETS", "ColumnPreset", "IsoformExpression", "read_table"]
 
@@ -61,79 +63,58 @@ class IsoformExpression(TableDataModule):
     """Transcript table → batches of sequences per modality and expression per tissue.
 
     The table is a local CSV/TSV/Parquet file; a Hugging Face data set, by hub id (``datasets.load_dataset``,
-    at ``dataset_revision``) or as a local directory (saved by ``save_to_disk``, or of data files);
+    at ``source.revision``) or as a local directory (saved by ``save_to_disk``, or of data files);
     or ``sample`` for the bundled synthetic data set (see :mod:`mmfuse.data.samples.isoform`). Without network
     access, download a hub data set first (``hf download ID --repo-type dataset --local-dir DIR``)
-    and set ``path: DIR``.
+    and set ``source: DIR``.
 
     Column defaults are those of the bundled sample and of ``mmfuse data build-isoform``: ``DNA``,
     ``RNA``, ``Protein``, ``transcript_id``, ``gene_id`` and the 30 GTEx tissues. ``columns`` picks the
     layout of a published data set: ``isoformer`` (InstaDeepAI/multi_omics_transcript_expression's
     ``transcript_expression/GTEx_final.csv``, read from the hub id, a local copy of the repository or
-    the file; it has coordinates, not DNA, so give ``genome:`` GRCh38 to cut the windows) or
+    the file; it has coordinates, not DNA, so give ``source.genome``: GRCh38 to cut the windows) or
     ``modelgenerator`` (genbio-ai/transcript_isoform_expression_prediction: a directory of
     ``train_*.tsv``/``validation.tsv``/``test.tsv`` with ``dna_seq``, ``rna_seq``, ``protein_seq``,
     ``labels_0`` … ``labels_29``; ids are ``FILE:ROW``); ``modalities``, ``target_columns``,
-    ``id_column``, ``gene_column`` and ``val_fraction`` given explicitly win over it.
+    ``source.id_column``, ``split.group`` and ``split.val_fraction`` given explicitly win over it.
 
     Records are split by the data set's splits (``validation``, ``valid`` and ``dev`` read as val; a
     directory's files by their names), else by the ``split`` column when the table has one (values
     train/val/test; when none is val, ``val_fraction`` of the training genes validate), else
     deterministically by gene, so that all isoforms of a gene fall in the same split. Sequences are
     not held in memory: the table is read once into a memory-mapped records store
-    (``records_dir``) and each record is read, its DNA window cut from the genome, when a DataLoader
+    (``source.records_dir``) and each record is read, its DNA window cut from the genome, when a DataLoader
     worker needs it. An empty
     sequence (a non-coding transcript has no protein) marks that modality absent for the record
-    (``missing_modalities``). Sequences longer than ``max_lengths`` are cropped once, by modality:
+    (``missing_modalities``). Sequences longer than ``lengths.max`` are cropped once, by modality:
     DNA keeps its middle (around the TSS), RNA its 3' end (the 3'UTR, as IsoFormer does), a protein
-    its N-terminus (``crop``); the counts are logged and kept in ``crop_counts``.
+    its N-terminus (``lengths.crop``); the counts are logged and kept in ``crop_counts``.
 
     The task attaches its backbones' tokenizers (:meth:`attach_tokenizers`) before the loaders are
     built; every sequence is then checked once, and a bad one is reported with its record id.
 
     Args:
-        path: the table file, a local ``datasets`` directory, a hub data set id, or ``sample``.
+        source: the table (:class:`~mmfuse.data.options.TableSource`: a file, a local ``datasets``
+            directory, a hub data set id, or ``sample``; its id column; a genome to cut DNA from), or
+            just its path. With ``columns: isoformer`` and a genome path, the preset's coordinate columns
+            are used.
         modalities: ``{modality: column}``; modalities must cover the task's backbones
             (default: the preset's, else ``{dna: DNA, rna: RNA, protein: Protein}``).
         target_columns: target columns, in output order (default: the preset's, else the 30 GTEx
             tissues).
-        id_column: unique record id, written next to predictions.
-        gene_column: gene of each record, used for the split; ``null`` splits by record.
         columns: column names of a known data set (``isoformer`` or ``modelgenerator``), see above.
-        split_column: column holding train/val/test; used when present in the table.
-        val_fraction: share of genes in the validation split (when splitting by gene, or carved from
-            the training genes; default: the preset's, else 0.1).
-        test_fraction: share of genes in the test split (when splitting by gene).
-        split_seed: seed of the split by gene.
         nan_targets: ``error`` on NaN/inf targets, or ``drop`` those records (counted and logged).
         missing_modalities: ``mask`` keeps records with an empty sequence, that modality marked
             absent (counted and logged); ``error`` refuses them.
-        predict_split: records to predict: ``all`` or one split.
-        batch_size: training batch size.
-        eval_batch_size: batch size of validation/test/predict (default: ``batch_size``).
-        num_workers: DataLoader worker processes (tokenization runs there).
-        sample_genes: genes in the sample data set (with ``path: sample``).
-        sample_seed: seed of the sample data set.
-        max_lengths: ``{modality: letters}``, e.g. ``{rna: 12000, protein: 1200}``; longer sequences
-            are cropped by ``crop``. Default: no limit.
-        crop: ``{modality: center | end | start | error}``; defaults dna ``center``, rna ``end``,
-            protein ``start``; ``error`` leaves them whole, so the tokenizer rejects them by record id.
-        dataset_revision: branch, tag or commit of a hub data set ``path``.
-        bucketing: batch records of similar total length together, so each batch is padded only to
-            its own longest sequence (as ``group_by_length`` of the Hugging Face Trainer).
-        bucket_pool: with ``bucketing``, batches' worth of records sorted by length together; larger
-            pools pad less but make batches less random.
-        genome: cut DNA from a genome FASTA by the table's coordinates: its path (the preset's
-            coordinate columns are used), or :class:`~mmfuse.data.genomics.windows.GenomeWindows` options.
-        records_dir: where the memory-mapped records store is written once per source (default
-            ``$MMFUSE_CACHE/records``, else ``~/.cache/mmfuse/records``).
-        folds: cross-validation in this many folds of genes (isoforms of a gene never straddle folds; with
-            ``gene_column: null``, of records): fold ``fold`` tests, ``val_fraction`` of the other genes
-            validate, the split column is not used. ``mmfuse cv`` runs one ``fit`` per fold.
-        fold: with ``folds``, the fold that tests (0 … folds - 1).
+        split: how records are split (:class:`~mmfuse.data.options.GeneSplit`: by ``gene_id``, the
+            split column when the table has one; ``folds``/``fold`` for ``mmfuse cv``).
+        loader: batch sizes, workers, bucketing (:class:`~mmfuse.data.options.LoaderOptions`).
+        lengths: ``max`` letters per modality, e.g. ``{rna: 12000, protein: 1200}``, and ``crop``
+            policies (:class:`~mmfuse.data.options.LengthOptions`).
+        sample: genes (``size``, default 240) and ``seed`` of ``source: sample``.
 
     Examples:
-        >>> dm = IsoformExpression("sample", sample_genes=6, max_lengths={"rna": 300})
+        >>> dm = IsoformExpression("sample", sample={"size": 6}, lengths={"max": {"rna": 300}})
         >>> dm.setup("fit")
         >>> max(len(s) for s in dm.split_sequences("train", "rna")), dm.crop_counts["rna"] > 0
         (300, True)
@@ -141,54 +122,43 @@ class IsoformExpression(TableDataModule):
 
     def __init__(
         self,
-        path: str = "sample",
+        source: TableSource | str = TableSource(),
         modalities: dict[str, str] | None = None,
         target_columns: list[str] | None = None,
-        id_column: str | None = _DEFAULT_ID,
-        gene_column: str | None = _DEFAULT_GENE,
         columns: Literal["isoformer", "modelgenerator"] | None = None,
-        split_column: str = "split",
-        val_fraction: float | None = None,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
         nan_targets: Literal["error", "drop"] = "error",
         missing_modalities: Literal["mask", "error"] = "mask",
-        predict_split: Literal["all", "train", "val", "test"] = "all",
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        sample_genes: int = 240,
-        sample_seed: int = 0,
-        max_lengths: dict[str, int] | None = None,
-        crop: dict[str, Crop] | None = None,
-        dataset_revision: str | None = None,
-        bucketing: bool = False,
-        bucket_pool: int = 100,
-        genome: GenomeWindows | str | None = None,
-        records_dir: str | None = None,
-        folds: int | None = None,
-        fold: int = 0,
+        split: GeneSplit = GeneSplit(),
+        loader: LoaderOptions = LoaderOptions(),
+        lengths: LengthOptions = LengthOptions(),
+        sample: SampleOptions = SampleOptions(),
     ) -> None:
         preset = COLUMN_PRESETS[columns] if columns is not None else ColumnPreset(_DEFAULT_MODALITIES, GTEX_TISSUES)
-        # the signature's defaults stand for "not given": the preset fills them
-        id_column = preset.id_column if id_column == _DEFAULT_ID else id_column
-        gene_column = preset.gene_column if gene_column == _DEFAULT_GENE else gene_column
-        val_fraction = preset.val_fraction if val_fraction is None else val_fraction
+        source, split = group(source, TableSource, "path"), group(split, GeneSplit)
+        # the groups' defaults stand for "not given": the preset fills them
+        fill: dict = {}
+        if source.id_column == _DEFAULT_ID:
+            fill["id_column"] = preset.id_column
+        genome = source.genome
         if isinstance(genome, str) and preset.coordinates is not None:
             contig, strand, start, end = preset.coordinates
-            genome = GenomeWindows(genome, contig_column=contig, strand_column=strand, start_column=start,
-                                   end_column=end)  # fmt: skip
-        given = dict(modalities or preset.modalities)
-        if genome is not None and modalities is None:
-            given.pop(genome.modality if isinstance(genome, GenomeWindows) else "dna", None)
-        self._preset_file = preset.file
-        super().__init__(
-            path, given, id_column, gene_column, split_column, val_fraction,
-            test_fraction, split_seed, missing_modalities, predict_split, batch_size, eval_batch_size, num_workers,
-            sample_genes, sample_seed, max_lengths, crop, dataset_revision, bucketing, bucket_pool, genome,
-            records_dir, folds, fold,
+            fill["genome"] = GenomeWindows(genome, contig_column=contig, strand_column=strand, start_column=start,
+                                           end_column=end)  # fmt: skip
+        source = dataclasses.replace(source, **fill)
+        split = dataclasses.replace(
+            split, group=preset.gene_column if split.group == _DEFAULT_GENE else split.group,
+            val_fraction=preset.val_fraction if split.val_fraction is None else split.val_fraction,
         )  # fmt: skip
-        self.save_hyperparameters()
+        given = dict(modalities or preset.modalities)
+        if source.genome is not None and modalities is None:
+            given.pop(source.genome.modality if isinstance(source.genome, GenomeWindows) else "dna", None)
+        self._preset_file = preset.file
+        super().__init__(source, given, missing_modalities, split, loader, lengths, sample)
+        self.save_hyperparameters(plain({
+            "source": source, "modalities": modalities, "target_columns": target_columns, "columns": columns,
+            "nan_targets": nan_targets, "missing_modalities": missing_modalities, "split": split,
+            "loader": self.options["loader"], "lengths": self.options["lengths"], "sample": self.options["sample"],
+        }))  # fmt: skip
         self.target_names: list[str] = list(target_columns or preset.target_columns)
         self.nan_targets = nan_targets
 

@@ -21,7 +21,16 @@ from lightning.pytorch.utilities import rank_zero_info
 from mmfuse.data.datasets.classification import SequenceClassification
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.h5ad import RAW, cell_strings, read_dense_cells, read_h5ad_cells
-from mmfuse.data.store.rows import Crop
+from mmfuse.data.options import (
+    CellSource,
+    LengthOptions,
+    LoaderOptions,
+    SampleOptions,
+    SplitOptions,
+    TableSource,
+    group,
+    plain,
+)  # fmt: skip
 from mmfuse.errors import ConfigError
 
 __all__ = ["EXPRESSION", "RAW", "CellClassification", "cell_strings", "read_dense_cells", "read_h5ad_cells"]
@@ -35,11 +44,11 @@ _CONVERT = {".loom": "io.read_loom", ".zarr": "io.read_zarr"}
 class CellClassification(SequenceClassification):
     """Single cells → batches of cell strings (and other per-cell sequences) with a class index per cell.
 
-    Inputs (``path``):
+    Inputs (``source``):
 
     * an AnnData ``.h5ad`` file (needs the ``anndata`` package): the expression matrix is ``X``, a
-      layer or ``raw.X`` (``layer``); gene ids are the ``var`` index or a ``var`` column
-      (``gene_id_column``); ids, labels, splits and other modalities are ``obs`` columns (the id
+      layer or ``raw.X`` (``source.layer``); gene ids are the ``var`` index or a ``var`` column
+      (``source.gene_id_column``); ids, labels, splits and other modalities are ``obs`` columns (the id
       defaults to the ``obs`` index). The matrix is read a block of cells at a time, never densified.
     * a dense CSV/TSV/Parquet table, one row per cell: the id, label, split and group columns and the
       columns of other modalities are metadata; every other column is a gene, named by its header,
@@ -68,96 +77,69 @@ class CellClassification(SequenceClassification):
     about 4 GB (a CSR matrix takes 8-12 bytes per non-zero). Subsample or split larger atlases.
 
     Args:
-        path: an ``.h5ad`` file, a CSV/TSV/Parquet table (optionally compressed), or ``sample``.
+        source: the cells (:class:`~mmfuse.data.options.CellSource`: an ``.h5ad`` file, a CSV/TSV/Parquet
+            table, or ``sample``; the id column; for ``.h5ad`` files the ``layer`` to read instead of
+            ``X`` (a layer name such as raw ``counts``, or ``raw.X``) and the ``var`` column of gene ids
+            the backbone's token dictionary uses, ``gene_id_column``), or just the path.
         modalities: ``{modality: column}``; ``X`` is the expression matrix, anything else an obs (or
             table) column holding a sequence per cell (default ``{cell: X}``).
         label_column: obs (or table) column holding each cell's class, e.g. ``cell_type``.
         classes: the class names in class-index order; default: the distinct labels, sorted.
-        id_column: unique cell id column; for ``.h5ad`` files without such an obs column the ``obs``
-            index is used, under this name.
-        layer: for ``.h5ad`` files, the matrix to read instead of ``X``: a layer name (e.g. raw
-            ``counts``) or ``raw.X``; a missing layer is an error listing the layers.
-        gene_id_column: for ``.h5ad`` files, the ``var`` column with the gene ids the backbone's token
-            dictionary uses (e.g. ``ensembl_id``); default: the ``var`` index.
-        split_column: column holding train/val/test; used when present.
-        group_column: column whose values keep cells together in one split (e.g. ``donor_id``, so no
-            donor is in both training and test); ``null`` splits by cell.
-        val_fraction: share of cells (or groups) in the validation split.
-        test_fraction: share of cells (or groups) in the test split.
-        split_seed: seed of the split.
         missing_labels: ``error`` on cells without a label, or ``drop`` them (counted and logged).
         missing_modalities: ``mask`` keeps cells lacking some modality (an empty cell string, an
             empty protein) with it marked absent and drops cells with none; ``error`` refuses them.
-        predict_split: cells to predict: ``all`` or one split.
-        batch_size: training batch size.
-        eval_batch_size: batch size of validation/test/predict (default: ``batch_size``).
-        num_workers: DataLoader worker processes (tokenization runs there).
-        sample_cells: cells in the sample data set (with ``path: sample``).
-        sample_seed: seed of the sample data set.
-        max_lengths: ``{modality: letters}`` for sequence modalities (a protein); cells are cut to
-            the backbone's ``max_genes`` by its tokenizer instead.
-        crop: ``{modality: center | end | start | error}`` for ``max_lengths``.
-        bucketing: batch cells of similar string length (about the number of expressed genes) together.
-        bucket_pool: with ``bucketing``, batches' worth of cells sorted by length together.
-        folds: cross-validation in this many folds of cells (of ``group_column`` groups when given,
-            e.g. donors, so a group never straddles folds): fold ``fold`` tests, ``val_fraction`` of the other cells
-            validate, the split column is not used. ``mmfuse cv`` runs one ``fit`` per fold.
-        fold: with ``folds``, the fold that tests (0 … folds - 1).
+        split: how cells are split (:class:`~mmfuse.data.options.SplitOptions`): the split column when
+            present, else by cell, or by ``group`` (e.g. ``donor_id`` or a perturbation, so no donor is
+            in both training and test); ``folds``/``fold`` for ``mmfuse cv`` (groups never straddle folds).
+        loader: batch sizes, workers, bucketing (cells of similar numbers of expressed genes together).
+        lengths: ``max`` letters for sequence modalities (a protein); cells are cut to the backbone's
+            ``max_genes`` by its tokenizer instead.
+        sample: cells (``size``, default 600) and ``seed`` of ``source: sample``.
 
     Examples:
-        >>> dm = CellClassification("sample", sample_cells=30)
+        >>> dm = CellClassification("sample", sample={"size": 30})
         >>> dm.target_names
         ['erythroid', 'lymphoid', 'myeloid']
     """
 
+    _sample_size = 600
+
     def __init__(
         self,
-        path: str,
+        source: CellSource | str = CellSource(),
         modalities: dict[str, str] | None = None,
         label_column: str = "cell_type",
         classes: list[str] | None = None,
-        id_column: str = "cell_id",
-        layer: str | None = None,
-        gene_id_column: str | None = None,
-        split_column: str = "split",
-        group_column: str | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
         missing_labels: Literal["error", "drop"] = "error",
         missing_modalities: Literal["mask", "error"] = "mask",
-        predict_split: Literal["all", "train", "val", "test"] = "all",
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        sample_cells: int = 600,
-        sample_seed: int = 0,
-        max_lengths: dict[str, int] | None = None,
-        crop: dict[str, Crop] | None = None,
-        bucketing: bool = False,
-        bucket_pool: int = 100,
-        folds: int | None = None,
-        fold: int = 0,
+        split: SplitOptions = SplitOptions(),
+        loader: LoaderOptions = LoaderOptions(),
+        lengths: LengthOptions = LengthOptions(),
+        sample: SampleOptions = SampleOptions(),
     ) -> None:
-        super().__init__(
-            path, dict(modalities or {"cell": EXPRESSION}), label_column, classes, id_column, group_column,
-            split_column, val_fraction, test_fraction, split_seed, missing_labels, missing_modalities,
-            predict_split, batch_size, eval_batch_size, num_workers, sample_seed=sample_seed,
-            max_lengths=max_lengths, crop=crop, bucketing=bucketing, bucket_pool=bucket_pool, folds=folds, fold=fold,
-        )  # fmt: skip
-        if not isinstance(sample_cells, int) or sample_cells < 1:
-            raise ConfigError(f"sample_cells must be a positive whole number, not {sample_cells!r}")
+        cells, split = group(source, CellSource, "path"), group(split, SplitOptions)
+        table = TableSource(cells.path, cells.id_column, records_dir=cells.records_dir)
+        super().__init__(table, dict(modalities or {"cell": EXPRESSION}), label_column, classes, missing_labels,
+                         missing_modalities, split, loader, lengths, sample)  # fmt: skip
+        self.save_hyperparameters(plain({
+            "source": cells, "modalities": modalities, "label_column": label_column, "classes": classes,
+            "missing_labels": missing_labels, "missing_modalities": missing_modalities,
+            **{name: self.options[name] for name in ("split", "loader", "lengths", "sample")},
+        }))  # fmt: skip
+        path, layer, gene_id_column, group_column = cells.path, cells.layer, cells.gene_id_column, split.group
+        sample_cells = self.sample_genes
         cut = sorted(m for m in self.max_lengths if self.modalities[m] == EXPRESSION)
         if cut:
             raise ConfigError(
-                f"`max_lengths` names {cut}, which read the expression matrix: a cell string cannot be cut "
+                f"`lengths.max` names {cut}, which read the expression matrix: a cell string cannot be cut "
                 f"by letters. The backbone keeps each cell's top genes (Geneformer's `max_genes`)."
             )
         unused = [o for o, v in (("layer", layer), ("gene_id_column", gene_id_column)) if v is not None]
         if unused and path != "sample" and not path.lower().endswith(".h5ad"):
             raise ConfigError(
-                f"{' and '.join(unused)} appl{'ies' if len(unused) == 1 else 'y'} to .h5ad files; {path} is read "
-                f"as a table whose gene columns are named by their headers: set {' and '.join(unused)} to null."
+                f"source.{' and source.'.join(unused)} appl{'ies' if len(unused) == 1 else 'y'} to .h5ad files; "
+                f"{path} is read as a table whose gene columns are named by their headers: set "
+                f"{' and '.join(unused)} to null."
             )
         self.layer, self.gene_id_column, self.group_column = layer, gene_id_column, group_column
         self.sample_cells = sample_cells
@@ -220,6 +202,6 @@ class CellClassification(SequenceClassification):
         if self.split_column not in table.columns and self.group_column not in (None, *table.columns):
             raise DataError(
                 f"{self.path} has neither a {self.split_column!r} column nor the group column "
-                f"{self.group_column!r} to split by; add one, or set group_column: null to split by cell."
+                f"{self.group_column!r} to split by; add one, or set split: {{group: null}} to split by cell."
             )
         return super()._assign_splits(table)

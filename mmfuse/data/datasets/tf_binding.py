@@ -32,6 +32,7 @@ The table is built by :class:`~mmfuse.data.datasets.tf_records.TFBindingTable`.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -42,7 +43,17 @@ from mmfuse.data.datasets.classification import SequenceClassification
 from mmfuse.data.datasets.tf_records import TFBindingSummary, TFBindingTable
 from mmfuse.data.errors import DataError
 from mmfuse.data.genomics.windows import DEFAULT_WINDOW
-from mmfuse.data.store.rows import Crop
+from mmfuse.data.options import (
+    ContigSplit,
+    LengthOptions,
+    LoaderOptions,
+    PeakSource,
+    SampleOptions,
+    SplitOptions,
+    TableSource,
+    group,
+    plain,
+)  # fmt: skip
 from mmfuse.errors import ConfigError
 
 __all__ = ["CLASSES", "TFBinding", "TFBindingSummary"]
@@ -53,6 +64,9 @@ CLASSES = ["unbound", "bound"]
 SAMPLE_WINDOW = 256
 _DEFAULT_MODALITIES = {"dna": "DNA", "protein": "Protein", "context": "Context"}
 _SAMPLE_CONTIGS = ("chr1", "chr2", "chr3", "chr4")  # the sample's training contigs
+SAMPLE_PEAKS = 96  # bound records of `source: sample` when `sample.size` is not given
+_GROUPS = ("contig", "tf")
+_CONTIG_DEFAULTS = (ContigSplit.val_groups, ContigSplit.test_groups)
 
 
 class TFBinding(TFBindingTable, SequenceClassification):
@@ -62,52 +76,38 @@ class TFBinding(TFBindingTable, SequenceClassification):
     The table then goes through :class:`~mmfuse.data.SequenceClassification` (classes ``unbound``,
     ``bound``; the latter is the positive class): cropping (``max_lengths``, e.g. ``{protein: 1022}``
     for ESM2), tokenizer checks naming the record, bucketing and predictions (with the ``id``).
-    Splits are by contig: ``test_contigs`` to test, ``val_contigs`` to validation, all others train.
+    Splits are by contig by default (``split: {group: contig, val_groups: [chr8], test_groups: [chr9]}``,
+    all other contigs train); ``split: {group: tf}`` holds out whole TFs instead (``val_groups``/
+    ``test_groups`` then name TFs, or leave them out to draw ``val_fraction``/``test_fraction`` of the
+    TFs). ``split.folds``/``split.fold`` make cross-validation folds of contigs (or TFs) for ``mmfuse cv``.
 
     Args:
-        path: ``null`` to read ``peaks``/``genome``/``proteins``, or ``sample`` for a small synthetic
-            data set built with :mod:`mmfuse.data.samples.tf_binding` (``peaks``, ``genome`` and
-            ``proteins`` are then ignored; contigs chr1-chr4 plus the val/test contigs).
-        peaks: BED file of peaks (optionally ``.gz``), name column ``TF:context`` (ReMap).
-        genome: FASTA of the genome the peaks refer to (``.fai`` is built beside it if missing).
-        proteins: FASTA of the TFs' protein sequences (UniProt headers: the ``GN=`` gene name).
+        source: the files (:class:`~mmfuse.data.options.PeakSource`: ``peaks``, ``genome``, ``proteins``,
+            optional ``negatives``; the ``contexts``/``tfs`` kept; the ``missing_tf``/``missing_contig``
+            policies), or ``sample`` for a small synthetic data set built with
+            :mod:`mmfuse.data.samples.tf_binding` (contigs chr1-chr4 plus the val/test contigs).
         window: DNA bp per record, centred on the peak (default: Enformer's 196,608; with
-            ``path: sample``, 256).
+            ``source: sample``, 256).
         center: centre windows on the peak's ``midpoint``, or on its ``summit`` (narrowPeak's
             10th column; peaks without one, ``-1``, use the midpoint).
         negatives_per_positive: unbound records drawn per bound record of each experiment and split,
-            from regions bound in other experiments; ``0`` draws none (then ``negatives`` may give them).
-        negatives: BED of explicit unbound regions, name ``TF:context`` like ``peaks`` (only with
-            ``negatives_per_positive: 0``); those overlapping a peak of their experiment are dropped
-            (counted and logged).
-        max_peaks_per_experiment: bound records kept per experiment, drawn with ``seed`` (default:
-            all); bounds memory, since each record holds its window.
-        val_contigs: contigs of the validation split.
-        test_contigs: contigs of the test split.
-        contexts: keep only these contexts (default: all of the peaks file).
-        tfs: keep only these TFs (default: all).
-        missing_tf: a TF with no sequence in ``proteins``: ``error`` (naming the TFs), or ``skip``
-            its experiments (counted and logged).
-        missing_contig: a peak on a contig the genome lacks: ``error``, or ``skip`` the peak (counted
-            and logged).
+            from regions bound in other experiments; ``0`` draws none (then ``source.negatives`` may
+            give them).
+        max_peaks_per_experiment: bound records kept per experiment, drawn with ``seed`` (default: all).
         seed: seed of the drawing of unbound records and of ``max_peaks_per_experiment``; the same
             inputs and seed give the same records.
         modalities: ``{modality: column}`` (default ``{dna: DNA, protein: Protein, context: Context}``).
         missing_modalities: ``mask`` or ``error`` for empty sequences (see
             :class:`~mmfuse.data.SequenceClassification`).
-        predict_split: records to predict: ``all`` or one split.
-        batch_size: training batch size.
-        eval_batch_size: batch size of validation/test/predict (default: ``batch_size``).
-        num_workers: DataLoader worker processes (tokenization runs there).
-        sample_peaks: bound records of ``path: sample`` (spread over its experiments and contigs).
-        sample_seed: seed of the sample data set.
-        max_lengths: ``{modality: letters}``; longer sequences are cropped by ``crop``.
-        crop: ``{modality: center | end | start | error}`` (dna ``center``, protein ``start``).
-        bucketing: batch records of similar total length together.
-        bucket_pool: with ``bucketing``, batches' worth of records sorted by length together.
+        split: how records are split (:class:`~mmfuse.data.options.ContigSplit`), see above.
+        loader: batch sizes, workers, bucketing (:class:`~mmfuse.data.options.LoaderOptions`).
+        lengths: ``max`` letters per modality, e.g. ``{protein: 1022}`` for ESM2, and ``crop``
+            policies (dna ``center``, protein ``start``).
+        sample: bound records (``size``, default 96, spread over the experiments and contigs) and
+            ``seed`` of ``source: sample``.
 
     Examples:
-        >>> dm = TFBinding("sample", sample_peaks=24)
+        >>> dm = TFBinding("sample", sample={"size": 24})
         >>> dm.setup("fit")
         >>> dm.target_names, dm.context_categories, len(dm.split_ids("train"))
         (['unbound', 'bound'], ['HepG2', 'MCF-7'], 32)
@@ -115,78 +115,81 @@ class TFBinding(TFBindingTable, SequenceClassification):
 
     def __init__(
         self,
-        path: str | None = None,
-        peaks: str | None = None,
-        genome: str | None = None,
-        proteins: str | None = None,
+        source: PeakSource | str = PeakSource(),
         window: int | None = None,
         center: Literal["midpoint", "summit"] = "midpoint",
         negatives_per_positive: int = 1,
-        negatives: str | None = None,
         max_peaks_per_experiment: int | None = None,
-        val_contigs: tuple[str, ...] = ("chr8",),
-        test_contigs: tuple[str, ...] = ("chr9",),
-        contexts: list[str] | None = None,
-        tfs: list[str] | None = None,
-        missing_tf: Literal["error", "skip"] = "error",
-        missing_contig: Literal["error", "skip"] = "error",
         seed: int = 0,
         modalities: dict[str, str] | None = None,
         missing_modalities: Literal["mask", "error"] = "mask",
-        predict_split: Literal["all", "train", "val", "test"] = "all",
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        sample_peaks: int = 96,
-        sample_seed: int = 0,
-        max_lengths: dict[str, int] | None = None,
-        crop: dict[str, Crop] | None = None,
-        bucketing: bool = False,
-        bucket_pool: int = 100,
+        split: ContigSplit = ContigSplit(),
+        loader: LoaderOptions = LoaderOptions(),
+        lengths: LengthOptions = LengthOptions(),
+        sample: SampleOptions = SampleOptions(),
     ) -> None:
-        sample = path == "sample"
-        if path is not None and not sample:
+        files, split = group(source, PeakSource, "path"), group(split, ContigSplit)
+        sampled = group(sample, SampleOptions)
+        path, peaks, genome = files.path, files.peaks, files.genome
+        proteins, negatives = files.proteins, files.negatives
+        sample_peaks = sampled.size if sampled.size is not None else SAMPLE_PEAKS
+        is_sample = path == "sample"
+        if path is not None and not is_sample:
             raise ConfigError(
-                f"TFBinding `path` is `sample` (the synthetic data set) or null, not {path!r}; give the data as "
-                f"`peaks`, `genome` and `proteins`"
+                f"TFBinding `source.path` is `sample` (the synthetic data set) or null, not {path!r}; give the data "
+                f"as `source: {{peaks: ..., genome: ..., proteins: ...}}`"
             )
         absent = [name for name, value in (("peaks", peaks), ("genome", genome), ("proteins", proteins)) if not value]
-        if not sample and absent:
-            raise ConfigError(f"TFBinding needs {', '.join(f'`{a}`' for a in absent)} (or `path: sample`)")
+        if not is_sample and absent:
+            raise ConfigError(f"TFBinding needs {', '.join(f'`source.{a}`' for a in absent)} (or `source: sample`)")
         for option, value, least in (("window", window, 1), ("negatives_per_positive", negatives_per_positive, 0),
-                                     ("max_peaks_per_experiment", max_peaks_per_experiment, 1),
-                                     ("sample_peaks", sample_peaks, 1)):  # fmt: skip
+                                     ("max_peaks_per_experiment", max_peaks_per_experiment, 1)):  # fmt: skip
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ConfigError(f"TFBinding `{option}` must be a whole number >= {least}, not {value!r}")
         if negatives is not None and negatives_per_positive:
             raise ConfigError(
-                "TFBinding: `negatives` gives the unbound records; set negatives_per_positive: 0 to use it (or "
-                "remove `negatives` to draw them from regions bound in other experiments)"
+                "TFBinding: `source.negatives` gives the unbound records; set negatives_per_positive: 0 to use it "
+                "(or remove `source.negatives` to draw them from regions bound in other experiments)"
             )
-        both = sorted(set(val_contigs) & set(test_contigs))
-        if both:
-            raise ConfigError(f"contigs {both} are in both val_contigs and test_contigs; give each to one split")
-        sample_contigs = list(dict.fromkeys([*_SAMPLE_CONTIGS, *val_contigs, *test_contigs]))
-        if sample and sample_peaks < len(sample_contigs):
+        if split.group not in _GROUPS:
+            raise ConfigError(f"TFBinding `split.group` is contig or tf (what is held out together), not "
+                              f"{split.group!r}")  # fmt: skip
+        if split.group != "contig" and (split.val_groups, split.test_groups) == _CONTIG_DEFAULTS:
+            split = dataclasses.replace(split, val_groups=None, test_groups=None)  # they name contigs
+        by_contig = split.group == "contig" and split.folds is None
+        val_contigs = tuple(split.val_groups or ()) if by_contig else ()
+        test_contigs = tuple(split.test_groups or ()) if by_contig else ()
+        sample_contigs = list(dict.fromkeys([*_SAMPLE_CONTIGS, *(val_contigs or ("chr8",)),
+                                             *(test_contigs or ("chr9",))]))  # fmt: skip
+        if is_sample and sample_peaks < len(sample_contigs):
             raise ConfigError(
-                f"`sample_peaks` must be at least {len(sample_contigs)}, one per contig of the sample "
+                f"`sample.size` must be at least {len(sample_contigs)}, one per contig of the sample "
                 f"({', '.join(sample_contigs)}), not {sample_peaks}"
             )
+        # the records carry their split (by contig or TF, or fold) in the `split` column
+        table_split = SplitOptions(column="split", group=None, val_fraction=split.val_fraction, predict=split.predict)
         super().__init__(
-            path="sample" if sample else str(peaks), modalities=dict(modalities or _DEFAULT_MODALITIES),
-            label_column="label", classes=list(CLASSES), id_column="id", gene_column=None, split_column="split",
-            missing_modalities=missing_modalities, predict_split=predict_split, batch_size=batch_size,
-            eval_batch_size=eval_batch_size, num_workers=num_workers, sample_seed=sample_seed,
-            max_lengths=max_lengths, crop=crop, bucketing=bucketing, bucket_pool=bucket_pool,
+            TableSource("sample" if is_sample else str(peaks), "id", records_dir=files.records_dir),
+            dict(modalities or _DEFAULT_MODALITIES), "label", list(CLASSES), "error", missing_modalities, table_split,
+            loader, lengths, SampleOptions(sample_peaks, sampled.seed),
         )  # fmt: skip
-        self.save_hyperparameters()
+        self.save_hyperparameters(plain({
+            "source": files, "window": window, "center": center, "negatives_per_positive": negatives_per_positive,
+            "max_peaks_per_experiment": max_peaks_per_experiment, "seed": seed, "modalities": modalities,
+            "missing_modalities": missing_modalities, "split": split,
+            **{name: self.options[name] for name in ("loader", "lengths", "sample")},
+        }))  # fmt: skip
+        self.tf_split = split
+        self.val_contigs, self.test_contigs = val_contigs, test_contigs
+        contexts, tfs = files.contexts, files.tfs
+        missing_tf, missing_contig = files.missing_tf, files.missing_contig
+        sample = is_sample
         self.sample = sample
         self.peaks, self.genome, self.proteins, self.negatives = peaks, genome, proteins, negatives
         self.window = window if window is not None else (SAMPLE_WINDOW if sample else DEFAULT_WINDOW)
         self.center = center
         self.negatives_per_positive = negatives_per_positive
         self.max_peaks_per_experiment = max_peaks_per_experiment
-        self.val_contigs, self.test_contigs = tuple(val_contigs), tuple(test_contigs)
         self.contexts = list(contexts) if contexts is not None else None
         self.tfs = list(tfs) if tfs is not None else None
         self.missing_tf, self.missing_contig = missing_tf, missing_contig

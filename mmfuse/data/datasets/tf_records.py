@@ -130,7 +130,7 @@ class TFBindingTable:
                 raise DataError(
                     f"{len(unknown)} peak(s) of {path} lie on contigs missing from the genome {genome_path}: "
                     f"{_listing(names)}{hint}; e.g. line {first['line']}. Use the genome the peaks were called on, "
-                    f"or set missing_contig: skip to leave those peaks out."
+                    f"or set source: {{missing_contig: skip}} to leave those peaks out."
                 )
             self.summary.skipped_contigs.update(counts)
             peaks = peaks[peaks["contig"].isin(contigs)]
@@ -144,7 +144,8 @@ class TFBindingTable:
                 raise DataError(
                     f"{len(names)} TF(s) of {path} have no sequence in {proteins_path}: {_listing(names)} "
                     f"({len(missing)} peaks){hint}. Add them to the proteins FASTA (the name is the first word of "
-                    f"the header, or a UniProt header's GN=), or set missing_tf: skip to leave their peaks out."
+                    f"the header, or a UniProt header's GN=), or set source: {{missing_tf: skip}} to leave their "
+                    f"peaks out."
                 )
             self.summary.skipped_tfs.update(counts)
             peaks = peaks[peaks["tf"].isin(proteins)]
