@@ -107,3 +107,33 @@ def test_no_cycles_between_the_packages():
     for node in sorted(edges):
         if node not in state:
             visit(node, [])
+
+
+def _data_modules() -> list[type]:
+    import lightning as L
+
+    import mmfuse.data as data
+
+    return [obj for name in data.__all__ if isinstance(obj := getattr(data, name), type)
+            and issubclass(obj, L.LightningDataModule)]  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", _data_modules(), ids=lambda c: c.__name__)
+def test_data_module_constructors_take_option_groups_not_flat_options(cls):
+    import inspect
+
+    from mmfuse.data.options import RENAMED
+
+    parameters = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    assert len(parameters) <= 12, f"{cls.__name__} takes {len(parameters)} parameters; group them"
+    assert {"source", "split", "loader", "lengths", "sample"} <= set(parameters)
+    flat = sorted(set(parameters) & set(RENAMED))
+    assert not flat, f"{cls.__name__} takes {flat}, which belong in an option group"
+
+
+def test_the_data_folder_shows_the_design():
+    data = PACKAGE / "data"
+    assert {p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("_")} >= {
+        "files", "genomics", "store", "datasets", "samples"}  # fmt: skip
+    loose = sorted(p.name for p in data.glob("*.py"))
+    assert len(loose) <= 8, f"mmfuse/data/ holds {loose}: put modules in its subfolders"

@@ -284,3 +284,19 @@ def test_cross_validation_tests_every_gene_once_and_combines_the_folds(tmp_path,
     assert f"| mean ± sd | {combined.loc['mean', 'mse']:.4f} ± {combined.loc['mean', 'mse_sd']:.4f} |" in out
     assert main(["cv", "--config", str(QUICKSTART), "--folds", "3", "--dir", str(root), *TINY]) == 0
     assert capsys.readouterr().out.count("done before (kept)") == 3
+
+
+@pytest.mark.slow  # two folds of each, trained two steps, tested and predicted: about a minute
+@pytest.mark.parametrize(("experiment", "group"), [("tf_bind/config.yaml", "contig"),
+                                                   ("geneformer/config.yaml", "perturbation")])  # fmt: skip
+def test_cross_validation_runs_on_tf_binding_and_cells(experiment, group, tmp_path, monkeypatch):
+    from tests.test_experiments import tiny_overrides
+
+    config = ROOT / "experiments" / experiment
+    monkeypatch.chdir(tmp_path)
+    overrides = tiny_overrides(config, tmp_path)
+    root = tmp_path / "cv"
+    assert main(["cv", "--config", str(config), "--folds", "2", "--dir", str(root), *overrides,
+                 f"--data.init_args.split.group={group}"]) == 0  # fmt: skip
+    predictions = pd.read_csv(root / "predictions.csv")
+    assert sorted(predictions["fold"].unique()) == [0, 1] and predictions.iloc[:, 0].is_unique

@@ -113,3 +113,46 @@ def test_more_folds_than_genes_is_refused(tmp_path):
     dm = IsoformExpression(str(tmp_path / "t.csv"), split={"folds": 5})
     with pytest.raises(DataError, match=r"t.csv has 3 genes \('gene_id'\), fewer than the 5 folds asked for"):
         dm.setup("fit")
+
+
+def test_cells_fold_by_their_group_so_a_perturbation_never_straddles_folds():
+    from mmfuse.data import CellClassification
+    from mmfuse.data.samples.cells import make_cell_sample
+
+    obs = make_cell_sample(90, 0)[2].set_index("cell_id")
+    tested = []
+    for fold in range(3):
+        dm = CellClassification("sample", sample={"size": 90}, split={"group": "perturbation", "folds": 3, "fold": fold})
+        dm.setup("fit")
+        test = set(dm.split_ids("test"))
+        others = set(dm.split_ids("train")) | set(dm.split_ids("val"))
+        assert test and not test & others
+        groups = set(obs.loc[sorted(test), "perturbation"])
+        assert not groups & set(obs.loc[sorted(others), "perturbation"])  # whole perturbations held out
+        tested.append(test)
+    assert set().union(*tested) == set(obs.index) and sum(map(len, tested)) == len(obs)
+
+
+@pytest.mark.parametrize("group", ["contig", "tf"])
+def test_tf_binding_folds_hold_out_whole_contigs_or_tfs(group):
+    from mmfuse.data import TFBinding
+
+    tested = []
+    for fold in range(3):
+        dm = TFBinding("sample", sample={"size": 48}, split={"group": group, "folds": 3, "fold": fold})
+        dm.setup("fit")
+        table = dm.records().frame(["id", "split", "label", group])
+        held = set(table.loc[table.split == "test", group])
+        assert held and not held & set(table.loc[table.split != "test", group])
+        for split in ("train", "test"):  # each split keeps bound and unbound records
+            assert set(table.loc[table.split == split, "label"]) == {"bound", "unbound"}
+        assert set(dm.split_ids("test")) == set(table.loc[table.split == "test", "id"])
+        tested.append(held)
+    assert sum(map(len, tested)) == len(set().union(*tested))  # each group tests in one fold only
+
+
+def test_tf_binding_refuses_a_split_group_it_cannot_hold_out():
+    from mmfuse.data import TFBinding
+
+    with pytest.raises(ConfigError, match="`split.group` is contig or tf"):
+        TFBinding("sample", split={"group": "gene_id"})

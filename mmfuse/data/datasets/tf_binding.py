@@ -180,7 +180,6 @@ class TFBinding(TFBindingTable, SequenceClassification):
             **{name: self.options[name] for name in ("loader", "lengths", "sample")},
         }))  # fmt: skip
         self.tf_split = split
-        self.val_contigs, self.test_contigs = val_contigs, test_contigs
         contexts, tfs = files.contexts, files.tfs
         missing_tf, missing_contig = files.missing_tf, files.missing_contig
         sample = is_sample

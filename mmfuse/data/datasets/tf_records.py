@@ -23,6 +23,7 @@ from mmfuse.data.errors import DataError
 from mmfuse.data.files.bed import read_peaks
 from mmfuse.data.files.fasta import open_genome, padded_slice, read_proteins
 from mmfuse.data.genomics.intervals import IntervalIndex, outside, sample_free
+from mmfuse.data.splits import SplitRule, split_groups
 from mmfuse.registry import suggest_name
 
 __all__ = ["TFBindingSummary", "TFBindingTable"]
@@ -77,8 +78,8 @@ class TFBindingTable:
     negatives: str | None
     negatives_per_positive: int
     max_peaks_per_experiment: int | None
-    val_contigs: tuple[str, ...]
-    test_contigs: tuple[str, ...]
+    tf_split: Any  # the data module's split options (ContigSplit)
+    path: str
     contexts: list[str] | None
     tfs: list[str] | None
     missing_tf: str
@@ -151,11 +152,21 @@ class TFBindingTable:
             peaks = peaks[peaks["tf"].isin(proteins)]
         return peaks.reset_index(drop=True)
 
-    def _split_of(self, contigs: pd.Series) -> np.ndarray:
-        split = np.full(len(contigs), "train", dtype=object)
-        split[contigs.isin(self.val_contigs).to_numpy()] = "val"
-        split[contigs.isin(self.test_contigs).to_numpy()] = "test"
-        return split
+    def _split_map(self, *frames: pd.DataFrame | None) -> None:
+        """Each group's split (a contig's or a TF's, by ``split.group``), decided once over the groups of
+        ``frames`` (bound peaks and given negatives) so records sharing a group share a split."""
+        split = self.tf_split
+        column = split.group
+        keys = [k for frame in frames if frame is not None for k in frame[column].astype(str)]
+        rule = SplitRule("", column, column, 0.1 if split.val_fraction is None else split.val_fraction,
+                         split.test_fraction, split.seed, str(self.path), "TFBinding", split.folds, split.fold,
+                         split.val_groups, split.test_groups)  # fmt: skip
+        self._splits_of_groups, how = split_groups(keys, rule, column)
+        if how:
+            rank_zero_info(f"TFBinding: split {how}")
+
+    def _split_of(self, records: pd.DataFrame) -> np.ndarray:
+        return records[self.tf_split.group].astype(str).map(self._splits_of_groups).to_numpy(dtype=object)
 
     def _records(self, peaks: pd.DataFrame, negatives: pd.DataFrame | None) -> pd.DataFrame:
         """Bound and unbound records: ``tf``, ``context``, ``contig``, ``start``, ``end``, ``summit``, ``label``."""
@@ -165,14 +176,18 @@ class TFBindingTable:
         repeated = peaks.duplicated(keys)
         summary.duplicate_peaks = int(repeated.sum())
         peaks = peaks[~repeated].reset_index(drop=True)
-        peaks["split"] = self._split_of(peaks["contig"])
+        self._split_map(peaks, negatives)
+        peaks["split"] = self._split_of(peaks)
         names = set(peaks["contig"]) | (set(negatives["contig"]) if negatives is not None else set())
         code = {name: i for i, name in enumerate(sorted(names))}
         # candidate regions of unbound records: every distinct region bound in some experiment
         regions = peaks.drop_duplicates(["contig", "start", "end"]).reset_index(drop=True)
         region_contig = regions["contig"].map(code).to_numpy()
         region_start, region_end = regions["start"].to_numpy(), regions["end"].to_numpy()
-        by_split = {s: np.flatnonzero(regions["split"].to_numpy() == s) for s in ("train", "val", "test")}
+        if self.tf_split.group == "contig":  # unbound regions of a split lie on its contigs
+            by_split = {s: np.flatnonzero(regions["split"].to_numpy() == s) for s in ("train", "val", "test")}
+        else:  # held-out TFs: any region bound by another experiment
+            by_split = dict.fromkeys(("train", "val", "test"), np.arange(len(regions)))
         parts = []
         groups = dict(list(peaks.groupby(["tf", "context"], sort=True)))
         summary.experiments = len(groups)
@@ -190,7 +205,7 @@ class TFBindingTable:
                 clash = index.overlaps(mine["contig"].map(code).to_numpy(), mine["start"].to_numpy(),
                                        mine["end"].to_numpy())  # fmt: skip
                 summary.overlapping_negatives += int(clash.sum())
-                parts.append(mine[~clash].assign(label="unbound", split=self._split_of(mine["contig"][~clash])))
+                parts.append(mine[~clash].assign(label="unbound", split=self._split_of(mine[~clash])))
                 continue
             free = outside(index, region_contig, region_start, region_end)
             for split, candidates in by_split.items():
@@ -198,7 +213,7 @@ class TFBindingTable:
                 picked = sample_free(rng, candidates, need, free)
                 summary.negatives_short += need - len(picked)
                 chosen = regions.iloc[np.sort(picked)]
-                parts.append(chosen.assign(tf=tf, context=context, label="unbound"))
+                parts.append(chosen.assign(tf=tf, context=context, label="unbound", split=split))
         records = pd.concat(parts, ignore_index=True) if parts else peaks.iloc[:0].assign(label="")
         summary.bound = int((records["label"] == "bound").sum())
         summary.unbound = int((records["label"] == "unbound").sum())
