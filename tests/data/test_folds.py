@@ -122,7 +122,8 @@ def test_cells_fold_by_their_group_so_a_perturbation_never_straddles_folds():
     obs = make_cell_sample(90, 0)[2].set_index("cell_id")
     tested = []
     for fold in range(3):
-        dm = CellClassification("sample", sample={"size": 90}, split={"group": "perturbation", "folds": 3, "fold": fold})
+        split = {"group": "perturbation", "folds": 3, "fold": fold}
+        dm = CellClassification("sample", sample={"size": 90}, split=split)
         dm.setup("fit")
         test = set(dm.split_ids("test"))
         others = set(dm.split_ids("train")) | set(dm.split_ids("val"))
