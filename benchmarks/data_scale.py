@@ -21,6 +21,7 @@ at least 50 windows/s per loader worker. ::
     python benchmarks/data_scale.py --quick                 # 1k transcripts, 50 batches
     python benchmarks/data_scale.py                         # 1k, 10k, 170k; 200 batches
     python benchmarks/data_scale.py --sizes 10000 --batches 100 --work /tmp/mmfuse-bench
+    python benchmarks/data_scale.py --system tf --quick     # TF binding (data_scale_tf.py); cells: data_scale_cells.py
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------------------
 # parent side: prepares the inputs, starts the children, prints the table
 def _start(spec: dict[str, Any], env: dict[str, str] | None = None) -> subprocess.Popen:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+    command = [sys.executable, spec.get("script", str(Path(__file__).resolve())), "--child", json.dumps(spec)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -304,21 +305,9 @@ def _table(baseline: dict[str, Any], results: dict[int, dict[str, Any]], batches
                        _fmt(_get(warm, "peak_mb")), _fmt(_get(workers, "peak_mb")), _fmt(w.get("rss_peak")),
                        _fmt(w.get("uss")), _fmt(_get(ddp, "peak_mb")), _fmt(ratio, 2)])  # fmt: skip
     lines = [f"import baseline (mmfuse.data, torch, lightning): {_fmt(_get(baseline, 'rss_import_mb'))} MB RSS", ""]
-    lines += _markdown(
-        [
-            "transcripts",
-            "cold setup s",
-            "cold 1st batch s",
-            "warm setup s",
-            "attach s",
-            "warm 1st batch s",
-            "rec/s w0",
-            "rec/s w2",
-            "rec/s per worker w2",
-            "rec/s DDP 2 ranks",
-        ],
-        speed,
-    )
+    lines += _markdown(["transcripts", "cold setup s", "cold 1st batch s", "warm setup s", "attach s",
+                        "warm 1st batch s", "rec/s w0", "rec/s w2", "rec/s per worker w2", "rec/s DDP 2 ranks"],
+                       speed)  # fmt: skip
     lines += ["", "memory, MB (RSS; anon = heap, file = mapped files such as the records store; w2 = 2 workers):", ""]
     lines += _markdown(["transcripts", "cold peak", "warm after setup", f"after {batches} batches", "of which anon",
                         "of which file", "warm peak", "w2 main peak", "w2 workers RSS", "w2 workers USS",
@@ -369,16 +358,27 @@ def _targets(baseline: dict[str, Any], results: dict[int, dict[str, Any]]) -> st
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Runs the benchmark (or, with ``--child``, one measurement)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1000,10000,170000", help="table sizes in transcripts, comma-separated")
-    parser.add_argument("--batches", type=int, default=200, help="batches drawn per measurement")
-    parser.add_argument("--quick", action="store_true", help="--sizes 1000 and 50 batches")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/mmfuse-bench"), help="where genome/tables/stores go")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per child process")
+def arguments(doc: str, sizes: str, what: str, batches: int, quick: str, work: str, timeout: float) -> Any:
+    """The options every data-scale script takes (its sizes, batches, ``--quick``, work directory, ``--json``)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--sizes", default=sizes, help=f"{what}, comma-separated")
+    parser.add_argument("--batches", type=int, default=batches, help="batches drawn per measurement")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--work", type=Path, default=Path(work), help="where the inputs and stores go")
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds allowed per child process")
     parser.add_argument("--json", type=Path, help="also write every measurement to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Runs the benchmark (or, with ``--child``, one measurement); ``--system tf|cells``: the other seed systems'."""
+    argv = sys.argv[1:] if argv is None else argv
+    if "--system" in argv and argv[argv.index("--system") + 1] != "isoform":  # their scripts, their options
+        at = argv.index("--system")
+        return __import__(f"data_scale_{argv[at + 1]}").main(argv[:at] + argv[at + 2 :])
+    parser = arguments(__doc__, "1000,10000,170000", "table sizes in transcripts", 200, "--sizes 1000 and 50 batches",
+                       "/tmp/mmfuse-bench", 600)  # fmt: skip
     args = parser.parse_args(argv)
     if args.child:
         print(_MARK + json.dumps(_child(json.loads(args.child))), flush=True)

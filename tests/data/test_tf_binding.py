@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mmfuse.backbones import ContextEmbedding
@@ -43,9 +44,21 @@ def _write(tmp_path: Path, peaks: str, genome: dict[str, str], proteins: str = P
             "proteins": str(tmp_path / "proteins.fasta")}  # fmt: skip
 
 
-def _table(dm: TFBinding):
+def _table(dm: TFBinding) -> pd.DataFrame:
+    """The records as the data module reads them: the stored columns, and each record's sequences."""
     dm.setup("fit")
-    return dm._read()
+    table = dm.records().frame(["id", "label", "split", "tf", "context", "contig", "start", "end", "centre"])
+    sequences = {}
+    for split in ("train", "val", "test"):
+        ids = dm.split_ids(split)
+        for column, modality in (("DNA", "dna"), ("Protein", "protein"), ("Context", "context")):
+            view = dm.split_sequences(split, modality)
+            assert len(view) == len(ids)
+            sequences.setdefault(column, {}).update(zip(ids, view, strict=True))
+    for column, values in sequences.items():
+        table[column] = table["id"].map(values)
+    assert table["DNA"].notna().all()
+    return table
 
 
 def _random_peaks(seed: int = 1, per_contig: int = 8) -> str:
@@ -317,3 +330,61 @@ def test_context_tokenizer_names_the_record_of_an_unknown_context():
     dm.attach_tokenizers({"context": ContextEmbedding(dm.context_categories).tokenizer})
     batch = next(iter(dm.train_dataloader()))
     assert batch["inputs"]["context"]["input_ids"].shape == (8, 1) and batch["target"].dtype.is_floating_point is False
+
+
+# ---------------------------------------------------------------------------------------------
+# the records store
+
+
+def test_records_are_stored_without_sequences_and_found_again_until_inputs_or_options_change(tmp_path, genome, caplog):
+    files = _write(tmp_path, _random_peaks(per_contig=4), genome)
+    options = {**files, "records_dir": str(tmp_path / "records")}
+    dm = TFBinding(options, window=40)
+    table = _table(dm)
+    store = dm.records()
+    assert not {"DNA", "Protein"} & set(store.column_names)  # sequences are made when a record is read
+    assert set(store.meta["proteins"]) == {"FOXA1", "CTCF"}  # each TF's protein once
+    assert {"centre", "contig", "strand", "tf"} <= set(store.column_names)
+
+    caplog.set_level(logging.INFO)
+    again = TFBinding(options, window=80)  # the window is cut when read: the same store
+    again.setup("fit")
+    assert again.records().path == store.path and again.summary.bound == dm.summary.bound
+    assert any("TFBinding: 6 experiments" in r.getMessage() for r in caplog.records)  # logged from the store
+    assert len(again.split_sequences("train", "dna")[0]) == 80
+    assert _table(again)["id"].tolist() == table["id"].tolist()
+
+    reseeded = TFBinding(options, window=40, seed=1)
+    reseeded.setup("fit")
+    assert reseeded.records().path != store.path  # other unbound regions drawn
+    (tmp_path / "proteins.fasta").write_text(PROTEINS.replace("MEGDAV", "MEGDAW"))
+    edited = TFBinding(options, window=40)
+    assert _table(edited).set_index("id").loc[table.id[table.tf == "CTCF"].iloc[0], "Protein"].startswith("MEGDAW")
+    assert edited.records().path != store.path
+
+
+def test_a_protein_a_tokenizer_refuses_counts_every_record_of_its_tf(tmp_path, genome):
+    from mmfuse.tokenizers import CharTokenizer
+
+    files = _write(tmp_path, _random_peaks(per_contig=2), genome, PROTEINS.replace("MEGDAV", "MEGDAV*"))
+    dm = TFBinding(files, window=40, negatives_per_positive=0)
+    n = len(_table(dm).query("tf == 'CTCF'"))
+    tokenizer = CharTokenizer("aa", "ACDEFGHIKLMNPQRSTVWY", range(20), pad_id=20)
+    with pytest.raises(DataError, match=rf"^{n} protein sequence\(s\) \(the proteins of .*proteins.fasta\) cannot be "
+                                        r"read by aa:\n  record 'CTCF:"):  # fmt: skip
+        dm.attach_tokenizers({"protein": tokenizer})
+
+
+def test_workers_read_the_same_records(tmp_path, genome):
+    files = _write(tmp_path, _random_peaks(per_contig=2), genome)
+    from mmfuse.tokenizers import CharTokenizer
+
+    batches = {}
+    for workers in (0, 2):
+        dm = TFBinding(files, window=40, loader={"batch_size": 4, "num_workers": workers})
+        dm.attach_tokenizers({"dna": CharTokenizer("dna", "ACGTN", range(5), pad_id=5),
+                              "protein": CharTokenizer("aa", "ACDEFGHIKLMNPQRSTVWY", range(20), pad_id=20),
+                              "context": ContextEmbedding(dm.context_categories).tokenizer})  # fmt: skip
+        batches[workers] = [(b["ids"], b["inputs"]["dna"]["input_ids"]) for b in dm.val_dataloader()]
+    assert [ids for ids, _ in batches[0]] == [ids for ids, _ in batches[2]]
+    assert all((a == b).all() for (_, a), (_, b) in zip(batches[0], batches[2], strict=True))

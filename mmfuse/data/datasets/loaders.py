@@ -106,8 +106,11 @@ class TableLoaders:
         view = self.split_sequences("all", modality)
         count, problems, limit = validate_sequences(view, tokenizer)
         if count:
-            where = (f"cut from {self.genome_windows.fasta}" if modality not in self.modalities
-                     else f"column {self.modalities[modality]!r} of {self.path}")  # fmt: skip
+            derived = view.reader.derived.get(modality)
+            if modality in self.modalities:
+                where = f"column {self.modalities[modality]!r} of {self.path}"
+            else:
+                where = derived.source if derived is not None else f"cut from {self.genome_windows.fasta}"
             raise DataError(
                 f"{count} {modality} sequence(s) ({where}) cannot be read by "
                 f"{tokenizer.name}:\n" + "\n".join(problems) + (self._crop_hint(modality, limit) if limit else "")

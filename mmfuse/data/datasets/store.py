@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.genomics.windows import GenomeWindows, WindowReader
 from mmfuse.data.store.records import ROW_ID, RecordStore, open_records
-from mmfuse.data.store.rows import ColumnStats, Crop, RecordReader
+from mmfuse.data.store.rows import ColumnStats, Crop, DerivedSequences, RecordReader
 
 __all__ = ["TableStore"]
 
@@ -82,9 +82,15 @@ class TableStore:
                                            self.dataset_revision, self._preset_file)  # fmt: skip
         return self._store
 
+    def _derived(self, store: RecordStore, table: pd.DataFrame) -> dict[str, DerivedSequences]:
+        """Modalities produced from a store row when it is read (a TF's protein, a cell's string); their
+        names follow :attr:`modalities` in :attr:`served`. None by default."""
+        return {}
+
     def _reader(self, store: RecordStore, table: pd.DataFrame, ids: list[str]) -> RecordReader:
         """Which modalities each store row has and their lengths (computed in blocks), and the genome windows."""
-        self._stats = {m: ColumnStats(store, c) for m, c in self.modalities.items()}
+        derived = self._derived(store, table)
+        self._stats = {m: ColumnStats(store, c) for m, c in self.modalities.items()} | derived
         present = np.ones((len(store), len(self.served)), dtype=bool)  # by `served`: columns, then the genome's
         lengths = np.zeros((len(store), len(self.served)), dtype=np.int64)
         for j, stats in enumerate(self._stats.values()):
@@ -102,4 +108,4 @@ class TableStore:
         for j, modality in enumerate(self.served):
             if modality in crops:
                 lengths[:, j] = np.minimum(lengths[:, j], crops[modality][0])
-        return RecordReader(store, self.id_column, self.modalities, windows, present, lengths, crops)
+        return RecordReader(store, self.id_column, self.modalities, windows, present, lengths, crops, derived)

@@ -18,11 +18,15 @@ bound record, drawn with a seed from the peaks of the other experiments on that 
 region that other experiments share is one candidate. Records are split by contig (held-out
 chromosomes, the usual genomics split), so a region never lies in two splits.
 
-The table has the columns ``id`` (``TF:context@contig:start-end``), ``DNA``, ``Protein``,
-``Context``, ``label`` (``unbound``/``bound``, the latter the positive class), ``split``, and
-``tf``, ``context``, ``contig``, ``start``, ``end`` (the region, 0-based half-open). It is built in
-memory, windows included (each distinct window once): 196,608 bp a record adds up quickly, so keep
-to the experiments you train on (``contexts``, ``tfs``, ``max_peaks_per_experiment``).
+The records are written once to a memory-mapped records store (:func:`~mmfuse.data.store.records.built_records`,
+found again by every later run, DataLoader worker and DDP rank while the inputs and options that shape
+the records are unchanged) and hold no sequence: ``id`` (``TF:context@contig:start-end``), ``Context``,
+``label`` (``unbound``/``bound``, the latter the positive class), ``split``, ``tf``, ``context``,
+``contig``, ``start``, ``end`` (the region, 0-based half-open) and ``centre`` (the window's centre). A
+record's sequences are made when it is read: the ``DNA`` window cut from the indexed genome
+(:class:`~mmfuse.data.genomics.windows.WindowReader`), the TF's ``Protein`` looked up in the proteins
+kept once per TF. ``modalities`` map the modalities to ``DNA``, ``Protein`` and ``Context`` (or another
+stored column, e.g. ``tf``). Memory therefore stays flat in the number of peaks (see docs/performance.md).
 
 ``path: sample`` builds the same from a small synthetic genome written by
 :mod:`mmfuse.data.samples.tf_binding` (each TF's motif planted at the centre of its peaks, each
@@ -33,16 +37,20 @@ The table is built by :class:`~mmfuse.data.datasets.tf_records.TFBindingTable`.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
+import hashlib
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from mmfuse.data.datasets.classification import SequenceClassification
 from mmfuse.data.datasets.tf_records import TFBindingSummary, TFBindingTable
 from mmfuse.data.errors import DataError
-from mmfuse.data.genomics.windows import DEFAULT_WINDOW
+from mmfuse.data.genomics.windows import DEFAULT_WINDOW, GenomeWindows
 from mmfuse.data.options import (
     ContigSplit,
     LengthOptions,
@@ -54,6 +62,8 @@ from mmfuse.data.options import (
     group,
     plain,
 )  # fmt: skip
+from mmfuse.data.store.records import RecordStore, built_records, default_records_dir, fingerprint
+from mmfuse.data.store.rows import DerivedSequences, KeyedSequences, RecordReader
 from mmfuse.errors import ConfigError
 
 __all__ = ["CLASSES", "TFBinding", "TFBindingSummary"]
@@ -67,6 +77,7 @@ _SAMPLE_CONTIGS = ("chr1", "chr2", "chr3", "chr4")  # the sample's training cont
 SAMPLE_PEAKS = 96  # bound records of `source: sample` when `sample.size` is not given
 _GROUPS = ("contig", "tf")
 _CONTIG_DEFAULTS = (ContigSplit.val_groups, ContigSplit.test_groups)
+_SAMPLE_V = 1  # the version of the sample's files (a change writes them again)
 
 
 class TFBinding(TFBindingTable, SequenceClassification):
@@ -196,6 +207,23 @@ class TFBinding(TFBindingTable, SequenceClassification):
         self.sample_peaks, self._sample_contigs = sample_peaks, sample_contigs
         self.summary = TFBindingSummary()
         self._contexts: list[str] | None = None
+        self._proteins: dict[str, str] = {}
+        # DNA is cut from the genome and proteins looked up by TF when a record is read; other modalities
+        # read stored columns
+        named = dict(modalities or _DEFAULT_MODALITIES)
+        dna = [m for m, c in named.items() if c == "DNA"]
+        if len(dna) > 1:
+            raise ConfigError(f"TFBinding `modalities` maps {dna} to the DNA window; map one modality to DNA")
+        self._protein_modalities = [m for m, c in named.items() if c == "Protein"]
+        self.modalities = {m: c for m, c in named.items() if c not in ("DNA", "Protein")}
+        if sample:
+            digest = json.dumps([self.sample_peaks, self.sample_seed, self._sample_contigs, self.window, _SAMPLE_V])
+            where = Path(files.records_dir).expanduser() if files.records_dir is not None else default_records_dir()
+            self._sample_dir = where / f"tf-sample-{hashlib.sha256(digest.encode()).hexdigest()[:16]}"
+        fasta = str(self._sample_dir / "genome.fa") if sample else str(genome)
+        self.genome_windows = GenomeWindows(fasta, self.window, contig_column="contig", strand_column="strand",
+                                            one_based=False, tss_column="centre", modality=dna[0]) if dna else None
+        self.served = [*self.modalities, *self._protein_modalities, *dna]
 
     @property
     def context_categories(self) -> list[str]:
@@ -207,15 +235,57 @@ class TFBinding(TFBindingTable, SequenceClassification):
         return list(self._contexts)
 
     # reading --------------------------------------------------------------------------------------
-    def _read(self) -> pd.DataFrame:
-        if not self.sample:
-            files = {"peaks": self.peaks, "genome": self.genome, "proteins": self.proteins, "negatives": self.negatives}
-            absent = [f"{k} {v!r}" for k, v in files.items() if v is not None and not Path(v).expanduser().is_file()]
-            if absent:
-                raise DataError(f"TFBinding input file(s) not found: {', '.join(absent)}")
-            return self._build(*(Path(str(files[k])).expanduser() for k in ("peaks", "genome", "proteins")))
-        from mmfuse.data.samples.tf_binding import write_sample
+    def _files(self) -> tuple[Path, Path, Path]:
+        """The peaks, genome and proteins files: the user's, or the sample's (written once under ``records_dir``)."""
+        if self.sample:
+            from mmfuse.data.samples.tf_binding import write_sample
 
-        with tempfile.TemporaryDirectory(prefix="mmfuse-tf-binding-") as directory:
-            files = write_sample(directory, self.sample_peaks, self.sample_seed, self._sample_contigs, self.window)
-            return self._build(*files)
+            if not (self._sample_dir / "proteins.fasta").is_file():
+                tmp = self._sample_dir.with_name(f".{self._sample_dir.name}.{os.getpid()}.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                write_sample(tmp, self.sample_peaks, self.sample_seed, self._sample_contigs, self.window)
+                try:
+                    os.replace(tmp, self._sample_dir)
+                except OSError:  # another process wrote it first
+                    shutil.rmtree(tmp, ignore_errors=True)
+            return self._sample_dir / "peaks.bed", self._sample_dir / "genome.fa", self._sample_dir / "proteins.fasta"
+        files = {"peaks": self.peaks, "genome": self.genome, "proteins": self.proteins, "negatives": self.negatives}
+        absent = [f"{k} {v!r}" for k, v in files.items() if v is not None and not Path(v).expanduser().is_file()]
+        if absent:
+            raise DataError(f"TFBinding input file(s) not found: {', '.join(absent)}")
+        return tuple(Path(str(files[k])).expanduser() for k in ("peaks", "genome", "proteins"))  # type: ignore[return-value]
+
+    def records(self) -> RecordStore:
+        """The records store: opened if built before from the same inputs and options, else built first."""
+        if self._store is None:
+            files = self._files()
+            inputs = [*files, *([Path(self.negatives).expanduser()] if self.negatives is not None else [])]
+            description = {
+                "inputs": [fingerprint(f) for f in inputs], "center": self.center, "seed": self.seed,
+                "negatives_per_positive": self.negatives_per_positive, "max": self.max_peaks_per_experiment,
+                "contexts": self.contexts, "tfs": self.tfs, "missing": [self.missing_tf, self.missing_contig],
+                "split": plain(self.tf_split),
+            }  # fmt: skip
+            source = "sample" if self.sample else str(self.peaks)
+            self._store = built_records("tf-binding", description, lambda: self._build(*files), self.records_dir,
+                                        source)  # fmt: skip
+            self._restore(self._store.meta)
+        return self._store
+
+    def _derived(self, store: RecordStore, table: pd.DataFrame) -> dict[str, DerivedSequences]:
+        """The TF's protein of each record, held once per TF."""
+        if not self._protein_modalities:
+            return {}
+        tfs = store.frame(["tf"], categorical=["tf"])["tf"]
+        names = sorted(self._proteins)
+        codes = pd.Categorical(tfs.astype(str), categories=names).codes
+        source = f"the proteins of {'the sample' if self.sample else self.proteins}"
+        keyed = KeyedSequences(np.asarray(codes), [self._proteins[n] for n in names], source)
+        return dict.fromkeys(self._protein_modalities, keyed)
+
+    def _reader(self, store: RecordStore, table: pd.DataFrame, ids: list[str]) -> RecordReader:
+        reader = super()._reader(store, table, ids)
+        if self.genome_windows is not None:
+            self.summary.padded = self.padded_counts.get(self.genome_windows.modality, 0)
+        return reader

@@ -3,8 +3,9 @@
 :class:`TFBindingTable` is mixed into :class:`~mmfuse.data.TFBinding` (whose module docstring
 describes the inputs, the records and how unbound records are drawn): it reads the peaks and the
 proteins (:mod:`mmfuse.data.files.bed`), drops peaks on contigs the genome lacks or of TFs without a
-protein (by policy), draws the unbound records, cuts each distinct window from the genome once and
-counts what it built and left out in a :class:`TFBindingSummary`.
+protein (by policy), draws the unbound records and counts what it built and left out in a
+:class:`TFBindingSummary`. A record holds no sequence: its window's centre (cut from the genome when the
+record is read) and its TF (whose protein is held once per TF).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.bed import read_peaks
-from mmfuse.data.files.fasta import open_genome, padded_slice, read_proteins
+from mmfuse.data.files.fasta import open_genome, read_proteins
 from mmfuse.data.genomics.intervals import IntervalIndex, outside, sample_free
 from mmfuse.data.splits import SplitRule, split_groups
 from mmfuse.registry import suggest_name
@@ -88,8 +89,9 @@ class TFBindingTable:
     summary: TFBindingSummary
     _contexts: list[str] | None
 
-    def _build(self, peaks_path: Path, genome_path: Path, proteins_path: Path) -> pd.DataFrame:
-        """The table of :class:`~mmfuse.data.TFBinding` from its three input files (logs the summary)."""
+    def _build(self, peaks_path: Path, genome_path: Path, proteins_path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The records of :class:`~mmfuse.data.TFBinding` from its three input files, and what the store keeps
+        beside them: the summary, the split, the contexts and the protein of each TF the records name."""
         self.summary = summary = TFBindingSummary()
         proteins, summary.repeated_proteins = read_proteins(proteins_path)
         summit = self.center == "summit"
@@ -108,13 +110,24 @@ class TFBindingTable:
             if peaks.empty:
                 raise DataError(f"no peak of {peaks_path} is left: {'; '.join(self.summary.lines()[1:])}")
             records = self._records(peaks, negatives)
-            table = self._assemble(records, genome, proteins)
         finally:
             genome.close()
-        self._contexts = sorted(set(table["context"]))
-        for line in summary.lines() + [f"contexts: {_listing(self._contexts)}"]:
+        table = self._assemble(records)
+        meta = {
+            "summary": {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(summary).items()},
+            "split": self._split_how, "contexts": sorted(set(table["context"])),
+            "proteins": {tf: proteins[tf] for tf in sorted(set(table["tf"]))},
+        }  # fmt: skip
+        return table, meta
+
+    def _restore(self, meta: dict[str, Any]) -> None:
+        """The summary, contexts and proteins kept in the store (built here or by another process); logs them."""
+        counts = meta["summary"]
+        self.summary = TFBindingSummary(**{k: Counter(v) if isinstance(v, dict) else v for k, v in counts.items()})
+        self._contexts, self._proteins = list(meta["contexts"]), dict(meta["proteins"])
+        lines = ([f"split {meta['split']}"] if meta["split"] else []) + self.summary.lines()
+        for line in lines + [f"contexts: {_listing(self._contexts)}"]:
             rank_zero_info(f"TFBinding: {line}")
-        return table
 
     def _known(self, peaks: pd.DataFrame, path: Path, genome: Any, genome_path: Path, proteins: dict[str, str],
                proteins_path: Path) -> pd.DataFrame:  # fmt: skip
@@ -161,9 +174,7 @@ class TFBindingTable:
         rule = SplitRule("", column, column, 0.1 if split.val_fraction is None else split.val_fraction,
                          split.test_fraction, split.seed, str(self.path), "TFBinding", split.folds, split.fold,
                          split.val_groups, split.test_groups)  # fmt: skip
-        self._splits_of_groups, how = split_groups(keys, rule, column)
-        if how:
-            rank_zero_info(f"TFBinding: split {how}")
+        self._splits_of_groups, self._split_how = split_groups(keys, rule, column)
 
     def _split_of(self, records: pd.DataFrame) -> np.ndarray:
         return records[self.tf_split.group].astype(str).map(self._splits_of_groups).to_numpy(dtype=object)
@@ -219,24 +230,17 @@ class TFBindingTable:
         summary.unbound = int((records["label"] == "unbound").sum())
         return records
 
-    def _assemble(self, records: pd.DataFrame, genome: Any, proteins: dict[str, str]) -> pd.DataFrame:
-        """The table of :class:`TFBinding` (see the module docstring) from ``records``."""
-        windows: dict[tuple[str, int], tuple[str, bool]] = {}
-        dna = []
-        half = self.window // 2
-        starts, ends, summits = records["start"].to_numpy(), records["end"].to_numpy(), records["summit"].to_numpy()
-        for contig, start, end, summit in zip(records["contig"], starts, ends, summits, strict=True):
-            centre = int(summit) if self.center == "summit" and summit >= 0 else (int(start) + int(end)) // 2
-            key = (contig, centre)
-            if key not in windows:  # regions shared by experiments share one string
-                windows[key] = padded_slice(genome, contig, centre - half, centre - half + self.window)
-            sequence, padded = windows[key]
-            dna.append(sequence)
-            self.summary.padded += padded
+    def _assemble(self, records: pd.DataFrame) -> pd.DataFrame:
+        """The stored records (see the module docstring of :mod:`mmfuse.data.datasets.tf_binding`): ids, the
+        experiment, the region, its window's centre (strand ``+``: a peak has no direction), label and split."""
+        starts, ends, summits = (records[c].to_numpy(dtype=np.int64) for c in ("start", "end", "summit"))
+        midpoints = (starts + ends) // 2
+        centres = np.where(summits >= 0, summits, midpoints) if self.center == "summit" else midpoints
         ids = [f"{tf}:{context}@{contig}:{start}-{end}" for tf, context, contig, start, end in
                zip(records["tf"], records["context"], records["contig"], starts, ends, strict=True)]  # fmt: skip
         return pd.DataFrame({
-            "id": ids, "DNA": dna, "Protein": [proteins[tf] for tf in records["tf"]], "Context": records["context"],
-            "label": records["label"], "split": records["split"], "tf": records["tf"],
-            "context": records["context"], "contig": records["contig"], "start": starts, "end": ends,
+            "id": ids, "Context": records["context"].to_numpy(), "label": records["label"].to_numpy(),
+            "split": records["split"].to_numpy(), "tf": records["tf"].to_numpy(),
+            "context": records["context"].to_numpy(), "contig": records["contig"].to_numpy(), "strand": "+",
+            "centre": centres, "start": starts, "end": ends,
         })  # fmt: skip

@@ -12,20 +12,28 @@ Only the columns a data module asks for are kept, plus ``__row_id__`` (``FILE:RO
 counted from 0 in its file: an id for tables that have none) and, for sources whose files or
 ``DatasetDict`` splits give the split, the split column. CSV/TSV columns are read as text, so ids
 such as ``00003`` stay as written.
+
+Safety: the name digests each source file's content (:func:`fingerprint`), so an edit that keeps the size and
+the modification time still gives a new store. One process writes a store while the others that want it wait
+on a lock beside it (``<store>.lock``, released by the system if the writer dies; ``MMFUSE_STORE_WAIT``
+seconds, default 3600, then an error naming the lock): several DataLoader workers, DDP ranks or nodes
+sharing ``records_dir`` leave one store, written once. The file appears whole or not at all (written
+beside it, then renamed). A store that cannot be read (truncated, empty, not written by mmfuse) is refused
+with its path, and a ``records_dir`` that cannot be written (read-only, full) is named with the fix.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
-import mmap
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.tables import (
@@ -38,12 +46,12 @@ from mmfuse.data.files.tables import (
     part_columns,
     source_parts,
 )
+from mmfuse.data.store.mapped import _VERSION, ROW_ID, RecordStore, _normalise
 from mmfuse.io import atomic_path
 
-__all__ = ["ROW_ID", "RecordStore", "default_records_dir", "open_records"]
+__all__ = ["ROW_ID", "RecordStore", "built_records", "default_records_dir", "fingerprint", "open_records"]
 
-ROW_ID = "__row_id__"
-_VERSION = 1
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
 
 
 def default_records_dir() -> Path:
@@ -56,9 +64,37 @@ def _digest(description: Any) -> str:
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _stat(path: Path) -> list[Any]:
+_WHOLE = 64 << 20  # files up to this size are hashed whole
+_SAMPLED, _BLOCK = 64, 1 << 16  # larger ones: this many blocks of this size, evenly spaced, head and tail
+
+
+def fingerprint(path: str | Path) -> list[Any]:
+    """What identifies a source file's content: its path, size, modification time and a digest of its bytes
+    (the whole file up to 64 MiB; beyond, 64 blocks of 64 KiB evenly spaced from head to tail), so an edit
+    that keeps the size and the modification time (a copy with ``cp -p``, a clock tick) still counts."""
+    path = Path(path)
     info = path.stat()
-    return [str(path.resolve()), info.st_size, info.st_mtime_ns]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        if info.st_size <= _WHOLE:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:
+            step = (info.st_size - _BLOCK) // (_SAMPLED - 1)
+            for k in range(_SAMPLED):
+                handle.seek(k * step)
+                digest.update(handle.read(_BLOCK))
+    return [str(path.resolve()), info.st_size, info.st_mtime_ns, digest.hexdigest()[:24]]
+
+
+_stat = fingerprint
+
+
+def _dataset_files(dataset: Any) -> list[Any]:
+    """The content of a ``datasets`` split: the fingerprints of its Arrow cache files (its rows and columns
+    when it has none)."""
+    files = [fingerprint(f["filename"]) for f in dataset.cache_files]
+    return files or [len(dataset), list(dataset.column_names), str(dataset.features)]
 
 
 def _dataset_splits(loaded: Any) -> list[tuple[str | None, Any]]:
@@ -103,7 +139,7 @@ def open_records(
         names = list(dict.fromkeys(n for p in parts for n in part_columns(p)))
     else:
         splits = _dataset_splits(parts)
-        description = [[s, d._fingerprint] for s, d in splits]
+        description = [[s, _dataset_files(d)] for s, d in splits]
         names = list(dict.fromkeys(n for _, d in splits for n in d.column_names))
     has_split = any(s is not None for s, _ in splits)
     if has_split:
@@ -112,13 +148,48 @@ def open_records(
     key = _digest({"v": _VERSION, "source": description, "columns": kept, "split": split_column if has_split else None})
     directory = Path(records_dir).expanduser() if records_dir is not None else default_records_dir()
     target = directory / f"{key}.arrow"
-    for block in BLOCKS:
-        if target.is_file():
-            break
+
+    def write(target: Path) -> None:
+        for block in BLOCKS:
+            try:
+                return _write(target, splits, kept, split_column if has_split else None, names, path, block)
+            except RowTooLong:
+                continue
+
+    return _ensure(target, write, path)
+
+
+def _wait_s() -> float:
+    text = os.environ.get("MMFUSE_STORE_WAIT", "3600")
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"MMFUSE_STORE_WAIT is seconds to wait for a records store, not {text!r}") from None
+
+
+def _ensure(target: Path, write: Callable[[Path], None], source: str) -> RecordStore:
+    """Opens the store ``target``, first writing it with ``write`` (atomically) under a lock, unless it exists.
+    Another process writing it meanwhile is waited for; the unwritable ``records_dir`` is named with the fix."""
+    if not target.is_file():
+        lock = FileLock(f"{target}.lock", timeout=_wait_s())
         try:
-            _write(target, splits, kept, split_column if has_split else None, names, path, block)
-        except RowTooLong:
-            continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with lock:
+                if not target.is_file():  # the process holding the lock before may have written it
+                    write(target)
+        except Timeout:
+            raise DataError(
+                f"waited {_wait_s():g} s for the records store {target}, which another process is writing (it "
+                f"holds {lock.lock_file}); let it finish, or raise MMFUSE_STORE_WAIT (seconds) to wait longer"
+            ) from None
+        except OSError as exc:
+            if exc.errno not in _UNWRITABLE:
+                raise
+            raise DataError(
+                f"cannot write the records store of {source} in {target.parent} ({exc.strerror}): set "
+                f"`source.records_dir` (or MMFUSE_CACHE) to a directory this process can write, with room for a "
+                f"copy of the data set's records"
+            ) from None
     return RecordStore.open(target)
 
 
@@ -166,144 +237,26 @@ def _write(target: Path, splits: list[tuple[str | None, Any]], kept: list[str], 
                 writer.close()
 
 
-def _normalise(table: Any, kept: list[str]) -> Any:
-    """``table`` with every column of ``kept`` (missing ones null), in that order, string-like as text."""
+def built_records(name: str, description: Any, build: Callable[[], tuple[pd.DataFrame, dict[str, Any]]],
+                  records_dir: str | Path | None, source: str) -> RecordStore:  # fmt: skip
+    """The records store of a table that code builds from its inputs (TF binding's records from peaks):
+    opened if built before from the same ``description`` (the inputs' :func:`fingerprint` and the options
+    that shape the records), else ``build()`` gives ``(table, metadata)`` and it is written first. The
+    metadata (JSON) is kept in the file and read back as :attr:`RecordStore.meta`."""
     import pyarrow as pa
 
-    arrays, fields = [], []
-    for name in kept:
-        if name in table.column_names:
-            column = table.column(name)
-            if pa.types.is_large_string(column.type) or pa.types.is_string_view(column.type):
-                column = column.cast(pa.string())
-            elif pa.types.is_dictionary(column.type):
-                column = column.cast(column.type.value_type)
-            elif pa.types.is_null(column.type):
-                column = column.cast(pa.string())
-        else:
-            column = pa.nulls(table.num_rows, pa.string())
-        arrays.append(column)
-        fields.append(pa.field(name, column.type))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    key = _digest({"v": _VERSION, "built": name, "from": description})
+    directory = Path(records_dir).expanduser() if records_dir is not None else default_records_dir()
+    target = directory / f"{name}-{key}.arrow"
 
+    def write(target: Path) -> None:
+        frame, meta = build()
+        table = _normalise(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False),
+                           list(frame.columns))  # fmt: skip
+        table = table.append_column(ROW_ID, pa.array([f"row:{i}" for i in range(table.num_rows)]))
+        info = {**meta, "version": _VERSION, "names": list(frame.columns), "source": source}
+        table = table.replace_schema_metadata({"mmfuse": json.dumps(info)})
+        with atomic_path(target) as tmp, pa.ipc.new_file(str(tmp), table.schema) as writer:
+            writer.write_table(table)
 
-# reading ----------------------------------------------------------------------------------------------
-class RecordStore:
-    """A table of records, memory-mapped from its file (or held in memory), read by row or in blocks.
-
-    Args:
-        table: the ``pyarrow.Table``.
-        names: every column of the source (the store keeps only some), for messages.
-        source: what the records were read from, for messages.
-        path: the store's file, when it has one (reopened, not copied, in spawned processes).
-    """
-
-    def __init__(self, table: Any, names: Sequence[str], source: str, path: Path | None = None,
-                 mapping: mmap.mmap | None = None) -> None:  # fmt: skip
-        self.table, self.names, self.source, self.path = table, list(names), source, path
-        self._mmap = mapping
-
-    @classmethod
-    def open(cls, path: Path) -> RecordStore:
-        """Memory-maps a store file written by :func:`open_records`."""
-        import pyarrow as pa
-
-        with path.open("rb") as handle:
-            mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        table = pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mapping))).read_all()  # zero-copy views of the map
-        meta = json.loads((table.schema.metadata or {}).get(b"mmfuse", b"{}"))
-        return cls(table, meta.get("names", table.column_names), meta.get("source", str(path)), path, mapping)
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame, source: str) -> RecordStore:
-        """A store held in memory, of a table some code built (the sample data, peaks with windows)."""
-        import pyarrow as pa
-
-        frame = frame.reset_index(drop=True)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        table = _normalise(table, list(table.column_names))
-        table = table.append_column(ROW_ID, pa.array([f"row:{i}" for i in range(len(frame))]))
-        return cls(table, list(frame.columns), source)
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    @property
-    def column_names(self) -> list[str]:
-        return list(self.table.column_names)
-
-    def frame(self, columns: Sequence[str], numeric: Mapping[str, Any] | None = None,
-              categorical: Sequence[str] = ()) -> pd.DataFrame:  # fmt: skip
-        """The (small) ``columns`` as a DataFrame (text as Python strings); never the sequences.
-
-        ``numeric`` (``{column: "float32" | "float64"}``) columns stored as text (CSV) are parsed in
-        Arrow when every cell is a number or missing, and ``categorical`` ones (a split, a contig, a
-        strand) become pandas categoricals, so a table of 170k records does not become millions of
-        Python strings; a numeric column with other text is left as text (the caller's check names
-        the record).
-        """
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        numeric = dict(numeric or {})
-        table = self.table.select([c for c in dict.fromkeys(columns) if c in self.table.column_names])
-        for name in table.column_names:
-            column, kind = table.column(name), table.schema.field(name).type
-            if name in numeric and (pa.types.is_string(kind) or pa.types.is_floating(kind)):
-                try:
-                    column = pc.cast(column, pa.type_for_alias(numeric[name]))
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    continue
-            elif name in categorical and pa.types.is_string(kind):
-                column = pc.dictionary_encode(column)
-            else:
-                continue
-            table = table.set_column(table.column_names.index(name), name, column)
-        frame = table.to_pandas(split_blocks=True)
-        del table
-        self.release()
-        pa.default_memory_pool().release_unused()
-        return frame
-
-    def blocks(self, column: str, size: int = 8192) -> Iterator[tuple[int, Any]]:
-        """``(first row, array)`` blocks of one column, in row order (each block's pages released after it)."""
-        chunked = self.table.column(column)
-        start = 0
-        while start < len(chunked):
-            block = chunked.slice(start, size).combine_chunks()
-            yield start, block
-            start += len(block)
-            del block
-            self.release()
-
-    def cell(self, column: Any, row: int) -> Any:
-        """The value at ``row`` of a column (a ``ChunkedArray`` from :meth:`column`)."""
-        return column[row].as_py()
-
-    def column(self, name: str) -> Any:
-        return self.table.column(name)
-
-    def release(self) -> None:
-        """Drops the pages this process read from its resident memory (they stay in the page cache)."""
-        if self._mmap is not None and hasattr(mmap, "MADV_DONTNEED"):
-            self._mmap.madvise(mmap.MADV_DONTNEED)
-
-    def __getstate__(self) -> dict[str, Any]:  # a spawned DataLoader worker maps the file again
-        if self.path is not None:
-            return {"path": self.path}
-        return {"table": self.table, "names": self.names, "source": self.source}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        if "path" in state:
-            other = RecordStore.open(state["path"])
-            self.__dict__.update(other.__dict__)
-        else:
-            self.__init__(state["table"], state["names"], state["source"])  # type: ignore[misc]
-
-
-def numeric_mask(array: Any) -> np.ndarray:
-    """Which text cells of ``array`` are numbers (``3``, ``-1.5e3``), e.g. a modality mapped to a label column."""
-    import pyarrow.compute as pc
-
-    found = pc.match_substring_regex(array, r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
-    return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    return _ensure(target, write, source)

@@ -10,15 +10,15 @@ one modality of some splits, read lazily (what the embedding cache fills itself 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from mmfuse.data.genomics.windows import WindowReader
-from mmfuse.data.store.records import RecordStore, numeric_mask
+from mmfuse.data.store.mapped import RecordStore, numeric_mask
 
-__all__ = ["RecordReader", "SequenceView", "SplitRecords", "crop_sequence"]
+__all__ = ["DerivedSequences", "KeyedSequences", "RecordReader", "SequenceView", "SplitRecords", "crop_sequence"]
 
 Crop = Literal["center", "end", "start", "error"]
 
@@ -67,6 +67,57 @@ class ColumnStats:
         pa.default_memory_pool().release_unused()
 
 
+class DerivedSequences(Protocol):
+    """A modality whose sequence is produced from a store row when the record is read, not stored as text
+    (a TF's protein looked up by its key, a cell's string from its sparse expression row).
+
+    ``present``, ``lengths`` and ``not_text`` are ``(N,)`` arrays by store row, as :class:`ColumnStats`
+    gives them for a text column; ``source`` says where the sequences come from, for messages.
+    """
+
+    present: np.ndarray
+    lengths: np.ndarray
+    not_text: np.ndarray
+    source: str
+
+    def __call__(self, row: int) -> str: ...
+
+    def checked_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(positions in rows, how many records each stands for)``: the rows a tokenizer must check
+        itself (e.g. one per distinct key)."""
+        ...
+
+
+class KeyedSequences:
+    """One modality's sequences looked up by a key per store row: each distinct sequence held once.
+
+    Args:
+        codes: ``(N,)`` index into ``values`` per store row (``-1``: absent).
+        values: the distinct sequences (a TF's protein per TF).
+        source: where they come from, for messages.
+
+    Examples:
+        >>> keyed = KeyedSequences(np.array([1, 0, 1, -1]), ["MKT", "MA"], "proteins.fa")
+        >>> keyed(0), keyed.lengths.tolist(), keyed.present.tolist()
+        ('MA', [2, 3, 2, 0], [True, True, True, False])
+    """
+
+    def __init__(self, codes: np.ndarray, values: Sequence[str], source: str) -> None:
+        self.codes = np.asarray(codes, dtype=np.int32)
+        self.values, self.source = [*values, ""], source  # codes of -1 read the last: ""
+        lengths = np.array([len(v) for v in self.values], dtype=np.int64)
+        self.lengths = lengths[self.codes]
+        self.present = np.array([bool(v.strip()) for v in self.values], dtype=bool)[self.codes]
+        self.not_text = np.zeros(len(self.codes), dtype=bool)
+
+    def __call__(self, row: int) -> str:
+        return self.values[self.codes[row]]
+
+    def checked_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _, first, counts = np.unique(self.codes[rows], return_index=True, return_counts=True)
+        return first, counts
+
+
 class RecordReader:
     """Reads a record's id and sequences by store row (see the module docstring).
 
@@ -78,13 +129,18 @@ class RecordReader:
         present: ``(N, M)`` whether store row ``n`` has modality ``m`` (the order of :attr:`modalities`).
         lengths: ``(N, M)`` letters of each sequence as read (after the crop).
         crops: ``{modality: (max_length, policy)}`` applied when a sequence is read.
+        derived: ``{modality: sequences produced from the row}`` (:class:`DerivedSequences`).
+
+    The modalities, in the order of ``present``'s columns: ``columns``, ``derived``, the windows'.
     """
 
     def __init__(self, store: RecordStore, id_column: str, columns: Mapping[str, str],
                  windows: tuple[str, WindowReader] | None, present: np.ndarray, lengths: np.ndarray,
-                 crops: Mapping[str, tuple[int, Crop]]) -> None:  # fmt: skip
+                 crops: Mapping[str, tuple[int, Crop]],
+                 derived: Mapping[str, DerivedSequences] | None = None) -> None:  # fmt: skip
         self.store, self.id_column, self.columns, self.windows = store, id_column, dict(columns), windows
-        self.modalities = [*self.columns, *([windows[0]] if windows else [])]
+        self.derived = dict(derived or {})
+        self.modalities = [*self.columns, *self.derived, *([windows[0]] if windows else [])]
         self.present, self.lengths, self.crops = present, lengths, dict(crops)
         self._arrays: dict[str, Any] | None = None
         self._reads = 0
@@ -104,6 +160,8 @@ class RecordReader:
             return None
         if self.windows is not None and modality == self.windows[0]:
             sequence = self.windows[1](row, record_id if record_id is not None else self.record_id(row))
+        elif modality in self.derived:
+            sequence = self.derived[modality](row)
         else:
             sequence = self.store.cell(self._column(self.columns[modality]), row)
             self._reads += 1

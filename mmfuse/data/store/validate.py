@@ -6,7 +6,9 @@ Tokenizers that say which letters they read and how many always fit (``letters``
 the records store's Arrow blocks flags sequences with other letters, the stored lengths flag those
 that may be too long, and only the flagged ones go through the tokenizer (for its exact message).
 Other tokenizers check each sequence, read one at a time. DNA windows cut from a genome are all one
-length: the first is checked here; the letters of each are checked when it is cut.
+length: the first is checked here; the letters of each are checked when it is cut. Sequences derived
+from a row (:class:`~mmfuse.data.store.rows.DerivedSequences`) are checked at the rows they name (one
+per TF protein).
 """
 
 from __future__ import annotations
@@ -51,15 +53,25 @@ def validate_sequences(view: SequenceView, tokenizer: Tokenizer) -> tuple[int, l
     """
     reader = view.reader
     windows = reader.windows is not None and view.modality == reader.windows[0]
-    positions = np.arange(min(1, len(view))) if windows else _suspects(view, tokenizer)
+    derived = reader.derived.get(view.modality)
+    weights = None
+    if windows:
+        positions = np.arange(min(1, len(view)))
+    elif derived is not None:
+        positions, weights = derived.checked_rows(view.rows)
+    else:
+        positions = _suspects(view, tokenizer)
     count, problems, limit = 0, [], None
-    for i in positions:
+    for k, i in enumerate(positions):
         row = int(view.rows[i])
         rid = reader.record_id(row)
         try:
             tokenizer.validate(reader.sequence(view.modality, row, rid))  # type: ignore[arg-type]
         except InvalidSequenceError as exc:
-            count += len(view) if windows and exc.limit else 1  # windows share one length
+            if weights is not None:  # records sharing a derived sequence (one protein per TF)
+                count += int(weights[k])
+            else:
+                count += len(view) if windows and exc.limit else 1  # windows share one length
             limit = exc.limit or limit
             if len(problems) < 3:
                 problems.append(f"  record {rid!r}: {exc.reason}")
