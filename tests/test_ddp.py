@@ -57,7 +57,7 @@ CONFIG = {
     },
     "data": {  # path and genome: the sample written in the published layout (the fixture)
         "class_path": "IsoformExpression",
-        "init_args": {"columns": "isoformer", "val_fraction": 0.2, "max_lengths": {"rna": 2000}},
+        "init_args": {"columns": "isoformer", "split": {"val_fraction": 0.2}, "lengths": {"max": {"rna": 2000}}},
     },
 }  # fmt: skip
 
@@ -91,7 +91,7 @@ EXPLAINED = ["SYNT00005.1", "SYNT00001.1", "SYNT00002.3"]
 def runs(tmp_path_factory):
     """``(single, ddp)`` work directories, each trained for two epochs and then predicting."""
     csv, genome = write_isoformer_layout(tmp_path_factory.mktemp("data"), num_genes=24)
-    data = {**CONFIG["data"]["init_args"], "path": str(csv), "genome": {"fasta": str(genome), "window": 1024}}
+    data = {**CONFIG["data"]["init_args"], "source": {"path": str(csv), "genome": {"fasta": str(genome), "window": 1024}}}
     config = {**CONFIG, "data": {**CONFIG["data"], "init_args": data}}
     dirs = {}
     for name, batch, extra in (("single", 16, []), ("ddp", 8, ["--trainer.strategy=ddp", "--trainer.devices=2"])):

@@ -31,7 +31,7 @@ stored column, e.g. ``tf``). Memory therefore stays flat in the number of peaks 
 ``path: sample`` builds the same from a small synthetic genome written by
 :mod:`mmfuse.data.samples.tf_binding` (each TF's motif planted at the centre of its peaks, each
 context's motif beside it), through the same file readers, which live in :mod:`mmfuse.data.files.bed`.
-The table is built by :class:`~mmfuse.data.datasets.tf_records.TFBindingTable`.
+The records are built by :class:`~mmfuse.data.datasets.tf_records.PeakRecords`.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.datasets.classification import SequenceClassification
-from mmfuse.data.datasets.tf_records import TFBindingSummary, TFBindingTable
+from mmfuse.data.datasets.tf_records import PeakRecords, TFBindingSummary, summary_lines
 from mmfuse.data.errors import DataError
 from mmfuse.data.genomics.windows import DEFAULT_WINDOW, GenomeWindows
 from mmfuse.data.options import (
@@ -80,7 +81,7 @@ _CONTIG_DEFAULTS = (ContigSplit.val_groups, ContigSplit.test_groups)
 _SAMPLE_V = 1  # the version of the sample's files (a change writes them again)
 
 
-class TFBinding(TFBindingTable, SequenceClassification):
+class TFBinding(SequenceClassification):
     """ReMap-style TF peaks → (DNA window, TF protein, context) records labelled ``bound``/``unbound``.
 
     See :mod:`mmfuse.data.datasets.tf_binding` for the inputs, the records and how unbound records are drawn.
@@ -268,9 +269,16 @@ class TFBinding(TFBindingTable, SequenceClassification):
                 "split": plain(self.tf_split),
             }  # fmt: skip
             source = "sample" if self.sample else str(self.peaks)
-            self._store = built_records("tf-binding", description, lambda: self._build(*files), self.records_dir,
+            builder = PeakRecords(self.center, self.negatives, self.negatives_per_positive,
+                                  self.max_peaks_per_experiment, self.tf_split, self.contexts, self.tfs,
+                                  self.missing_tf, self.missing_contig, self.seed)  # fmt: skip
+            self._store = built_records("tf-binding", description, lambda: builder.build(*files), self.records_dir,
                                         source)  # fmt: skip
-            self._restore(self._store.meta)
+            meta = self._store.meta
+            self.summary, lines = summary_lines(meta)
+            self._contexts, self._proteins = list(meta["contexts"]), dict(meta["proteins"])
+            for line in lines:
+                rank_zero_info(f"TFBinding: {line}")
         return self._store
 
     def _derived(self, store: RecordStore, table: pd.DataFrame) -> dict[str, DerivedSequences]:

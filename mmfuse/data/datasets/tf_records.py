@@ -1,7 +1,8 @@
 """The table of :class:`~mmfuse.data.TFBinding`: peaks, a genome and TF proteins → bound/unbound records.
 
-:class:`TFBindingTable` is mixed into :class:`~mmfuse.data.TFBinding` (whose module docstring
-describes the inputs, the records and how unbound records are drawn): it reads the peaks and the
+:class:`PeakRecords` builds the records of :class:`~mmfuse.data.TFBinding` (whose module docstring
+describes the inputs, the records and how unbound records are drawn), which writes them to its records
+store once: it reads the peaks and the
 proteins (:mod:`mmfuse.data.files.bed`), drops peaks on contigs the genome lacks or of TFs without a
 protein (by policy), draws the unbound records and counts what it built and left out in a
 :class:`TFBindingSummary`. A record holds no sequence: its window's centre (cut from the genome when the
@@ -18,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.bed import read_peaks
@@ -27,7 +27,7 @@ from mmfuse.data.genomics.intervals import IntervalIndex, outside, sample_free
 from mmfuse.data.splits import SplitRule, split_groups
 from mmfuse.registry import suggest_name
 
-__all__ = ["TFBindingSummary", "TFBindingTable"]
+__all__ = ["PeakRecords", "TFBindingSummary", "summary_lines"]
 
 _LISTED = 8  # names listed in a message
 
@@ -71,28 +71,45 @@ def _listing(names: Sequence[str]) -> str:
     return ", ".join(map(str, names[:_LISTED])) + more
 
 
-class TFBindingTable:
-    """Builds the records of :class:`~mmfuse.data.TFBinding` from its options (mixed into it)."""
+def summary_lines(meta: dict[str, Any]) -> tuple[TFBindingSummary, list[str]]:
+    """The summary a records store keeps (:meth:`PeakRecords.build`'s metadata), and its lines to log."""
+    counts = meta["summary"]
+    summary = TFBindingSummary(**{k: Counter(v) if isinstance(v, dict) else v for k, v in counts.items()})
+    lines = ([f"split {meta['split']}"] if meta["split"] else []) + summary.lines()
+    return summary, lines + [f"contexts: {_listing(meta['contexts'])}"]
 
-    window: int
-    center: str
-    negatives: str | None
-    negatives_per_positive: int
-    max_peaks_per_experiment: int | None
-    tf_split: Any  # the data module's split options (ContigSplit)
-    path: str
-    contexts: list[str] | None
-    tfs: list[str] | None
-    missing_tf: str
-    missing_contig: str
-    seed: int
-    summary: TFBindingSummary
-    _contexts: list[str] | None
 
-    def _build(self, peaks_path: Path, genome_path: Path, proteins_path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+class PeakRecords:
+    """Builds the records of :class:`~mmfuse.data.TFBinding` from its input files and options.
+
+    Args:
+        center: ``midpoint`` or ``summit`` (the window's centre).
+        negatives: a BED of unbound regions, or ``None`` (drawn from other experiments).
+        negatives_per_positive: unbound records drawn per bound one (per experiment and split).
+        max_peaks_per_experiment: bound records kept per experiment, or ``None``.
+        split: the split options (:class:`~mmfuse.data.options.ContigSplit`).
+        contexts: the contexts kept, or ``None``.
+        tfs: the TFs kept, or ``None``.
+        missing_tf: ``error`` or ``skip``.
+        missing_contig: ``error`` or ``skip``.
+        seed: of the drawing.
+    """
+
+    def __init__(self, center: str, negatives: str | None, negatives_per_positive: int,
+                 max_peaks_per_experiment: int | None, split: Any, contexts: list[str] | None, tfs: list[str] | None,
+                 missing_tf: str, missing_contig: str, seed: int) -> None:  # fmt: skip
+        self.center, self.negatives, self.negatives_per_positive = center, negatives, negatives_per_positive
+        self.max_peaks_per_experiment, self.tf_split = max_peaks_per_experiment, split
+        self.contexts, self.tfs = contexts, tfs
+        self.missing_tf, self.missing_contig, self.seed = missing_tf, missing_contig, seed
+        self.summary = TFBindingSummary()
+        self._split_how = ""
+
+    def build(self, peaks_path: Path, genome_path: Path, proteins_path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The records of :class:`~mmfuse.data.TFBinding` from its three input files, and what the store keeps
         beside them: the summary, the split, the contexts and the protein of each TF the records name."""
         self.summary = summary = TFBindingSummary()
+        self._source = str(peaks_path)
         proteins, summary.repeated_proteins = read_proteins(proteins_path)
         summit = self.center == "summit"
         peaks = read_peaks(peaks_path, summit, self.contexts, self.tfs)
@@ -120,14 +137,6 @@ class TFBindingTable:
         }  # fmt: skip
         return table, meta
 
-    def _restore(self, meta: dict[str, Any]) -> None:
-        """The summary, contexts and proteins kept in the store (built here or by another process); logs them."""
-        counts = meta["summary"]
-        self.summary = TFBindingSummary(**{k: Counter(v) if isinstance(v, dict) else v for k, v in counts.items()})
-        self._contexts, self._proteins = list(meta["contexts"]), dict(meta["proteins"])
-        lines = ([f"split {meta['split']}"] if meta["split"] else []) + self.summary.lines()
-        for line in lines + [f"contexts: {_listing(self._contexts)}"]:
-            rank_zero_info(f"TFBinding: {line}")
 
     def _known(self, peaks: pd.DataFrame, path: Path, genome: Any, genome_path: Path, proteins: dict[str, str],
                proteins_path: Path) -> pd.DataFrame:  # fmt: skip
@@ -172,7 +181,7 @@ class TFBindingTable:
         column = split.group
         keys = [k for frame in frames if frame is not None for k in frame[column].astype(str)]
         rule = SplitRule("", column, column, 0.1 if split.val_fraction is None else split.val_fraction,
-                         split.test_fraction, split.seed, str(self.path), "TFBinding", split.folds, split.fold,
+                         split.test_fraction, split.seed, self._source, "TFBinding", split.folds, split.fold,
                          split.val_groups, split.test_groups)  # fmt: skip
         self._splits_of_groups, self._split_how = split_groups(keys, rule, column)
 
