@@ -91,7 +91,8 @@ EXPLAINED = ["SYNT00005.1", "SYNT00001.1", "SYNT00002.3"]
 def runs(tmp_path_factory):
     """``(single, ddp)`` work directories, each trained for two epochs and then predicting."""
     csv, genome = write_isoformer_layout(tmp_path_factory.mktemp("data"), num_genes=24)
-    data = {**CONFIG["data"]["init_args"], "source": {"path": str(csv), "genome": {"fasta": str(genome), "window": 1024}}}
+    source = {"path": str(csv), "genome": {"fasta": str(genome), "window": 1024}}
+    data = {**CONFIG["data"]["init_args"], "source": source}
     config = {**CONFIG, "data": {**CONFIG["data"], "init_args": data}}
     dirs = {}
     for name, batch, extra in (("single", 16, []), ("ddp", 8, ["--trainer.strategy=ddp", "--trainer.devices=2"])):
