@@ -17,13 +17,13 @@ import pandas as pd
 
 from mmfuse.data.errors import DataError
 
-__all__ = ["ROW_ID", "RecordStore", "numeric_mask"]
+__all__ = ["ROW_ID", "STORE_VERSION", "RecordStore", "normalise_columns", "numeric_mask"]
 
 ROW_ID = "__row_id__"
-_VERSION = 1
+STORE_VERSION = 1
 
 
-def _normalise(table: Any, kept: list[str]) -> Any:
+def normalise_columns(table: Any, kept: list[str]) -> Any:
     """``table`` with every column of ``kept`` (missing ones null), in that order, string-like as text."""
     import pyarrow as pa
 
@@ -77,7 +77,7 @@ class RecordStore:
                 from None  # fmt: skip
         try:
             meta = json.loads(table.schema.metadata[b"mmfuse"])
-            known = meta["version"] == _VERSION and ROW_ID in table.column_names
+            known = meta["version"] == STORE_VERSION and ROW_ID in table.column_names
         except (KeyError, TypeError, ValueError):
             known = False
         if not known:
@@ -92,7 +92,7 @@ class RecordStore:
 
         frame = frame.reset_index(drop=True)
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        table = _normalise(table, list(table.column_names))
+        table = normalise_columns(table, list(table.column_names))
         table = table.append_column(ROW_ID, pa.array([f"row:{i}" for i in range(len(frame))]))
         return cls(table, list(frame.columns), source)
 
@@ -130,7 +130,7 @@ class RecordStore:
             else:
                 continue
             table = table.set_column(table.column_names.index(name), name, column)
-        frame = table.to_pandas(split_blocks=True)
+        frame = table.to_pandas(split_blocks=True, deduplicate_objects=False)  # no hash table of every id
         del table
         self.release()
         pa.default_memory_pool().release_unused()

@@ -46,10 +46,11 @@ from mmfuse.data.files.tables import (
     part_columns,
     source_parts,
 )
-from mmfuse.data.store.mapped import _VERSION, ROW_ID, RecordStore, _normalise
+from mmfuse.data.store.mapped import ROW_ID, STORE_VERSION, RecordStore, normalise_columns
 from mmfuse.io import atomic_path
 
-__all__ = ["ROW_ID", "RecordStore", "built_records", "default_records_dir", "fingerprint", "open_records"]
+__all__ = ["ROW_ID", "RecordStore", "built_records", "default_records_dir", "digest", "ensure_store", "fingerprint",
+           "open_records"]  # fmt: skip
 
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
 
@@ -60,7 +61,8 @@ def default_records_dir() -> Path:
 
 
 # writing ----------------------------------------------------------------------------------------------
-def _digest(description: Any) -> str:
+def digest(description: Any) -> str:
+    """A short, stable name for ``description`` (JSON-able): what names a store file."""
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -74,17 +76,17 @@ def fingerprint(path: str | Path) -> list[Any]:
     that keeps the size and the modification time (a copy with ``cp -p``, a clock tick) still counts."""
     path = Path(path)
     info = path.stat()
-    digest = hashlib.sha256()
+    hashed = hashlib.sha256()
     with path.open("rb") as handle:
         if info.st_size <= _WHOLE:
             for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+                hashed.update(block)
         else:
             step = (info.st_size - _BLOCK) // (_SAMPLED - 1)
             for k in range(_SAMPLED):
                 handle.seek(k * step)
-                digest.update(handle.read(_BLOCK))
-    return [str(path.resolve()), info.st_size, info.st_mtime_ns, digest.hexdigest()[:24]]
+                hashed.update(handle.read(_BLOCK))
+    return [str(path.resolve()), info.st_size, info.st_mtime_ns, hashed.hexdigest()[:24]]
 
 
 _stat = fingerprint
@@ -145,18 +147,19 @@ def open_records(
     if has_split:
         names = [n for n in names if n != split_column] + [split_column]
     kept = [c for c in dict.fromkeys(columns) if c in names and not (has_split and c == split_column)]
-    key = _digest({"v": _VERSION, "source": description, "columns": kept, "split": split_column if has_split else None})
+    split = split_column if has_split else None
+    key = digest({"v": STORE_VERSION, "source": description, "columns": kept, "split": split})
     directory = Path(records_dir).expanduser() if records_dir is not None else default_records_dir()
     target = directory / f"{key}.arrow"
 
     def write(target: Path) -> None:
         for block in BLOCKS:
             try:
-                return _write(target, splits, kept, split_column if has_split else None, names, path, block)
+                return _write(target, splits, kept, split, names, path, block)
             except RowTooLong:
                 continue
 
-    return _ensure(target, write, path)
+    return ensure_store(target, write, path)
 
 
 def _wait_s() -> float:
@@ -167,7 +170,7 @@ def _wait_s() -> float:
         raise DataError(f"MMFUSE_STORE_WAIT is seconds to wait for a records store, not {text!r}") from None
 
 
-def _ensure(target: Path, write: Callable[[Path], None], source: str) -> RecordStore:
+def ensure_store(target: Path, write: Callable[[Path], None], source: str) -> RecordStore:
     """Opens the store ``target``, first writing it with ``write`` (atomically) under a lock, unless it exists.
     Another process writing it meanwhile is waited for; the unwritable ``records_dir`` is named with the fix."""
     if not target.is_file():
@@ -211,14 +214,14 @@ def _write(target: Path, splits: list[tuple[str | None, Any]], kept: list[str], 
                 row = 0
                 for batch in batches:
                     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-                    table = _normalise(table, kept)
+                    table = normalise_columns(table, kept)
                     n = table.num_rows
                     table = table.append_column(ROW_ID, pa.array([f"{label}:{i}" for i in range(row, row + n)]))
                     if split_column is not None:
                         table = table.append_column(split_column, pa.array([split] * n, pa.string()))
                     row += n
                     if writer is None:
-                        meta = {"mmfuse": json.dumps({"version": _VERSION, "names": names, "source": source})}
+                        meta = {"mmfuse": json.dumps({"version": STORE_VERSION, "names": names, "source": source})}
                         schema = table.schema.with_metadata(meta)
                         writer = pa.ipc.new_file(str(tmp), schema)
                     if not table.schema.equals(schema):
@@ -245,18 +248,18 @@ def built_records(name: str, description: Any, build: Callable[[], tuple[pd.Data
     metadata (JSON) is kept in the file and read back as :attr:`RecordStore.meta`."""
     import pyarrow as pa
 
-    key = _digest({"v": _VERSION, "built": name, "from": description})
+    key = digest({"v": STORE_VERSION, "built": name, "from": description})
     directory = Path(records_dir).expanduser() if records_dir is not None else default_records_dir()
     target = directory / f"{name}-{key}.arrow"
 
     def write(target: Path) -> None:
         frame, meta = build()
-        table = _normalise(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False),
+        table = normalise_columns(pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False),
                            list(frame.columns))  # fmt: skip
         table = table.append_column(ROW_ID, pa.array([f"row:{i}" for i in range(table.num_rows)]))
-        info = {**meta, "version": _VERSION, "names": list(frame.columns), "source": source}
+        info = {**meta, "version": STORE_VERSION, "names": list(frame.columns), "source": source}
         table = table.replace_schema_metadata({"mmfuse": json.dumps(info)})
         with atomic_path(target) as tmp, pa.ipc.new_file(str(tmp), table.schema) as writer:
             writer.write_table(table)
 
-    return _ensure(target, write, source)
+    return ensure_store(target, write, source)
