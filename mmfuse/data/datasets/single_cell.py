@@ -11,6 +11,7 @@ batching, bucketing, predictions) is :class:`~mmfuse.data.SequenceClassification
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.datasets.classification import SequenceClassification
 from mmfuse.data.errors import DataError
-from mmfuse.data.files.h5ad import RAW, cell_strings, read_dense_cells, read_h5ad_cells
+from mmfuse.data.files.h5ad import RAW, cell_strings, dense_cells, read_dense_cells, read_h5ad_cells
 from mmfuse.data.options import (
     CellSource,
     LengthOptions,
@@ -31,7 +32,11 @@ from mmfuse.data.options import (
     group,
     plain,
 )  # fmt: skip
+from mmfuse.data.store.cells import CellSequences, open_cells, sample_cells
+from mmfuse.data.store.records import RecordStore
+from mmfuse.data.store.rows import DerivedSequences
 from mmfuse.errors import ConfigError
+from mmfuse.tokenizers import Tokenizer
 
 __all__ = ["EXPRESSION", "RAW", "CellClassification", "cell_strings", "read_dense_cells", "read_h5ad_cells"]
 
@@ -72,9 +77,11 @@ class CellClassification(SequenceClassification):
       it knows is an error naming the cell (checked before training starts);
     * cells without a label follow ``missing_labels``.
 
-    Memory: every cell's string is held in memory, about 20 bytes per non-zero value with Ensembl ids
-    (``ENSG00000123456:12;``) and 50 per cell: 100,000 cells with 2,000 expressed genes each take
-    about 4 GB (a CSR matrix takes 8-12 bytes per non-zero). Subsample or split larger atlases.
+    Memory: the matrix is converted once into a memory-mapped cell store (:mod:`mmfuse.data.store.cells`:
+    8 bytes per non-zero value, 12 where float32 cannot hold the values) under ``source.records_dir``,
+    found again by later runs; a cell's string is made from its sparse row when the record is read, in
+    the DataLoader workers, so no process holds the strings (500,000 cells take about as much memory to
+    train on as 2,000).
 
     Args:
         source: the cells (:class:`~mmfuse.data.options.CellSource`: an ``.h5ad`` file, a CSV/TSV/Parquet
@@ -128,7 +135,7 @@ class CellClassification(SequenceClassification):
         }))  # fmt: skip
         path, layer, gene_id_column, group_column = cells.path, cells.layer, cells.gene_id_column, split.group
         sample_cells = self.sample_genes
-        cut = sorted(m for m in self.max_lengths if self.modalities[m] == EXPRESSION)
+        cut = sorted(m for m in self.max_lengths if self.modalities.get(m) == EXPRESSION)
         if cut:
             raise ConfigError(
                 f"`lengths.max` names {cut}, which read the expression matrix: a cell string cannot be cut "
@@ -143,60 +150,82 @@ class CellClassification(SequenceClassification):
             )
         self.layer, self.gene_id_column, self.group_column = layer, gene_id_column, group_column
         self.sample_cells = sample_cells
+        #: the modalities read from the matrix: produced from the cell store's rows (after the column modalities)
+        self._cell_modalities = [m for m, c in self.modalities.items() if c == EXPRESSION]
+        self.modalities = {m: c for m, c in self.modalities.items() if c != EXPRESSION}
+        self.served = [*self.modalities, *self._cell_modalities]
+        self._cells: CellSequences | None = None
         #: what the last read found: ``{"cells": n, "empty_cells": cells without a non-zero gene}``
         self.read_counts: dict[str, int] = {}
 
     @property
     def _reads_matrix(self) -> bool:
-        return EXPRESSION in self.modalities.values()
+        return bool(self._cell_modalities)
 
     def _metadata_columns(self) -> list[str]:
         named = [self.id_column, self.label_column, self.split_column, self.group_column]
         named += [c for c in self.modalities.values() if c != EXPRESSION]
         return list(dict.fromkeys(c for c in named if c is not None))
 
-    def _read(self) -> pd.DataFrame:
+    def records(self) -> RecordStore:
+        """The records store; with the matrix read, the cell store (see :mod:`mmfuse.data.store.cells`)."""
+        if self._store is not None or not self._reads_matrix:
+            return super().records()
+        layer = f" (layer {self.layer})" if self.layer and self.path != "sample" else ""
         if self.path == "sample":
             from mmfuse.data.samples.cells import make_cell_sample
 
             counts, genes, obs = make_cell_sample(self.sample_cells, self.sample_seed)
             obs = obs.rename(columns={"cell_id": self.id_column, "cell_type": self.label_column})
-            strings = cell_strings(counts, genes, obs[self.id_column].tolist(), "the sample")
-            return self._with_cells(obs, strings)
+            store = sample_cells(counts, genes, obs, self._metadata_columns(), self.id_column)
+        else:
+            self._convertible()
+            store = open_cells(self.path, self._metadata_columns(), self.id_column, self.layer, self.gene_id_column,
+                               self.records_dir, EXPRESSION)  # fmt: skip
+        self._store, self._cells = store, CellSequences(store, f"the expression matrix of {self.path}{layer}")
+        self.read_counts = self._cells.counts
+        empty = self.read_counts["empty_cells"]
+        note = f"; {empty} without a non-zero gene (missing_modalities: {self.missing_modalities})" if empty else ""
+        rank_zero_info(f"{type(self).__name__}: read {len(store)} cells from {self.path}{layer}{note}")
+        return store
+
+    def _derived(self, store: RecordStore, table: pd.DataFrame) -> dict[str, DerivedSequences]:
+        """Each cell's string, made from its sparse row when read."""
+        return dict.fromkeys(self._cell_modalities, self._cells) if self._cells is not None else {}
+
+    def _validate(self, modality: str, tokenizer: Tokenizer) -> None:
+        """A tokenizer that lists its genes (Geneformer's ``genes``) has the cells none of whose genes it reads
+        found over the stored gene indices; the rest is checked on a sample (:meth:`CellSequences.checked_rows`)."""
+        if self._cells is not None and modality in self._cell_modalities:
+            genes = getattr(tokenizer, "genes", None)
+            self._cells.expect_genes(genes if isinstance(genes, Collection) else None)
+        super()._validate(modality, tokenizer)
+
+    def _convertible(self) -> None:
+        suffix = Path(self.path).suffix.lower()
+        if suffix in _CONVERT:
+            raise DataError(
+                f"{self.path} is a {suffix} file; convert it to .h5ad first, e.g. "
+                f"anndata.{_CONVERT[suffix]}(path).write_h5ad('cells.h5ad')"
+            )
+
+    def _read(self) -> pd.DataFrame:
+        """The metadata without the matrix (no modality reads it): obs columns, or a table's non-gene columns."""
+        if self.path == "sample":
+            from mmfuse.data.samples.cells import make_cell_sample
+
+            obs = make_cell_sample(self.sample_cells, self.sample_seed)[2]
+            return obs.rename(columns={"cell_id": self.id_column, "cell_type": self.label_column})
         path = Path(self.path).expanduser()
         if path.suffix.lower() == ".h5ad":
             if not path.is_file():
                 raise DataError(f"{str(path)!r} does not exist; check the data module's `path`")
-            obs, strings = read_h5ad_cells(path, self.layer, self.gene_id_column, self.id_column, self._reads_matrix)
-            obs = obs.copy()
+            obs = read_h5ad_cells(path, self.layer, self.gene_id_column, self.id_column, with_matrix=False)[0].copy()
             if self.id_column not in obs.columns:
                 obs.insert(0, self.id_column, obs.index.astype(str))
-            return self._with_cells(obs.reset_index(drop=True), strings)
-        if path.suffix.lower() in _CONVERT:
-            raise DataError(
-                f"{self.path} is a {path.suffix} file; convert it to .h5ad first, e.g. "
-                f"anndata.{_CONVERT[path.suffix.lower()]}(path).write_h5ad('cells.h5ad')"
-            )
-        table, strings = read_dense_cells(path, self._metadata_columns(), self.id_column)
-        return self._with_cells(table, strings if self._reads_matrix else None)
-
-    def _with_cells(self, table: pd.DataFrame, strings: list[str] | None) -> pd.DataFrame:
-        """``table`` with the cell strings in column ``X``; counts and logs what was read."""
-        if strings is None:
-            return table
-        if EXPRESSION in table.columns:
-            raise DataError(
-                f"{self.path} has a column named {EXPRESSION!r}, the name `modalities` uses for the expression "
-                f"matrix; rename that column."
-            )
-        table = table.copy()
-        table[EXPRESSION] = strings
-        empty = sum(not s for s in strings)
-        self.read_counts = {"cells": len(strings), "empty_cells": empty}
-        layer = f" (layer {self.layer})" if self.layer and self.path != "sample" else ""
-        note = f"; {empty} without a non-zero gene (missing_modalities: {self.missing_modalities})" if empty else ""
-        rank_zero_info(f"{type(self).__name__}: read {len(strings)} cells from {self.path}{layer}{note}")
-        return table
+            return obs.reset_index(drop=True)
+        self._convertible()
+        return dense_cells(path, self._metadata_columns(), self.id_column)[0]
 
     def _assign_splits(self, table: pd.DataFrame) -> np.ndarray:
         if self.split_column not in table.columns and self.group_column not in (None, *table.columns):

@@ -10,7 +10,9 @@ change. Matrices are converted a block of cells at a time, never densified whole
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,18 @@ from lightning.pytorch.utilities import rank_zero_info
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.tables import read_table
 
-__all__ = ["RAW", "cell_strings", "read_dense_cells", "read_h5ad_cells"]
+__all__ = [
+    "RAW",
+    "CellMatrix",
+    "cell_entries",
+    "cell_strings",
+    "dense_cells",
+    "format_values",
+    "h5ad_cells",
+    "read_dense_cells",
+    "read_h5ad_cells",
+    "value_lengths",
+]
 
 #: the ``layer`` value that reads AnnData's ``raw.X`` (the raw counts of CELLxGENE files) and ``raw.var``
 RAW = "raw.X"
@@ -33,7 +46,7 @@ _CHUNK_VALUES = 2**22
 # matrix → cell strings
 
 
-def _gene_ids(values: Sequence[Any], where: str) -> np.ndarray:
+def gene_ids(values: Sequence[Any], where: str) -> np.ndarray:
     """Gene ids as an object array, ``None`` for missing or empty ones; ids with ``:`` or ``;`` are refused."""
     genes = np.array([None if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v).strip() or None
                       for v in values], dtype=object)  # fmt: skip
@@ -58,13 +71,26 @@ def _sparse_parts(matrix: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return dense[rows, cols], cols, indptr
 
 
-def _format(values: np.ndarray) -> np.ndarray:
+def format_values(values: np.ndarray) -> np.ndarray:
     """Values as text: whole numbers as integers, others ``%.6g``."""
     out = np.empty(len(values), dtype=object)
     whole = (values == np.round(values)) & (values < 1e15)
     out[whole] = values[whole].astype(np.int64).astype(str)
     if not whole.all():
         out[~whole] = np.char.mod("%.6g", values[~whole])
+    return out
+
+
+_POWERS = 10.0 ** np.arange(1, 16)
+
+
+def value_lengths(values: np.ndarray) -> np.ndarray:
+    """The length of each of ``values`` (≥ 0) as :func:`format_values` writes it, without writing the whole numbers."""
+    whole = (values == np.round(values)) & (values < 1e15)
+    out = np.zeros(len(values), dtype=np.int64)
+    out[whole] = np.searchsorted(_POWERS, values[whole], side="right") + 1  # 9 -> 1, 10 -> 2 (exact: powers of 10)
+    if not whole.all():
+        out[~whole] = np.char.str_len(np.char.mod("%.6g", values[~whole]))
     return out
 
 
@@ -84,15 +110,24 @@ def _bad_value(values: np.ndarray, bad: np.ndarray, indices: np.ndarray, indptr:
     )
 
 
-def _strings(matrix: Any, genes: np.ndarray, ids: Sequence[str], where: str) -> list[str]:
+def cell_entries(matrix: Any, genes: np.ndarray, ids: Sequence[str], where: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """``(entries per row, column indices, values)`` of what the cell strings of ``matrix`` write: its non-zero
+    entries of genes with an id, in column order (duplicates summed), checked (finite, ≥ 0; else a DataError
+    naming the cell and the gene)."""
     values, indices, indptr = _sparse_parts(matrix)
     bad = ~np.isfinite(values) | (values < 0)
     if bad.any():
         raise _bad_value(values, bad, indices, indptr, genes, ids, where)
     keep = (values != 0) & np.array([g is not None for g in genes], dtype=bool)[indices]
     rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))[keep]
-    pairs = (genes[indices[keep]] + ":" + _format(values[keep])).tolist()
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(indptr) - 1))])
+    return np.bincount(rows, minlength=len(indptr) - 1), indices[keep], values[keep]
+
+
+def _strings(matrix: Any, genes: np.ndarray, ids: Sequence[str], where: str) -> list[str]:
+    counts, indices, values = cell_entries(matrix, genes, ids, where)
+    pairs = (genes[indices] + ":" + format_values(values)).tolist()
+    bounds = np.concatenate([[0], np.cumsum(counts)])
     return [";".join(pairs[a:b]) for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
 
 
@@ -116,7 +151,7 @@ def cell_strings(matrix: Any, genes: Sequence[Any], ids: Sequence[str], where: s
         >>> cell_strings(np.array([[3, 0, 1.5], [0, 0, 0], [0.1, 2e6, 0]]), ["A", "B", "C"], ["c1", "c2", "c3"])
         ['A:3;C:1.5', '', 'A:0.1;B:2000000']
     """
-    return _strings(matrix, _gene_ids(genes, where), ids, where)
+    return _strings(matrix, gene_ids(genes, where), ids, where)
 
 
 def _chunks(n_rows: int, n_cols: int) -> list[tuple[int, int]]:
@@ -161,13 +196,75 @@ def _h5ad_matrix(f: Any, layer: str | None, where: str) -> tuple[Any, Any]:
     return f["layers"][layer], f["var"]
 
 
-def read_h5ad_cells(path: Path, layer: str | None = None, gene_id_column: str | None = None,
-                    id_column: str | None = None, with_matrix: bool = True
-                    ) -> tuple[pd.DataFrame, list[str] | None]:  # fmt: skip
-    """``(obs, cell strings)`` of an ``.h5ad`` file, converting the matrix in blocks of rows.
+@dataclass
+class CellMatrix:
+    """An expression matrix read a block of cells at a time (:meth:`blocks`), never whole.
 
-    The matrix stays on disk (as in AnnData's backed mode; ``anndata.read_h5ad(backed="r")`` would
-    load every layer into memory) and is read a block of cells at a time, so a large sparse file is
+    Args:
+        read: ``read(start, stop)``: the rows ``start:stop`` (a dense array or a scipy sparse matrix).
+        genes: the gene id of each column (``None``: no id, left out).
+        ids: the id of each row, named in errors.
+        where: what the matrix is, for errors (the file and layer).
+        width: values per row, for the block size (the genes; the mean non-zeros per row of a sparse matrix).
+        dtype: how the file stores the values.
+    """
+
+    read: Callable[[int, int], Any]
+    genes: np.ndarray
+    ids: list[str]
+    where: str
+    width: int
+    dtype: np.dtype
+
+    def blocks(self) -> Iterator[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """``(start, stop, (entries per row, column indices, values))`` per block (:func:`cell_entries`)."""
+        for start, stop in _chunks(len(self.ids), self.width):
+            yield start, stop, cell_entries(self.read(start, stop), self.genes, self.ids[start:stop], self.where)
+
+    def strings(self) -> list[str]:
+        """Every row's cell string."""
+        strings: list[str] = []
+        for start, stop in _chunks(len(self.ids), self.width):
+            strings += _strings(self.read(start, stop), self.genes, self.ids[start:stop], self.where)
+        return strings
+
+    def log_unnamed(self) -> None:
+        missing = int(sum(g is None for g in self.genes))
+        if missing:
+            rank_zero_info(f"CellClassification: {missing} genes of {self.where} without an id are left out")
+
+
+def _read_obs(f: Any, read_elem: Any, path: Path) -> pd.DataFrame:
+    try:
+        return read_elem(f["obs"])
+    except Exception as exc:  # e.g. files of anndata < 0.7, without encoding metadata
+        raise DataError(
+            f"cannot read the obs table of {str(path)!r} ({type(exc).__name__}: {exc}). Re-save it with a "
+            f"current anndata: anndata.read_h5ad(old).write_h5ad(new)."
+        ) from exc
+
+
+def _var_genes(var: pd.DataFrame, gene_id_column: str | None, path: Path, where: str) -> np.ndarray:
+    if gene_id_column is None:
+        return gene_ids(list(var.index), where)
+    if gene_id_column in var.columns:
+        return gene_ids(var[gene_id_column].tolist(), where)
+    looks = str(var.index[0]).startswith("ENS") if len(var) else False
+    hint = " Its var index holds Ensembl ids: set gene_id_column: null to use them." if looks else ""
+    raise DataError(
+        f"{str(path)!r} has no var column {gene_id_column!r} for gene ids; its var columns: "
+        f"{', '.join(map(repr, map(str, var.columns[:30]))) or 'none'}.{hint}"
+    )
+
+
+@contextmanager
+def h5ad_cells(path: Path, layer: str | None = None, gene_id_column: str | None = None,
+               id_column: str | None = None, with_matrix: bool = True
+               ) -> Iterator[tuple[pd.DataFrame, CellMatrix | None]]:  # fmt: skip
+    """``(obs, matrix)`` of an ``.h5ad`` file, the matrix left on disk while the block is open.
+
+    The matrix is read a block of cells at a time (as in AnnData's backed mode;
+    ``anndata.read_h5ad(backed="r")`` would load every layer into memory), so a large sparse file is
     never densified. CSR and dense matrices read fast by rows; a CSC matrix works but reads slowly.
 
     Args:
@@ -175,7 +272,7 @@ def read_h5ad_cells(path: Path, layer: str | None = None, gene_id_column: str | 
         layer: ``None`` for X, a layer name, or ``raw.X``.
         gene_id_column: the ``var`` column with gene ids (``None``: the ``var`` index).
         id_column: the obs column of cell ids named in errors (``None`` or absent: the obs index).
-        with_matrix: read the matrix too (``False``: obs only).
+        with_matrix: open the matrix too (``False``: obs only, the matrix ``None``).
     """
     h5py, read_elem, sparse_dataset = _anndata_io()
     where = f"{path}" + (f" (layer {layer})" if layer else " (X)")
@@ -184,43 +281,37 @@ def read_h5ad_cells(path: Path, layer: str | None = None, gene_id_column: str | 
     except OSError as exc:
         raise DataError(f"cannot open {str(path)!r} as an HDF5 .h5ad file ({exc})") from exc
     with f:
-        try:
-            obs = read_elem(f["obs"])
-        except Exception as exc:  # e.g. files of anndata < 0.7, without encoding metadata
-            raise DataError(
-                f"cannot read the obs table of {str(path)!r} ({type(exc).__name__}: {exc}). Re-save it with a "
-                f"current anndata: anndata.read_h5ad(old).write_h5ad(new)."
-            ) from exc
+        obs = _read_obs(f, read_elem, path)
         if not with_matrix:
-            return obs, None
+            yield obs, None
+            return
         element, var_group = _h5ad_matrix(f, layer, where)
         var = read_elem(var_group)
-        if gene_id_column is None:
-            genes = _gene_ids(list(var.index), where)
-        elif gene_id_column in var.columns:
-            genes = _gene_ids(var[gene_id_column].tolist(), where)
-        else:
-            looks = str(var.index[0]).startswith("ENS") if len(var) else False
-            hint = " Its var index holds Ensembl ids: set gene_id_column: null to use them." if looks else ""
-            raise DataError(
-                f"{str(path)!r} has no var column {gene_id_column!r} for gene ids; its var columns: "
-                f"{', '.join(map(repr, map(str, var.columns[:30]))) or 'none'}.{hint}"
-            )
-        matrix = sparse_dataset(element) if isinstance(element, h5py.Group) else element
+        genes = _var_genes(var, gene_id_column, path, where)
+        sparse = isinstance(element, h5py.Group)
+        matrix = sparse_dataset(element) if sparse else element
         if tuple(matrix.shape) != (len(obs), len(var)):
             raise DataError(f"{where} is {tuple(matrix.shape)} but the file has {len(obs)} cells and {len(var)} genes")
         ids = (obs[id_column] if id_column in obs.columns else obs.index).astype(str).tolist()
-        strings: list[str] = []
-        for start, stop in _chunks(len(obs), len(var)):
-            strings += _strings(matrix[start:stop], genes, ids[start:stop], where)
-    missing = int(sum(g is None for g in genes))
-    if missing:
-        rank_zero_info(f"CellClassification: {missing} genes of {where} without an id are left out")
+        width = -(-int(element["data"].shape[0]) // max(1, len(obs))) if sparse else len(var)
+        dtype = np.dtype(element["data"].dtype if sparse else element.dtype)
+        yield obs, CellMatrix(lambda a, b: matrix[a:b], genes, ids, where, width, dtype)
+
+
+def read_h5ad_cells(path: Path, layer: str | None = None, gene_id_column: str | None = None,
+                    id_column: str | None = None, with_matrix: bool = True
+                    ) -> tuple[pd.DataFrame, list[str] | None]:  # fmt: skip
+    """``(obs, cell strings)`` of an ``.h5ad`` file, converting the matrix in blocks of rows (:func:`h5ad_cells`)."""
+    with h5ad_cells(path, layer, gene_id_column, id_column, with_matrix) as (obs, matrix):
+        if matrix is None:
+            return obs, None
+        strings = matrix.strings()
+    matrix.log_unnamed()
     return obs, strings
 
 
-def read_dense_cells(path: Path, metadata: Sequence[str], id_column: str) -> tuple[pd.DataFrame, list[str]]:
-    """``(metadata columns, cell strings)`` of a cells × genes CSV/TSV/Parquet table.
+def dense_cells(path: Path, metadata: Sequence[str], id_column: str) -> tuple[pd.DataFrame, CellMatrix]:
+    """``(metadata columns, matrix)`` of a cells × genes CSV/TSV/Parquet table (read whole, converted in blocks).
 
     Args:
         path: the table.
@@ -242,10 +333,14 @@ def read_dense_cells(path: Path, metadata: Sequence[str], id_column: str) -> tup
             f"every column besides the id, label, split, group and modality columns ({', '.join(meta)}) is read "
             f"as a gene's expression. Name metadata columns in those options, drop them, or fix the values."
         )
-    gene_ids = _gene_ids([str(c) for c in genes], str(path))
-    ids = table[id_column].astype(str).tolist()
     values = table[genes]
-    strings: list[str] = []
-    for start, stop in _chunks(len(table), len(genes)):
-        strings += _strings(values.iloc[start:stop].to_numpy(dtype=np.float64), gene_ids, ids[start:stop], str(path))
-    return table[meta].reset_index(drop=True), strings
+    dtype = np.result_type(*values.dtypes) if genes else np.dtype(np.float64)
+    matrix = CellMatrix(lambda a, b: values.iloc[a:b].to_numpy(dtype=np.float64), gene_ids([str(c) for c in genes],
+                        str(path)), table[id_column].astype(str).tolist(), str(path), len(genes), dtype)  # fmt: skip
+    return table[meta].reset_index(drop=True), matrix
+
+
+def read_dense_cells(path: Path, metadata: Sequence[str], id_column: str) -> tuple[pd.DataFrame, list[str]]:
+    """``(metadata columns, cell strings)`` of a cells × genes CSV/TSV/Parquet table (:func:`dense_cells`)."""
+    table, matrix = dense_cells(path, metadata, id_column)
+    return table, matrix.strings()
