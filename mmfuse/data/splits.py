@@ -170,7 +170,10 @@ class SplitRule:
                 f"{self.owner}: {int(empty.sum())} records have no {self.gene_column!r} (e.g. "
                 f"{ids[empty].iloc[0]!r}); each is split on its own, as a gene of one record"
             )
-        return genes.astype(str).where(~empty, "<no gene> " + ids)
+        keys = genes.astype(str).astype(object)
+        if empty.any():  # only those records' keys are made (a prefix on every id would copy every id)
+            keys[empty] = "<no gene> " + ids[empty]
+        return keys
 
     def _carve_val(self, table: pd.DataFrame, splits: np.ndarray) -> np.ndarray:
         """``val_fraction`` of the training genes (records, without a gene column) made the validation split."""

@@ -152,6 +152,9 @@ class SequenceClassification(TableDataModule):
     def _label_columns(self) -> list[str]:
         return [self.label_column]
 
+    def _categorical_columns(self) -> list[str]:
+        return [*super()._categorical_columns(), self.label_column]  # a few classes, many records
+
     def _labels(self, table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         if self._classes is None:
             self._classes = self._infer_classes(table)

@@ -170,7 +170,7 @@ class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModu
             [c for c in meta if c is not None],
             numeric={**dict.fromkeys(self._numeric_labels, "float32"),
                      **dict.fromkeys(self._coordinate_columns[2:], "float64")},  # fmt: skip
-            categorical=[self.split_column, *(self._coordinate_columns[:2])],
+            categorical=self._categorical_columns(),
         )
         table["__row__"] = np.arange(len(table))
         missing = table[self.id_column].isna().to_numpy() | (table[self.id_column].astype(str).str.strip() == "")
@@ -207,6 +207,11 @@ class TableDataModule(TableStore, TableLoaders, TableChecks, L.LightningDataModu
             self._splits[name] = SplitRecords(reader, rows[chosen], labels[chosen] if labels is not None else None)
         counts = ", ".join(f"{k} {len(v)}" for k, v in self._splits.items())
         rank_zero_info(f"{type(self).__name__}: {int(keep.sum())} records from {self.path} ({counts})")
+
+    def _categorical_columns(self) -> list[str]:
+        """Text columns of few distinct values read as pandas categoricals (one Python string per value, not
+        per record): the split, the group (gene) and the contig and strand."""
+        return [c for c in (self.split_column, self.gene_column, *self._coordinate_columns[:2]) if c is not None]
 
     def _assign_splits(self, table: pd.DataFrame) -> np.ndarray:
         split = self.options["split"]
