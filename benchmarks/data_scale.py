@@ -108,6 +108,19 @@ def _tokenizers() -> tuple[dict[str, Any], dict[str, int]]:
     return {"dna": dna, "rna": rna, "protein": protein}, limits
 
 
+def _train_loader(dm: Any, kind: str, batch_size: int) -> Any:
+    """The training loader; for ``kind`` ``ddp``, what Lightning's DDP strategy would give: the training split
+    read through a ``DistributedSampler`` of this process's rank (``RANK``/``WORLD_SIZE``)."""
+    if kind != "ddp":
+        return dm.train_dataloader()
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    train = dm._splits["train"]
+    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=0)
+    return DataLoader(train, batch_size=batch_size, sampler=sampler, collate_fn=dm._collate, num_workers=0)
+
+
 def _iterate(loader: Any, batches: int, started: float) -> dict[str, Any]:
     """Draws ``batches`` batches (epoch after epoch): the first one's time, the rate of the rest, workers' RSS."""
     out: dict[str, Any] = {}
@@ -167,14 +180,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     dm.attach_tokenizers(tokenizers)
     out["attach_s"] = time.perf_counter() - tick
     out["rss_attach_mb"], out["rss_parts_attach_mb"] = _rss_mb(), _rss_parts_mb()
-    if spec["kind"] == "ddp":  # what Lightning's DDP strategy would give: the split read through a DistributedSampler
-        from torch.utils.data import DataLoader, DistributedSampler
-
-        train = dm._splits["train"]
-        sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=0)
-        loader = DataLoader(train, batch_size=BATCH_SIZE, sampler=sampler, collate_fn=dm._collate, num_workers=0)
-    else:
-        loader = dm.train_dataloader()
+    loader = _train_loader(dm, spec["kind"], BATCH_SIZE)
     out["train_records"] = len(loader.dataset)
     out |= _iterate(loader, spec["batches"], started)
     out["rss_end_mb"], out["peak_mb"], out["rss_parts_end_mb"] = _rss_mb(), _peak_mb(), _rss_parts_mb()

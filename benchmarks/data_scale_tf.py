@@ -49,6 +49,7 @@ from data_scale import (  # noqa: E402  (the shared measuring helpers)
     _run,
     _run_ddp,
     _start,
+    _train_loader,
     arguments,
 )
 
@@ -162,14 +163,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["kind"] == "cold":
         return out | {"peak_mb": _peak_mb()}
     dm.attach_tokenizers(tokenizers)
-    if spec["kind"] == "ddp":
-        from torch.utils.data import DataLoader, DistributedSampler
-
-        train = dm._splits["train"]
-        sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=0)
-        loader = DataLoader(train, batch_size=BATCH_SIZE, sampler=sampler, collate_fn=dm._collate, num_workers=0)
-    else:
-        loader = dm.train_dataloader()
+    loader = _train_loader(dm, spec["kind"], BATCH_SIZE)
     out |= _iterate(loader, spec["batches"], started)
     out["rss_end_mb"], out["peak_mb"], out["rank"] = _rss_mb(), _peak_mb(), rank
     if spec["kind"] == "ddp":
