@@ -7,7 +7,7 @@ same way on every machine, process and run, and all isoforms of a gene share a s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +16,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.tables import SPLIT_ALIASES
+from mmfuse.data.options import SplitOptions
+from mmfuse.data.store.rows import SequenceView, SplitRecords
 
-__all__ = ["SPLITS", "SplitRule", "fold_of", "gene_split", "split_groups", "uniform"]
+__all__ = ["SPLITS", "SplitRule", "fold_of", "gene_split", "per_value", "split_groups", "split_view", "uniform"]
 
 #: the splits of a data module, in the order "all" concatenates them
 SPLITS = ("train", "val", "test")
@@ -56,6 +58,16 @@ def fold_of(keys: Sequence[str], folds: int, seed: int) -> dict[str, int]:
     return {key: rank % folds for rank, key in enumerate(ranked)}
 
 
+def per_value(column: pd.Series, fn: Callable[[str], str]) -> pd.Series:
+    """``fn`` of each record's value as text (NaN as ``nan``, as ``astype(str)`` writes it). A categorical
+    column (a split, a gene, a donor) has ``fn`` run once per distinct value and its records point at those
+    few strings, instead of a new string per record."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = np.array([fn(str(c)) for c in column.cat.categories] + [fn("nan")], dtype=object)
+        return pd.Series(names[column.cat.codes.to_numpy()], index=column.index, dtype=object)
+    return column.astype(str).map(fn) if fn is not str else column.astype(str)
+
+
 @dataclass(frozen=True)
 class SplitRule:
     """How a data module splits its records (its options of the same names)."""
@@ -75,6 +87,15 @@ class SplitRule:
     val_groups: tuple[str, ...] | None = None
     test_groups: tuple[str, ...] | None = None
 
+    @classmethod
+    def of(cls, split: SplitOptions, id_column: str, source: str, owner: str, group: str | None = None) -> SplitRule:
+        """The rule of a data module's ``split`` options (``group``: the column to split by, default
+        ``split.group``; the split column is used only when ``split.column`` names it)."""
+        group = split.group if group is None else group
+        val_fraction = 0.1 if split.val_fraction is None else split.val_fraction
+        return cls(split.column or "", group, id_column, val_fraction, split.test_fraction, split.seed, source, owner,
+                   split.folds, split.fold, split.val_groups, split.test_groups)  # fmt: skip
+
     def assign(self, table: pd.DataFrame) -> tuple[np.ndarray, str | None]:
         """Each record's split (``train``/``val``/``test``), and how they were split when by key (else ``None``)."""
         if self.folds is not None:
@@ -82,7 +103,7 @@ class SplitRule:
         if self.val_groups is not None or self.test_groups is not None:
             return self._named_splits(table)
         if self.split_column in table.columns and table[self.split_column].notna().any():
-            raw = table[self.split_column].astype(str).str.strip().str.lower()
+            raw = per_value(table[self.split_column], lambda v: v.strip().lower())
             unknown = sorted(set(raw) - set(SPLIT_ALIASES))
             if unknown:
                 first = table[self.id_column].iloc[int(np.flatnonzero(raw == unknown[0])[0])]
@@ -118,7 +139,7 @@ class SplitRule:
                 f"{self.source} has no column {self.gene_column!r} holding the groups that split.val_groups and "
                 f"split.test_groups name; set split.group to that column"
             )
-        keys = table[self.gene_column].astype(str)
+        keys = per_value(table[self.gene_column], str)
         splits = np.where(keys.isin(self.test_groups or ()), "test",
                           np.where(keys.isin(self.val_groups or ()), "val", "train"))  # fmt: skip
         if self.val_groups is None and self.val_fraction > 0 and (splits == "train").any():
@@ -164,13 +185,13 @@ class SplitRule:
         if not by_gene:
             return ids
         genes = table[self.gene_column]
-        empty = genes.isna().to_numpy() | (genes.astype(str).str.strip() == "").to_numpy()
+        keys = per_value(genes, str)
+        empty = genes.isna().to_numpy() | (per_value(genes, lambda v: v.strip()) == "").to_numpy()
         if empty.any():
             rank_zero_info(
                 f"{self.owner}: {int(empty.sum())} records have no {self.gene_column!r} (e.g. "
                 f"{ids[empty].iloc[0]!r}); each is split on its own, as a gene of one record"
             )
-        keys = genes.astype(str).astype(object)
         if empty.any():  # only those records' keys are made (a prefix on every id would copy every id)
             keys[empty] = "<no gene> " + ids[empty]
         return keys
@@ -205,3 +226,12 @@ def split_groups(keys: Sequence[str], rule: SplitRule, name: str = "group") -> t
                         rule.owner, rule.folds, rule.fold, rule.val_groups, rule.test_groups)  # fmt: skip
     splits, how = grouped.assign(frame)
     return dict(zip(distinct, splits, strict=True)), how
+
+
+def split_view(splits: Mapping[str, SplitRecords], names: str | Sequence[str], modality: str) -> SequenceView:
+    """The sequences of ``modality`` in one split of ``splits``, several, or ``all`` (in split order)."""
+    chosen = (names,) if isinstance(names, str) else tuple(names)
+    chosen = tuple(s for name in chosen for s in (SPLITS if name == "all" else (name,)))
+    records = splits[chosen[0]] if chosen else splits["train"]
+    rows = np.concatenate([splits[name].rows for name in chosen]) if chosen else np.zeros(0, np.int64)
+    return SequenceView(records.reader, modality, rows)

@@ -96,7 +96,7 @@ def test_fewer_than_two_classes_is_refused(small_table, tmp_path):
 def test_target_names_before_setup_read_the_table_once(small_table, tmp_path, monkeypatch):
     path = _write(_labelled(small_table, ["x", "y"]), tmp_path / "t.csv")
     reads = []
-    import mmfuse.data.datasets.store as module
+    import mmfuse.data.datasets.table as module
 
     real = module.open_records
     monkeypatch.setattr(module, "open_records", lambda *a, **k: reads.append(a) or real(*a, **k))

@@ -157,3 +157,26 @@ def test_tf_binding_refuses_a_split_group_it_cannot_hold_out():
 
     with pytest.raises(ConfigError, match="`split.group` is contig or tf"):
         TFBinding("sample", split={"group": "gene_id"})
+
+
+@pytest.mark.parametrize("kind", ["split column", "gene", "named groups", "folds"])
+def test_categorical_columns_split_as_their_text(kind):
+    """setup reads few-valued columns as categoricals: every rule splits them as it splits the same text
+    (blank and missing genes included), so the records' splits do not depend on how the column was read."""
+    from mmfuse.data.splits import SplitRule, per_value
+
+    table = pd.DataFrame({
+        "id": [f"r{i}" for i in range(60)],
+        "gene": [f"g{i % 12}" if i % 10 else (" " if i % 20 else None) for i in range(60)],
+        "split": [[" Train", "VALID", "test"][i % 3] for i in range(60)],
+    })  # fmt: skip
+    category = table.astype({"gene": "category", "split": "category"})
+    rule = SplitRule("split" if kind == "split column" else "", "gene", "id", 0.2, 0.2, 7, "t.csv")
+    if kind == "named groups":
+        rule = SplitRule("", "gene", "id", 0.2, 0.2, 7, "t.csv", val_groups=("g1",), test_groups=("g2", "g3"))
+    if kind == "folds":
+        rule = SplitRule("", "gene", "id", 0.2, 0.2, 7, "t.csv", folds=3, fold=1)
+    plain, grouped = rule.assign(table), rule.assign(category)
+    np.testing.assert_array_equal(plain[0], grouped[0])
+    assert plain[1] == grouped[1] and set(plain[0]) == {"train", "val", "test"}
+    assert list(per_value(category["gene"], str)[:3]) == ["nan", "g1", "g2"]  # as astype(str) writes a missing value

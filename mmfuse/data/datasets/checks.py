@@ -1,14 +1,15 @@
 """What can be wrong with a table, and the one clear message that says how to fix it.
 
-:class:`TableChecks` holds the checks of :class:`~mmfuse.data.datasets.table.TableDataModule` that run on the
-small per-record arrays (columns present, sequences present, lengths, values that are not text),
-never on the sequences themselves: missing columns, numbers in a sequence column, crops counted,
-missing modalities masked or refused, an empty split explained.
+:class:`RecordChecks` holds the checks a :class:`~mmfuse.data.datasets.table.TableDataModule` composes (built
+from its options for each ``setup``). They run on the small per-record arrays (ids, columns present,
+sequences present, lengths, values that are not text), never on the sequences themselves: missing or
+repeated ids, missing columns, numbers in a sequence column, crops counted, missing modalities masked or
+refused, an empty split explained.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from mmfuse.data.errors import DataError
 from mmfuse.data.store.records import ROW_ID, RecordStore
 from mmfuse.data.store.rows import Crop, RecordReader
+from mmfuse.errors import ConfigError
 
-__all__ = ["TableChecks"]
+__all__ = ["RecordChecks", "check_length_options", "check_modality_options", "crop_hint", "fill_hint"]
 
 #: keep the middle of DNA (around the TSS), the 3' end of RNA (3'UTR, as IsoFormer), a protein's N-terminus
 _DEFAULT_CROP: dict[str, Crop] = {"dna": "center", "rna": "end", "protein": "start"}
@@ -27,33 +29,33 @@ _KEPT = {"center": "the middle", "end": "the 3' end", "start": "the 5' end"}
 _KEPT_PROTEIN = {"center": "the middle", "end": "the C-terminus", "start": "the N-terminus"}
 
 
-class TableChecks:
-    """The checks and messages of table data modules.
+class RecordChecks:
+    """The checks and messages of one table data module's records.
 
-    Mixed into :class:`~mmfuse.data.datasets.table.TableDataModule`.
+    Args:
+        owner: the data module's name, in log lines.
+        path: the table, in messages.
+        id_column: the id column (``ROW_ID``: records named by file and row).
+        modalities: ``{modality: column}`` of the modalities read from columns.
+        served: every modality a record carries (columns, derived, the genome's), in reader order.
+        genome_windows: the genome DNA is cut from, or ``None``.
+        crop: the crop policy per served modality.
+        missing_modalities: ``mask`` or ``error``.
     """
 
-    path: str
-    id_column: str
-    gene_column: str | None
-    split_column: str
-    modalities: dict[str, str]
-    served: list[str]
-    genome_windows: Any
-    crop: dict[str, Crop]
-    missing_modalities: str
-    crop_counts: dict[str, int]
-    absent_counts: dict[str, int]
-    _split_by: str | None
-    _stats: dict[str, Any]
-    _label_option: str
+    def __init__(self, owner: str, path: str, id_column: str, modalities: Mapping[str, str], served: Sequence[str],
+                 genome_windows: Any, crop: Mapping[str, Crop], missing_modalities: str) -> None:  # fmt: skip
+        self.owner, self.path, self.id_column = owner, path, id_column
+        self.modalities, self.served = dict(modalities), list(served)
+        self.genome_windows, self.crop, self.missing_modalities = genome_windows, dict(crop), missing_modalities
 
-    def _check_columns(self, names: Sequence[str], needs_labels: bool) -> None:
+    def columns(self, names: Sequence[str], labels: Sequence[str], label_option: str) -> None:
+        """Refuses a table lacking a named column (``labels``: the label columns it needs, named by
+        ``label_option`` in the message)."""
         options = {self.id_column: "`id_column`"} | {c: f"`modalities.{m}`" for m, c in self.modalities.items()}
         if self.genome_windows is not None:
             options |= {c: "`genome`'s coordinate columns" for c in self.genome_windows.columns}
-        if needs_labels:
-            options |= {c: f"`{self._label_option}`" for c in self._label_columns() if c not in options}
+        options |= {c: f"`{label_option}`" for c in labels if c not in options}
         options.pop(ROW_ID, None)
         missing = [c for c in options if c not in names]
         if missing:
@@ -71,16 +73,39 @@ class TableChecks:
                 f"{hint}."
             )
 
-    def _unique_columns(self, table: pd.DataFrame) -> str:
+    def ids(self, table: pd.DataFrame, labels: Sequence[str]) -> np.ndarray:
+        """Every record's id as text (an object array, one string per record, made once), after refusing
+        missing or blank ids and ids that occur twice (the repeated ones are listed only when there are some)."""
+        column = table[self.id_column]
+        ids = column.astype(str)
+        missing = column.isna().to_numpy() | (ids.str.len() == 0).to_numpy() | ids.str.isspace().to_numpy()
+        if missing.any():
+            raise DataError(
+                f"{int(missing.sum())} records of {self.path} have no id in column {self.id_column!r} (the first at "
+                f"data row {int(np.flatnonzero(missing)[0]) + 1}); give every record an id, or set "
+                f"source: {{id_column: null}} to name records by file and row"
+            )
+        if not ids.is_unique:
+            duplicated = ids[ids.duplicated()].unique()
+            raise DataError(
+                f"{len(duplicated)} ids occur more than once in column {self.id_column!r} of {self.path} "
+                f"(e.g. {', '.join(map(repr, duplicated[:3]))}); ids must be unique. Make them unique (drop "
+                f"repeated rows, or rename the ids), or set id_column to a column with one value per record"
+                f"{self.unique_columns(table, labels)}."
+            )
+        return ids.to_numpy(dtype=object)
+
+    def unique_columns(self, table: pd.DataFrame, labels: Sequence[str]) -> str:
         """`` (columns with unique values: a, b)``: the columns that could be ids, or ``""``."""
-        skip = {self.id_column, "__row__", *self.modalities.values(), *self._label_columns()}
+        skip = {self.id_column, "__row__", *self.modalities.values(), *labels}
         found = [str(c) for c in table.columns if c not in skip and table[c].notna().all() and table[c].is_unique]
         return f" (columns with unique values: {', '.join(found[:5])})" if found else ""
 
-    def _check_text(self, store: RecordStore, rows: np.ndarray, ids: list[str]) -> None:
-        """Refuses values that are neither text nor missing (numbers: the modality mapped to a wrong column)."""
-        for modality, stats in self._stats.items():
-            odd = np.flatnonzero(stats.not_text[rows])
+    def text(self, stats: Mapping[str, Any], store: RecordStore, rows: np.ndarray, ids: Sequence[str]) -> None:
+        """Refuses values that are neither text nor missing (numbers: the modality mapped to a wrong column);
+        ``stats``: each modality's :class:`~mmfuse.data.store.rows.ColumnStats`."""
+        for modality, column_stats in stats.items():
+            odd = np.flatnonzero(column_stats.not_text[rows])
             if len(odd):
                 name = self.modalities[modality]
                 column = store.column(name)
@@ -90,35 +115,35 @@ class TableChecks:
                     f"not text, e.g. {examples}. Map {modality} to the column holding its sequences in `modalities`."
                 )
 
-    def _count_crops(self, reader: RecordReader, rows: np.ndarray) -> None:
-        """Counts and logs the sequences ``max_lengths`` crops, per modality (they are cut when read)."""
-        self.crop_counts = {}
+    def crops(self, reader: RecordReader, stats: Mapping[str, Any], rows: np.ndarray) -> dict[str, int]:
+        """Counts and logs the sequences ``lengths.max`` crops, per modality (they are cut when read)."""
+        counts = {}
         for modality, (limit, policy) in reader.crops.items():
             if self.genome_windows is not None and modality == self.genome_windows.modality:
                 n = len(rows) if self.genome_windows.window > limit else 0
             else:
-                n = int((self._stats[modality].lengths[rows] > limit).sum())
-            self.crop_counts[modality] = n
+                n = int((stats[modality].lengths[rows] > limit).sum())
+            counts[modality] = n
             if n:
                 unit, kept = ("aa", _KEPT_PROTEIN) if modality == "protein" else ("nt", _KEPT)
                 unit = unit if modality in _DEFAULT_CROP else "letters"
-                rank_zero_info(
-                    f"{type(self).__name__}: cropped {n} {modality} sequences to {limit:,} {unit} "
-                    f"(kept {kept[policy]})"
-                )
+                rank_zero_info(f"{self.owner}: cropped {n} {modality} sequences to {limit:,} {unit} "
+                               f"(kept {kept[policy]})")  # fmt: skip
+        return counts
 
-    def _check_missing(self, ids: list[str], present: np.ndarray) -> np.ndarray:
-        """Applies ``missing_modalities`` (``present``: ``(N, M)`` by :attr:`served`); returns which records to keep."""
+    def missing(self, ids: Sequence[str], present: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+        """Applies ``missing_modalities`` (``present``: ``(N, M)`` by ``served``); returns which records to keep
+        and how many lack each modality."""
         absent = ~present
-        self.absent_counts = {m: int(absent[:, j].sum()) for j, m in enumerate(self.served)}
+        counts = {m: int(absent[:, j].sum()) for j, m in enumerate(self.served)}
         keep = np.ones(len(ids), dtype=bool)
-        if not any(self.absent_counts.values()):
-            return keep
-        summary = ", ".join(f"{n} lack {m}" for m, n in self.absent_counts.items() if n)
+        if not any(counts.values()):
+            return keep, counts
+        summary = ", ".join(f"{n} lack {m}" for m, n in counts.items() if n)
         if self.missing_modalities == "error":
             examples = "; ".join(
                 f"{m}: {', '.join(repr(ids[i]) for i in np.flatnonzero(absent[:, j])[:3])}"
-                for j, m in enumerate(self.served) if self.absent_counts[m]
+                for j, m in enumerate(self.served) if counts[m]
             )
             raise DataError(
                 f"records of {self.path} have empty sequences ({summary}; e.g. {examples}). Fill them, or "
@@ -130,30 +155,66 @@ class TableChecks:
         if len(nothing):  # e.g. non-coding transcripts in a protein-only model
             examples = ", ".join(repr(ids[i]) for i in nothing[:3])
             dropped = f"; dropped {len(nothing)} with none of {sorted(self.served)} (e.g. {examples})"
-        rank_zero_info(f"{type(self).__name__}: {summary} (marked absent: missing_modalities is 'mask'){dropped}")
-        return keep
+        rank_zero_info(f"{self.owner}: {summary} (marked absent: missing_modalities is 'mask'){dropped}")
+        return keep, counts
 
-    def _crop_hint(self, modality: str, limit: int) -> str:
-        """How to crop sequences of ``modality`` that are longer than a tokenizer's ``limit`` letters."""
-        policy = self.crop[modality]
-        kept = (_KEPT_PROTEIN if modality == "protein" else _KEPT).get(policy)
-        how = f" (crop: {policy} keeps {kept})" if kept else f", crop: {{{modality}: start}}` (or center, end)"
-        written = f"`lengths: {{max: {{{modality}: {limit}}}" + ("}`" if kept else "")
-        return (
-            f"\nTo crop the too long ones when the data is read, set the data module's "
-            f"{written}{how}; they are counted in crop_counts."
+
+def crop_hint(modality: str, limit: int, policy: Crop) -> str:
+    """How to crop sequences of ``modality`` that are longer than a tokenizer's ``limit`` letters (``policy``:
+    the modality's crop policy now)."""
+    kept = (_KEPT_PROTEIN if modality == "protein" else _KEPT).get(policy)
+    how = f" (crop: {policy} keeps {kept})" if kept else f", crop: {{{modality}: start}}` (or center, end)"
+    written = f"`lengths: {{max: {{{modality}: {limit}}}" + ("}`" if kept else "")
+    return (
+        f"\nTo crop the too long ones when the data is read, set the data module's "
+        f"{written}{how}; they are counted in crop_counts."
+    )
+
+
+def fill_hint(split: str, split_by: str | None, split_column: str) -> str:
+    """Why ``split`` is empty and how to give it records (``split_by``: how the records were split, ``None``
+    when a split column marked them)."""
+    if split == "all":
+        return "no record is left: check the options that drop records (missing_modalities, missing labels)."
+    if split_by is None:
+        fix = f"the table's {split_column!r} column marks no record {split}: mark some"
+    elif split == "train":
+        fix = f"records are split {split_by}: lower val_fraction and test_fraction"
+    else:
+        fix = f"records are split {split_by}: raise {split}_fraction"
+    skip = {"val": ", or set trainer.limit_val_batches: 0 to train without validation",
+            "test": ", or test on another table"}.get(split, "")  # fmt: skip
+    return f"{fix}{skip}."
+
+
+def check_length_options(max_lengths: Mapping[str, Any], crop: Mapping[str, Any], served: Sequence[str]) -> None:
+    """Refuses ``lengths.max``/``lengths.crop`` naming a modality the records lack, a length that is not a
+    positive whole number, or an unknown crop policy (``crop``: the policies after defaults)."""
+    for option, keys in (("lengths.max", max_lengths), ("lengths.crop", crop)):
+        unknown = sorted(set(keys) - set(served))
+        if unknown:
+            raise ConfigError(
+                f"`{option}` names {unknown}, which are not among the modalities {sorted(served)}; "
+                f"use those names (or map the modality to its column in `modalities`)"
+            )
+    bad = {m: n for m, n in max_lengths.items() if not isinstance(n, int) or isinstance(n, bool) or n < 1}
+    if bad:
+        raise ConfigError(f"`lengths.max` must be positive whole numbers of letters, not {bad}")
+    policies = {m: c for m, c in crop.items() if c not in _KEPT and c != "error"}
+    if policies:
+        raise ConfigError(f"`lengths.crop` policies are center, end, start or error, not {policies}")
+
+
+def check_modality_options(modalities: Mapping[str, str], genome: Any, missing_modalities: str) -> None:
+    """Refuses no modality at all, DNA both read from a column and cut from the genome, or an unknown
+    ``missing_modalities`` policy."""
+    if genome is not None and genome.modality in modalities:
+        raise ConfigError(
+            f"{genome.modality} is both read from column {modalities[genome.modality]!r} and cut from the genome "
+            f"{genome.fasta}; remove `modalities.{genome.modality}` to cut it from the genome, or "
+            f"`source.genome` to read the column"
         )
-
-    def _fill(self, split: str) -> str:
-        """Why ``split`` is empty and how to give it records."""
-        if split == "all":
-            return "no record is left: check the options that drop records (missing_modalities, missing labels)."
-        if self._split_by is None:
-            fix = f"the table's {self.split_column!r} column marks no record {split}: mark some"
-        elif split == "train":
-            fix = f"records are split {self._split_by}: lower val_fraction and test_fraction"
-        else:
-            fix = f"records are split {self._split_by}: raise {split}_fraction"
-        skip = {"val": ", or set trainer.limit_val_batches: 0 to train without validation",
-                "test": ", or test on another table"}.get(split, "")  # fmt: skip
-        return f"{fix}{skip}."
+    if not modalities and genome is None:
+        raise ConfigError("`modalities` is empty: map each modality to its column, e.g. {dna: DNA}")
+    if missing_modalities not in ("mask", "error"):
+        raise ConfigError(f"`missing_modalities` is 'mask' or 'error', not {missing_modalities!r}")

@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -292,7 +293,7 @@ class TFBinding(SequenceClassification):
         keyed = KeyedSequences(np.asarray(codes), [self._proteins[n] for n in names], source)
         return dict.fromkeys(self._protein_modalities, keyed)
 
-    def _reader(self, store: RecordStore, table: pd.DataFrame, ids: list[str]) -> RecordReader:
+    def _reader(self, store: RecordStore, table: pd.DataFrame, ids: Sequence[str]) -> RecordReader:
         reader = super()._reader(store, table, ids)
         if self.genome_windows is not None:
             self.summary.padded = self.padded_counts.get(self.genome_windows.modality, 0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +180,7 @@ class PeakRecords:
         split = self.tf_split
         column = split.group
         keys = [k for frame in frames if frame is not None for k in frame[column].astype(str)]
-        rule = SplitRule("", column, column, 0.1 if split.val_fraction is None else split.val_fraction,
-                         split.test_fraction, split.seed, self._source, "TFBinding", split.folds, split.fold,
-                         split.val_groups, split.test_groups)  # fmt: skip
+        rule = SplitRule.of(replace(split, column=None), column, self._source, "TFBinding")
         self._splits_of_groups, self._split_how = split_groups(keys, rule, column)
 
     def _split_of(self, records: pd.DataFrame) -> np.ndarray:
