@@ -131,6 +131,17 @@ def test_data_module_constructors_take_option_groups_not_flat_options(cls):
     assert not flat, f"{cls.__name__} takes {flat}, which belong in an option group"
 
 
+
+@pytest.mark.parametrize("cls", _data_modules(), ids=lambda c: c.__name__)
+def test_data_modules_compose_rather_than_mix_in(cls):
+    """Every mmfuse class a data module inherits from is itself a data module: the store, checks, splitter
+    and loader builder are objects it holds (ARCHITECTURE.md, STYLE.md), not mixins."""
+    import lightning as L
+
+    mixins = [b.__name__ for b in cls.__mro__ if b.__module__.startswith("mmfuse.")
+              and not issubclass(b, L.LightningDataModule)]  # fmt: skip
+    assert not mixins, f"{cls.__name__} mixes in {mixins}; compose them instead"
+
 def test_the_data_folder_shows_the_design():
     data = PACKAGE / "data"
     assert {p.name for p in data.iterdir() if p.is_dir() and not p.name.startswith("_")} >= {
