@@ -53,7 +53,9 @@ ADAPTER_SPEARMAN = {
     "ConcatFusion": 0.511,
     "CrossAttentionFusion": 0.658,
     "GatedFusion": 0.488,
-    "InteractionFusion": 0.368,  # 0.598 on 2026-12-03 with the same code; 0.368 since on CI and here (see the docs)
+    # two outcomes of the same code, each every run alike on its environment: 0.598 (2026-12-03, and 2026-12-06 on
+    # a fresh install, also at the commit that measured 0.368), 0.368 (2026-12-04/05, CI and here); see the docs
+    "InteractionFusion": (0.368, 0.598),
     "LowRankTensorFusion": 0.526,
     "MulTFusion": 0.545,
     "PerceiverResampler": 0.512,
@@ -79,7 +81,9 @@ def test_every_adapter_learns_the_quickstart(name, tmp_path):
     spearman = results["test/spearman"]
     assert spearman > ADAPTER_THRESHOLD, results
     if name in ADAPTER_SPEARMAN:  # the built-in ones; a plugin's adapter only passes the threshold
-        assert abs(spearman - ADAPTER_SPEARMAN[name]) <= ADAPTER_SPREAD, (ADAPTER_SPEARMAN[name], results)
+        measured = ADAPTER_SPEARMAN[name]
+        nearest = min(measured, key=lambda m: abs(spearman - m)) if isinstance(measured, tuple) else measured
+        assert abs(spearman - nearest) <= ADAPTER_SPREAD, (measured, results)
 
 
 # Long enough for the tiny Enformer to read the promoter motifs: after the quickstart's 10 epochs it uses
