@@ -21,10 +21,10 @@ from mmfuse.data.store.records import ROW_ID, RecordStore
 from mmfuse.data.store.rows import Crop, RecordReader
 from mmfuse.errors import ConfigError
 
-__all__ = ["RecordChecks", "check_length_options", "check_modality_options", "crop_hint", "fill_hint"]
+__all__ = ["DEFAULT_CROP", "RecordChecks", "check_length_options", "check_modality_options", "crop_hint", "fill_hint"]
 
 #: keep the middle of DNA (around the TSS), the 3' end of RNA (3'UTR, as IsoFormer), a protein's N-terminus
-_DEFAULT_CROP: dict[str, Crop] = {"dna": "center", "rna": "end", "protein": "start"}
+DEFAULT_CROP: dict[str, Crop] = {"dna": "center", "rna": "end", "protein": "start"}
 _KEPT = {"center": "the middle", "end": "the 3' end", "start": "the 5' end"}
 _KEPT_PROTEIN = {"center": "the middle", "end": "the C-terminus", "start": "the N-terminus"}
 
@@ -126,7 +126,7 @@ class RecordChecks:
             counts[modality] = n
             if n:
                 unit, kept = ("aa", _KEPT_PROTEIN) if modality == "protein" else ("nt", _KEPT)
-                unit = unit if modality in _DEFAULT_CROP else "letters"
+                unit = unit if modality in DEFAULT_CROP else "letters"
                 rank_zero_info(f"{self.owner}: cropped {n} {modality} sequences to {limit:,} {unit} "
                                f"(kept {kept[policy]})")  # fmt: skip
         return counts

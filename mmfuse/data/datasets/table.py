@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmfuse.data.collate import MultiModalCollate
 from mmfuse.data.datasets.checks import (
-    _DEFAULT_CROP,
+    DEFAULT_CROP,
     RecordChecks,
     check_length_options,
     check_modality_options,
@@ -106,7 +106,7 @@ class TableDataModule(L.LightningDataModule):
         self.max_lengths = dict(lengths.max or {})
         self.genome_windows, self.records_dir = genome, source.records_dir
         self.served = [*self.modalities, *([genome.modality] if genome is not None else [])]
-        self.crop = {m: _DEFAULT_CROP.get(m, "error") for m in self.served} | dict(lengths.crop or {})
+        self.crop = {m: DEFAULT_CROP.get(m, "error") for m in self.served} | dict(lengths.crop or {})
         check_length_options(self.max_lengths, self.crop, self.served)
         self.crop_counts: dict[str, int] = {}
         self._splits: dict[str, SplitRecords] | None = None

@@ -22,8 +22,8 @@ import pandas as pd
 
 from mmfuse.data.errors import DataError
 
-__all__ = ["BLOCKS", "SPLIT_ALIASES", "RowTooLong", "SourcePart", "check_table_file", "open_text", "part_batches",
-           "part_columns", "read_table", "reading_error", "source_parts"]
+__all__ = ["BATCH_ROWS", "BLOCKS", "SPLIT_ALIASES", "RowTooLong", "SourcePart", "check_table_file", "open_text",
+           "part_batches", "part_columns", "read_table", "reading_error", "source_parts"]
 
 #: split names a table or a ``DatasetDict`` may use, and the split each means
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -40,7 +40,8 @@ BLOCKS = (4 << 20, 64 << 20, 1 << 30)
 
 class RowTooLong(DataError):
     """A CSV/TSV row longer than the block it is read in (the reader retries with a larger block)."""
-_BATCH_ROWS = 4096
+#: rows per Arrow batch when a table is streamed into the store
+BATCH_ROWS = 4096
 _DATA_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq")
 
 
@@ -253,7 +254,7 @@ def part_batches(part: SourcePart, columns: list[str], block: int = BLOCKS[0]) -
         import pyarrow.parquet as pq
 
         try:
-            yield from pq.ParquetFile(part.path).iter_batches(batch_size=_BATCH_ROWS, columns=columns)
+            yield from pq.ParquetFile(part.path).iter_batches(batch_size=BATCH_ROWS, columns=columns)
         except _READ_ERRORS as exc:
             raise reading_error(part.path, exc) from None
         return

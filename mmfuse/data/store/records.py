@@ -37,7 +37,7 @@ from filelock import FileLock, Timeout
 
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.tables import (
-    _BATCH_ROWS,
+    BATCH_ROWS,
     BLOCKS,
     SPLIT_ALIASES,
     RowTooLong,
@@ -210,7 +210,7 @@ def _write(target: Path, splits: list[tuple[str | None, Any]], kept: list[str], 
                 if isinstance(part, SourcePart):
                     batches = part_batches(part, present, block)
                 else:
-                    batches = (t for t in part.select_columns(present).with_format("arrow").iter(_BATCH_ROWS))
+                    batches = (t for t in part.select_columns(present).with_format("arrow").iter(BATCH_ROWS))
                 row = 0
                 for batch in batches:
                     table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
