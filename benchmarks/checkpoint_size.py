@@ -22,7 +22,7 @@ from mmfuse.adapters import ConcatFusion
 from mmfuse.backbones import ESM2
 from mmfuse.backbones.finetune import FineTuning, LoraOptions
 from mmfuse.data import IsoformExpression
-from mmfuse.tasks import MLPHead, RegressionTask
+from mmfuse.training import MLPHead, RegressionTask
 
 SETUPS = {"full": FineTuning(), "lora r=8": FineTuning(lora=LoraOptions(r=8)), "frozen": FineTuning(freeze=True)}
 

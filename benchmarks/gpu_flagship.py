@@ -131,8 +131,8 @@ def build_task(size: Size, frozen: bool, cached: bool, work: Path, adapter: str)
     from mmfuse.backbones.finetune import FineTuning, LoraOptions
     from mmfuse.cache import CacheOptions
     from mmfuse.data import GTEX_TISSUES
-    from mmfuse.tasks import RegressionTask
-    from mmfuse.tasks.heads import LinearHead
+    from mmfuse.training import RegressionTask
+    from mmfuse.training.heads import LinearHead
 
     lora = FineTuning(lora=LoraOptions())  # r 8, alpha 16, on the backbones' query and value projections
     backbones = {

@@ -127,8 +127,8 @@ def build(size: str, frozen: bool, work: Path, cache: bool = False, lora: bool =
     from mmfuse.backbones import ESM2, Enformer, HuggingFaceEncoder, NucleotideTransformer
     from mmfuse.backbones.finetune import FineTuning, LoraOptions
     from mmfuse.cache import CacheOptions
-    from mmfuse.tasks import RegressionTask
-    from mmfuse.tasks.heads import MLPHead
+    from mmfuse.training import RegressionTask
+    from mmfuse.training.heads import MLPHead
 
     if size == "nt_esm":  # issue 19's mixed-precision case: two transformer backbones, fully trained
         backbones = {

@@ -95,7 +95,7 @@ def render() -> str:
     from mmfuse.cache import CacheOptions
     from mmfuse.data import CellClassification, IsoformExpression, SequenceClassification, TFBinding
     from mmfuse.registry import ADAPTERS, BACKBONES, BUILTIN_SOURCE, HEADS, OBJECTIVES
-    from mmfuse.tasks import ClassificationTask, RegressionTask
+    from mmfuse.training import ClassificationTask, RegressionTask
 
     parts = [
         "# YAML reference",

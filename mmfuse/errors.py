@@ -4,7 +4,7 @@ The ``mmfuse`` command prints these as one message, without a traceback (``MMFUS
 it); every message names the record, key or file and the fix.
 """
 
-__all__ = ["ConfigError", "MmfuseError", "NonFiniteError"]
+__all__ = ["CheckpointMismatchError", "ConfigError", "MmfuseError", "NonFiniteError"]
 
 
 class MmfuseError(Exception):
@@ -17,3 +17,7 @@ class ConfigError(MmfuseError, ValueError):
 
 class NonFiniteError(MmfuseError, ArithmeticError):
     """A loss, weight or prediction that is NaN or infinite: the run stops (never exits 0 after it)."""
+
+
+class CheckpointMismatchError(MmfuseError, ValueError):
+    """Saved weights that do not fit the model they are loaded into."""

@@ -1,13 +1,15 @@
-"""Atomic file writing: a crash never leaves a half-written file in place of a good one."""
+"""Atomic file writing (a crash never leaves a half-written file in place of a good one), and how saved
+weights differ from a model's."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "describe_mismatch", "state_dict_mismatch"]
 
 
 @contextmanager
@@ -50,3 +52,25 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def describe_mismatch(missing: Sequence[str], unexpected: Sequence[str], wrong_shape: Sequence[str]) -> str | None:
+    """A one-line summary of a state-dict mismatch, or ``None`` when everything fits."""
+    parts = [
+        f"{len(items)} {label} (e.g. {', '.join(list(items)[:3])})"
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong_shape))
+        if items
+    ]
+    return "; ".join(parts) or None
+
+
+def state_dict_mismatch(expected: Mapping[str, Any], given: Mapping[str, Any]) -> str | None:
+    """How ``given`` differs from ``expected`` (names and shapes), or ``None`` if it fits."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    wrong_shape = [
+        f"{k}: saved {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(given))
+        if hasattr(given[k], "shape") and tuple(given[k].shape) != tuple(expected[k].shape)
+    ]
+    return describe_mismatch(missing, unexpected, wrong_shape)

@@ -1,7 +1,7 @@
 """The fusion model as a plain PyTorch module: backbones keyed by modality → fusion adapter → head.
 
 No Lightning here (see ARCHITECTURE.md): :class:`FusionModel` trains in any loop. The Lightning task
-(:class:`~mmfuse.tasks.FusionTask`) owns one, with an objective and an optimiser.
+(:class:`~mmfuse.training.FusionTask`) owns one, with an objective and an optimiser.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class FusionModel(nn.Module):
         num_outputs: width of the head's output.
         adapter: builds the fusion adapter from the backbones' widths (default: ``ConcatFusion``).
         head: builds the head from the fused width and ``num_outputs`` (default: one ``nn.Linear``;
-            the tasks default to :class:`~mmfuse.tasks.heads.MLPHead`).
+            the tasks default to :class:`~mmfuse.training.heads.MLPHead`).
         modality_dropout: in training mode, hide each present modality of each sample with this
             probability (always keeping one), so the model learns to predict from any subset.
 

@@ -287,8 +287,8 @@ def _source_of(obj: Any) -> str:
 
 BACKBONES = Registry("backbone", builtins=("mmfuse.backbones",))
 ADAPTERS = Registry("adapter", builtins=("mmfuse.adapters",))
-HEADS = Registry("head", builtins=("mmfuse.tasks",))
-OBJECTIVES = Registry("objective", builtins=("mmfuse.tasks",))
+HEADS = Registry("head", builtins=("mmfuse.training",))
+OBJECTIVES = Registry("objective", builtins=("mmfuse.training",))
 REGISTRIES: dict[str, Registry] = {
     "backbones": BACKBONES,
     "adapters": ADAPTERS,

@@ -75,3 +75,16 @@ def quickstart() -> Path:
 @pytest.fixture(scope="session")
 def sequences() -> dict[str, list[str]]:
     return SEQUENCES
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """For the training and analysis tests: the last checkpoint of two training steps of the quickstart on
+    12 sample genes (:data:`SMALL`)."""
+    from tests.helpers.in_process import QUICKSTART, SMALL, mmfuse_stdout
+
+    runs = tmp_path_factory.mktemp("quickstart-runs")
+    mmfuse_stdout("fit", "--config", str(QUICKSTART), *SMALL, "--trainer.max_steps=2", "--trainer.limit_val_batches=1",
+                  "--trainer.num_sanity_val_steps=0", f"--trainer.logger.init_args.save_dir={runs}")  # fmt: skip
+    (last,) = runs.glob("*/*/checkpoints/last.ckpt")
+    return last

@@ -44,15 +44,14 @@ import torch
 
 from mmfuse.adapters import ConcatFusion
 from mmfuse.backbones import ESM2, ContextEmbedding, Enformer, Geneformer, NucleotideTransformer
-from mmfuse.checkpoints import CheckpointMismatchError
 from mmfuse.cli import main
 from mmfuse.data import GTEX_TISSUES, CellClassification, IsoformExpression, SequenceClassification, TFBinding
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.fasta import open_genome
 from mmfuse.data.samples.isoform import make_sample_table
-from mmfuse.errors import ConfigError, MmfuseError
+from mmfuse.errors import CheckpointMismatchError, ConfigError, MmfuseError
 from mmfuse.registry import ADAPTERS, BACKBONES, PluginLoadError, UnknownComponentError
-from mmfuse.tasks import MLPHead, RegressionTask
+from mmfuse.training import MLPHead, RegressionTask
 from tests.helpers.in_process import bare_argv
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart" / "config.yaml"

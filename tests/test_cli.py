@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from mmfuse.cli import main
-from mmfuse.cli_hints import config_hints, user_config
+from mmfuse.cli.hints import config_hints, user_config
 from mmfuse.registry import Registry
 
 # configs; search spaces of `mmfuse sweep` are named *space.yaml (tests/test_sweep.py)
@@ -18,11 +18,18 @@ EXPERIMENTS = sorted(p for p in (Path(__file__).resolve().parents[1] / "experime
                      if not p.name.endswith("space.yaml"))  # fmt: skip
 
 
-def test_help_lists_the_subcommands(run_mmfuse, capsys, monkeypatch):
+def test_help_lists_every_command_with_one_line(run_mmfuse, capsys, monkeypatch):
+    from mmfuse.cli import COMMANDS
+
     result = run_mmfuse("--help")  # the installed command, in its own process
     assert result.returncode == 0, result.stderr
-    assert "{fit,validate,test,predict,embed,explain,score-variants}" in result.stdout
-    assert "mmfuse components" in result.stdout
+    listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert listed == list(COMMANDS) and len(COMMANDS) == 12, result.stdout
+    for name, command in COMMANDS.items():
+        assert f"  {name}" in result.stdout and command.help in result.stdout
+    unknown = run_mmfuse("fitt", "--config", "x.yaml")
+    assert unknown.returncode == 2 and unknown.stderr.strip() == (
+        "mmfuse: error: no command 'fitt'; did you mean `mmfuse fit`? (`mmfuse --help` lists them)")
     monkeypatch.setattr("sys.argv", ["mmfuse"])
     with pytest.raises(SystemExit) as info:
         main(["fit", "--help"])
@@ -37,7 +44,7 @@ def test_every_experiment_config_parses(config, capsys, monkeypatch):
         main(["fit", "--config", str(config), "--print_config"])
     assert info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["class_path"].startswith("mmfuse.tasks.")
+    assert printed["model"]["class_path"].startswith("mmfuse.training.")
     for backbone in printed["model"]["init_args"]["backbones"].values():
         assert backbone["class_path"].startswith("mmfuse.backbones.")  # short names resolved
 
@@ -81,7 +88,7 @@ def test_bad_adapter_option_is_one_clear_line(quickstart, capsys, monkeypatch):
 @pytest.mark.parametrize("has_bf16", [False, True])
 def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_before_the_run(quickstart, capsys, monkeypatch, has_bf16):
     # the warning comes before the model is built: a bad adapter option then ends the command cheaply
-    monkeypatch.setattr("mmfuse.cli_checks._cpu_has_bf16", lambda: has_bf16)
+    monkeypatch.setattr("mmfuse.cli.checks.cpu_has_bf16", lambda: has_bf16)
     override = '--model.init_args.adapter={"class_path": "CrossAttentionFusion", "init_args": {"queries": ["atac"]}}'
     code, stderr = _in_process(capsys, monkeypatch, "fit", "--config", str(quickstart), override,
                                "--trainer.precision=bf16-mixed", "--trainer.accelerator=cpu")  # fmt: skip
@@ -98,9 +105,9 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_before_the_run(quicks
 
 
 def test_slow_precision_note_only_for_bf16_on_a_cpu(monkeypatch):
-    from mmfuse.cli_checks import slow_precision_note
+    from mmfuse.cli.checks import slow_precision_note
 
-    monkeypatch.setattr("mmfuse.cli_checks._cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("mmfuse.cli.checks.cpu_has_bf16", lambda: False)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert slow_precision_note({"trainer": {"precision": "bf16-true", "accelerator": "auto"}}).startswith(
         "mmfuse: warning: trainer.precision is bf16-true"
@@ -114,7 +121,7 @@ def test_slow_precision_note_only_for_bf16_on_a_cpu(monkeypatch):
 
 def test_trainer_writes_checkpoints_through_the_atomic_checkpoint_io(quickstart, monkeypatch, tmp_path):
     from mmfuse.cli import MmfuseCLI
-    from mmfuse.tasks import AtomicCheckpointIO
+    from mmfuse.training import AtomicCheckpointIO
 
     monkeypatch.setattr("sys.argv", ["mmfuse"])
     cli = MmfuseCLI(["--config", str(quickstart), "--data.init_args.sample.size=12", "--trainer.logger=false",
@@ -354,3 +361,47 @@ def test_a_refused_config_gets_its_cause_and_place_without_the_usage_dump(capsys
     monkeypatch.setenv("MMFUSE_DEBUG", "1")  # jsonargparse's own, whole message
     code, err = _in_process(capsys, monkeypatch, "fit", "--config", str(config))
     assert code == 2 and "usage:" in err and 'Parser key "model"' in err
+
+
+def test_bf16_instructions_are_read_from_the_cpu_flags(tmp_path):
+    from mmfuse.cli.checks import cpu_has_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
+    assert not cpu_has_bf16(str(cpuinfo))
+    for flag in ("avx512_bf16", "amx_bf16"):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu avx512f {flag} amx_tile\n")
+        assert cpu_has_bf16(str(cpuinfo))
+    assert cpu_has_bf16(str(tmp_path / "missing"))  # not Linux: no warning rather than a wrong one
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("mmfuse.tasks.RegressionTask", "mmfuse.training.RegressionTask"),
+     ("mmfuse.tasks.task.RegressionTask", "mmfuse.training.task.RegressionTask")],  # fmt: skip
+)
+def test_a_class_path_of_a_module_that_moved_names_the_new_one(old, new, quickstart, capsys, monkeypatch):
+    code, stderr = _in_process(capsys, monkeypatch, "fit", "--config", str(quickstart), f"--model.class_path={old}")
+    assert code == 2, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("mmfuse: error:")]
+    short = old.rsplit(".", 1)[-1]
+    assert len(errors) == 1 and errors[0].endswith(
+        f"{old!r}: mmfuse's {old.rsplit('.', 1)[0]} is now {new.rsplit('.', 1)[0]}; write `{new}` (or `{short}`)"
+    ), stderr
+
+
+def test_a_failed_command_writes_its_error_for_its_caller(quickstart, capsys, monkeypatch, tmp_path):
+    from mmfuse.cli.summary import ENV, read_summary
+
+    monkeypatch.setenv(ENV, str(tmp_path / "summary.json"))
+    override = "--model.init_args.backbones.protein.init_args.preset=esm2_8M"
+    code, stderr = _in_process(capsys, monkeypatch, "fit", "--config", str(quickstart), override)
+    assert code == 1
+    failed = read_summary(tmp_path / "summary.json")
+    assert failed["command"] == "fit" and failed["status"] == "failed"
+    assert f"mmfuse: error: {failed['error']}" == stderr.strip().splitlines()[-1]
+    code, stderr = _in_process(capsys, monkeypatch, "fit", "--config", str(quickstart), "--trainer.max_epocs=1")
+    assert code == 2
+    failed = read_summary(tmp_path / "summary.json")
+    assert failed["causes"] and "max_epocs" in failed["causes"][0] and "max_epocs" in failed["error"]
+    assert f"mmfuse: error: {failed['error']}" in stderr

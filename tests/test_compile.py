@@ -7,7 +7,7 @@ import torch
 
 from mmfuse.backbones import ESM2, NucleotideTransformer
 from mmfuse.errors import ConfigError
-from mmfuse.tasks import RegressionTask
+from mmfuse.training import RegressionTask
 
 
 def _task(**kwargs):

@@ -15,8 +15,8 @@ from mmfuse.cache import CachedBackbone, CacheOptions, EmbeddingStore, KeyTokeni
 from mmfuse.data import IsoformExpression
 from mmfuse.data.collate import MultiModalCollate, sequence_key
 from mmfuse.errors import ConfigError
-from mmfuse.tasks import RegressionTask
-from mmfuse.tasks.heads import MLPHead
+from mmfuse.training import RegressionTask
+from mmfuse.training.heads import MLPHead
 
 
 def _key(i: int) -> bytes:

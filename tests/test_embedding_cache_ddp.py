@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     from mmfuse.backbones import ESM2, FineTuning, NucleotideTransformer
     from mmfuse.data import IsoformExpression
     from mmfuse.cache import CacheOptions, cached_backbones
-    from mmfuse.tasks import RegressionTask
+    from mmfuse.training import RegressionTask
 
     out = Path(sys.argv[1])
     L.seed_everything(0)

@@ -42,11 +42,26 @@ def test_fit_shows_progress_and_epoch_metrics(trained, quickstart):
     assert f"Test it with: mmfuse test --config {quickstart} --ckpt_path" in result.stdout
 
 
+def test_fit_writes_its_summary_into_its_run_directory(trained):
+    import json
+
+    workdir, checkpoint, result = trained
+    (path,) = workdir.rglob("summary_fit.json")
+    summary = json.loads(path.read_text())
+    assert summary["command"] == "fit" and summary["status"] == "completed"
+    assert Path(summary["run_dir"]) == path.parent.relative_to(workdir)
+    assert workdir / summary["best_checkpoint"] == checkpoint
+    assert (workdir / summary["last_checkpoint"]).is_file() and summary["last_checkpoint"] != summary["best_checkpoint"]
+    assert summary["monitor"] == "val/spearman" and summary["mode"] == "max"
+    assert -1 <= summary["best_score"] <= 1 and summary["epochs"] == 2
+    assert f"Best checkpoint: {summary['best_checkpoint']}" in result.stdout  # what it printed, as data
+
+
 def test_checkpoint_is_plain_data(trained):
     _, checkpoint, _ = trained
     content = torch.load(checkpoint, weights_only=True, map_location="cpu")
     hparams = content["hyper_parameters"]
-    assert hparams["_class_path"] == "mmfuse.tasks.RegressionTask"
+    assert hparams["_class_path"] == "mmfuse.training.RegressionTask"
     assert hparams["target_names"] == list(GTEX_TISSUES)
     assert "objective.target_mean" in content["state_dict"] and "optimizer_states" in content
 
@@ -139,7 +154,7 @@ def test_classification_fit_then_predict_writes_class_probabilities(run_mmfuse, 
     best = next(line for line in result.stdout.splitlines() if line.startswith("Best checkpoint: "))
     checkpoint = tmp_path / best.removeprefix("Best checkpoint: ")
     hparams = torch.load(checkpoint, weights_only=True, map_location="cpu")["hyper_parameters"]
-    assert hparams["_class_path"] == "mmfuse.tasks.ClassificationTask"
+    assert hparams["_class_path"] == "mmfuse.training.ClassificationTask"
     assert hparams["target_names"] == ["low", "medium", "high"]
 
     output = tmp_path / "preds.csv"

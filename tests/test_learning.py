@@ -113,8 +113,9 @@ def test_modality_contribution_and_attributions_show_the_planted_structure(quick
     AVX-512/AMX CI machine the motifs hold only 0.083 (chance 0.060), so that part asks for more than chance."""
     import pandas as pd
 
+    from mmfuse.analysis.explain import ExplanationWriter
+    from mmfuse.analysis.explain import explain as explain_records
     from mmfuse.data.samples.isoform import PROGRAMS
-    from mmfuse.tasks.explain import ExplanationWriter
 
     monkeypatch.setattr("sys.argv", ["mmfuse"])
     cli = MmfuseCLI(
@@ -146,7 +147,7 @@ def test_modality_contribution_and_attributions_show_the_planted_structure(quick
         out = tmp_path / f"attributions_{name}.parquet"
         cli.trainer.callbacks[:] = [c for c in cli.trainer.callbacks if not isinstance(c, ExplanationWriter)]
         cli.trainer.callbacks.append(ExplanationWriter(output=str(out), methods=["ig"], plots=False, **options))
-        cli.trainer.explain(cli.model, cli.datamodule, ckpt_path="best", ids=ids)
+        explain_records(cli.trainer, cli.model, cli.datamodule, "best", ids)
         return pd.read_parquet(out)
 
     chosen = held_out[(held_out["are_count"] > 0) & held_out["has_motif"]].index[:8].tolist()

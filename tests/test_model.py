@@ -17,7 +17,7 @@ from mmfuse.backbones import ESM2, NucleotideTransformer
 from mmfuse.data import IsoformExpression
 from mmfuse.errors import ConfigError
 from mmfuse.model import FusionModel
-from mmfuse.tasks import MLPHead, Regression, RegressionTask
+from mmfuse.training import MLPHead, Regression, RegressionTask
 
 STEPS = 4  # within the first epoch (5 batches)
 

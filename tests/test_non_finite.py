@@ -16,7 +16,7 @@ from mmfuse.data import IsoformExpression
 from mmfuse.data.errors import DataError
 from mmfuse.data.samples.isoform import make_sample_table
 from mmfuse.errors import NonFiniteError
-from mmfuse.tasks import EpochSummary, MLPHead, PredictionWriter, RegressionTask
+from mmfuse.training import EpochSummary, MLPHead, PredictionWriter, RegressionTask
 
 
 def _datamodule(path="sample", batch_size=8) -> IsoformExpression:

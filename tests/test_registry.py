@@ -80,7 +80,7 @@ def test_one_matcher_case_first_then_the_most_similar_above_one_cutoff():
 
 def test_objectives_registry_is_listed_with_the_others():
     assert REGISTRIES["objectives"] is OBJECTIVES and OBJECTIVES.kind == "objective"
-    assert OBJECTIVES.group == "mmfuse.objectives" and "mmfuse.tasks" in OBJECTIVES.builtins
+    assert OBJECTIVES.group == "mmfuse.objectives" and "mmfuse.training" in OBJECTIVES.builtins
 
 
 def test_plugins_load_lazily_and_failures_name_the_distribution(monkeypatch):

@@ -18,7 +18,7 @@ import yaml
 
 from mmfuse.cli import MmfuseCLI
 from mmfuse.errors import MmfuseError
-from mmfuse.tasks import AtomicCheckpointIO
+from mmfuse.training import AtomicCheckpointIO
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
 STEPS_PER_EPOCH = 8  # 58 training records of the 24-gene sample (RNA + protein), batches of 8
@@ -165,7 +165,10 @@ class _Parsed(Exception):
 
 
 def _parsed_config(monkeypatch, *args: str):
+    before = MmfuseCLI.before_instantiate_classes
+
     def stop(cli):
+        before(cli)  # the config as the classes are built from it
         raise _Parsed(cli.config)
 
     monkeypatch.setattr(MmfuseCLI, "before_instantiate_classes", stop)
@@ -204,7 +207,7 @@ def test_prediction_that_dies_midway_leaves_the_earlier_predictions_whole(tmp_pa
 
     from mmfuse.backbones import ESM2
     from mmfuse.data import IsoformExpression
-    from mmfuse.tasks import PredictionWriter, RegressionTask
+    from mmfuse.training import PredictionWriter, RegressionTask
 
     output = tmp_path / "preds.csv"
     output.write_text("transcript_id,Brain\nearlier,1.0\n")

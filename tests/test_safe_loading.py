@@ -220,13 +220,13 @@ def test_a_checkpoint_cannot_change_a_weights_source_and_differences_are_shown(h
 
 
 def test_the_comparison_names_each_difference_once_and_knows_re_exported_classes():
-    from mmfuse.checkpoints import compare_with_checkpoint
+    from mmfuse.training.checkpoints import compare_with_checkpoint
 
     def model(adapter: str, backbone: str, **head: object) -> dict:
-        return {"class_path": "mmfuse.tasks.RegressionTask", "init_args": {
+        return {"class_path": "mmfuse.training.RegressionTask", "init_args": {
             "backbones": {"dna": {"class_path": backbone, "init_args": {"preset": "tiny"}}},
             "adapter": {"class_path": adapter, "init_args": {"hidden_dim": 8}},
-            "head": {"class_path": "mmfuse.tasks.MLPHead", "init_args": {"dropout": 0.1, **head}},
+            "head": {"class_path": "mmfuse.training.MLPHead", "init_args": {"dropout": 0.1, **head}},
             "target_names": None}}  # fmt: skip
 
     def saved(config: dict) -> dict:

@@ -17,10 +17,10 @@ import torch
 import yaml
 
 from mmfuse.cli import main
+from mmfuse.cli.runs import run_config, set_key
+from mmfuse.cli.sweep import SweepTrial
+from mmfuse.cli.sweep_space import Param, copy_with, load_space
 from mmfuse.data import IsoformExpression
-from mmfuse.runs import run_config, set_key
-from mmfuse.sweep import SweepTrial
-from mmfuse.sweep_space import Param, copy_with, load_space
 
 optuna = pytest.importorskip("optuna")
 
@@ -163,7 +163,7 @@ def test_a_trial_below_the_median_is_stopped_and_recorded_pruned(tmp_path):
         study.tell(trial, good)
     trial = study.ask()
     result = tmp_path / "result.json"
-    callback = SweepTrial(storage, "s", trial._trial_id, "val/spearman", "max", str(result))
+    callback = SweepTrial(storage, "s", trial.number, "val/spearman", "max", str(result))
     epoch0 = _trainer(0, 0.1)
     callback.on_validation_end(epoch0, None)
     assert not epoch0.should_stop, "no pruning in the warm-up epoch"
@@ -183,7 +183,7 @@ def test_a_trial_below_the_median_is_stopped_and_recorded_pruned(tmp_path):
         1: pytest.approx(0.2),
     }
     better = study.ask()  # above the median: not stopped
-    callback = SweepTrial(storage, "s", better._trial_id, "val/spearman", "max", str(tmp_path / "b.json"))
+    callback = SweepTrial(storage, "s", better.number, "val/spearman", "max", str(tmp_path / "b.json"))
     callback.on_validation_end(_trainer(0, 0.5), None)
     trainer = _trainer(1, 0.7)
     callback.on_validation_end(trainer, None)

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmfuse.backbones.presets import fetch_file
-from mmfuse.checkpoints import CheckpointMismatchError, describe_mismatch
-from mmfuse.errors import ConfigError
+from mmfuse.errors import CheckpointMismatchError, ConfigError
+from mmfuse.io import describe_mismatch
 
 __all__ = [
     "bin_mask",

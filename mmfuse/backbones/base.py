@@ -34,6 +34,11 @@ class BackboneOutput:
     mask: Tensor
 
 
+#: torch's batch-norm layers (their common base class is private)
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LazyBatchNorm1d,
+                 nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)  # fmt: skip
+
+
 class Backbone(nn.Module, ABC):
     """Base class of sequence encoders.
 
@@ -90,6 +95,10 @@ class Backbone(nn.Module, ABC):
             self.freeze()  # e.g. train_last_layers: 0; then run without building a graph
         self.train()
 
+    def unwrapped(self) -> Backbone:
+        """The backbone that computes the embeddings: itself, or the one a wrapper (the embedding cache) holds."""
+        return self
+
     def fixed_state_keys(self) -> set[str]:
         """State-dict keys a checkpoint need not store: fixed weights (and the buffers of modules
         whose weights are all fixed) of a backbone loaded from :attr:`weights_source`, which gives
@@ -142,7 +151,7 @@ class Backbone(nn.Module, ABC):
         super().train(mode and not self.frozen)
         if mode and not self.frozen:
             for module in self.modules():  # fixed BatchNorm layers keep their statistics
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                if isinstance(module, _BATCH_NORMS) and not any(
                     p.requires_grad for p in module.parameters()
                 ):
                     module.eval()

@@ -147,8 +147,9 @@ class Borzoi(DnaTrunkBackbone):
         from borzoi_pytorch.pytorch_borzoi_transformer import Attention
 
         self.model.crop.target_length = -1  # cropping is done here, on embeddings and mask alike
-        for name in _HEADS:
-            self.model._modules.pop(name, None)
+        for name in _HEADS:  # the tracks heads are unused, and unused parameters break DDP
+            if hasattr(self.model, name):
+                delattr(self.model, name)
         self._attention = [m for m in self.model.modules() if isinstance(m, Attention)]
 
     @property

@@ -154,7 +154,7 @@ class Enformer(DnaTrunkBackbone):
     def _prepare(self) -> None:
         self.model.set_target_length(-1)  # cropping is done here, on embeddings and mask alike
         _fast_attention_pools(self.model)
-        self.model._heads = nn.ModuleDict()  # the tracks heads are unused; unused parameters break DDP
+        self.model.add_heads()  # no tracks heads: they are unused, and unused parameters break DDP
         self.bin_size = 2**self.model.config.num_downsamples
 
     @property

@@ -204,8 +204,8 @@ class HuggingFaceEncoder(Backbone):
                 model = model_class.from_pretrained(source, revision=revision, dtype=torch.float32, **remote)
             elif hasattr(model_class, "from_config"):  # AutoModel
                 model = model_class.from_config(config, dtype=torch.float32, **remote)
-            else:  # an encoder-only class
-                model = model_class._from_config(config, dtype=torch.float32)
+            else:  # an encoder-only class, built in float32 whatever dtype its config was saved with
+                model = model_class(config).to(torch.float32)
         except OSError as exc:
             raise weights_error(source, exc) from exc
         config = model.config

@@ -113,6 +113,9 @@ class CachedBackbone(Backbone):
     def fixed_state_keys(self) -> set[str]:
         return self.backbone.fixed_state_keys()
 
+    def unwrapped(self) -> Backbone:
+        return self.backbone.unwrapped()
+
     def blocks(self) -> Sequence[nn.Module]:
         return self.backbone.blocks()
 

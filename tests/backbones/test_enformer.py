@@ -7,8 +7,7 @@ from enformer_pytorch.config_enformer import EnformerConfig
 
 from mmfuse.backbones import ENFORMER_PRESETS, Enformer
 from mmfuse.backbones.enformer import save_enformer
-from mmfuse.checkpoints import CheckpointMismatchError
-from mmfuse.errors import ConfigError
+from mmfuse.errors import CheckpointMismatchError, ConfigError
 
 DNA = ["ACGTTGCA" * 32, "GATTACA" * 20]  # 256 bp and 140 bp; tiny bins are 32 bp
 

@@ -38,9 +38,6 @@ from mmfuse.tokenizers import Tokenizer
 
 __all__ = ["LoaderBuilder", "check_served", "check_tokenizer", "select", "shuffle_seed"]
 
-# torchdata 0.11 calls an API torch deprecated (a no-op): nothing a user can act on
-warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
-
 
 def shuffle_seed() -> int:
     """The seed of the training order: the run's ``seed_everything`` (Lightning's ``PL_GLOBAL_SEED``),
@@ -89,13 +86,15 @@ class LoaderBuilder:
             )}  # fmt: skip
         # a StatefulDataLoader: Lightning stores how far through the epoch it got in each checkpoint,
         # and a run resumed from a mid-epoch checkpoint skips the batches already trained on
-        return StatefulDataLoader(
-            dataset,
-            **batching,
-            num_workers=self.num_workers,
-            collate_fn=self.collate,
-            persistent_workers=self.num_workers > 0,
-        )
+        with warnings.catch_warnings():  # its constructor calls an API torch deprecated (a no-op)
+            warnings.filterwarnings("ignore", message="'set_vital' is deprecated")
+            return StatefulDataLoader(
+                dataset,
+                **batching,
+                num_workers=self.num_workers,
+                collate_fn=self.collate,
+                persistent_workers=self.num_workers > 0,
+            )
 
     def selected(self, dataset: Dataset) -> DataLoader:
         """The loader of records picked by :func:`select`, in their order, with their sequences."""

@@ -1,0 +1,31 @@
+"""The Lightning task (model + objective + optimiser), objectives, heads, metrics, callbacks and prediction writers."""
+
+from mmfuse.training.callbacks import EpochSummary, Evaluation, EvaluationReport, StepReseeding
+from mmfuse.training.checkpoint_io import AtomicCheckpointIO
+from mmfuse.training.heads import Head, LinearHead, MLPHead
+from mmfuse.training.metrics import ClassificationMetrics, MetricTable, RegressionMetrics, format_table
+from mmfuse.training.objectives import Classification, Objective, Regression
+from mmfuse.training.task import ClassificationTask, FusionTask, RegressionTask
+from mmfuse.training.writer import PredictionWriter
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "Classification",
+    "ClassificationMetrics",
+    "ClassificationTask",
+    "EpochSummary",
+    "Evaluation",
+    "EvaluationReport",
+    "FusionTask",
+    "Head",
+    "LinearHead",
+    "MLPHead",
+    "MetricTable",
+    "Objective",
+    "PredictionWriter",
+    "Regression",
+    "RegressionMetrics",
+    "RegressionTask",
+    "StepReseeding",
+    "format_table",
+]
