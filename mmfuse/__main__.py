@@ -1,5 +1,5 @@
-"""``python -m mmfuse`` is the ``mmfuse`` command."""
+"""``python -m mmfuse`` is the ``mmfuse`` command (with its exit status, as the console script has)."""
 
 from mmfuse.cli import main
 
-main()
+raise SystemExit(main())
