@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,6 @@ def test_fit_shows_progress_and_epoch_metrics(trained, quickstart):
 
 
 def test_fit_writes_its_summary_into_its_run_directory(trained):
-    import json
-
     workdir, checkpoint, result = trained
     (path,) = workdir.rglob("summary_fit.json")
     summary = json.loads(path.read_text())
@@ -95,6 +94,12 @@ def test_test_prints_the_table_per_tissue(trained, quickstart, run_mmfuse):
     np.testing.assert_allclose(full.loc[list(table.index), "spearman"], table["spearman"], rtol=1e-5, atol=1e-6)
     assert contribution.groupby("shown")["target"].count().eq(30).all()
     assert "| modality | cost of hiding it alone (spearman) | Shapley value (spearman) |" in result.stdout
+    # the same, as data: the summary the command wrote beside its report
+    summary = json.loads((folder.parent / "summary_test.json").read_text())
+    assert summary["command"] == "test" and summary["status"] == "completed"
+    assert workdir / summary["metrics_table"] == workdir / written.removeprefix("Per-target metrics written to ")
+    assert workdir / summary["report_dir"] == folder
+    assert summary["metrics"]["test/spearman"] == pytest.approx(table["spearman"].mean(), abs=1e-4)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -108,6 +113,8 @@ def test_predictions_from_a_fresh_process_equal_the_model_in_memory(
     assert result.returncode == 0, result.stderr[-3000:]
     written = pd.read_parquet(output) if suffix == ".parquet" else pd.read_csv(output)
     assert list(written.columns) == ["transcript_id", *GTEX_TISSUES]
+    summaries = [json.loads(p.read_text()) for p in workdir.rglob("summary_predict.json")]
+    assert str(output) in [s["predictions"] for s in summaries], summaries  # where a script finds them
 
     monkeypatch.setattr("sys.argv", ["mmfuse"])
     cli = MmfuseCLI(["--config", str(quickstart), *FAST[:1]], run=False)
