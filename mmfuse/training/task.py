@@ -184,8 +184,8 @@ class FusionTask(L.LightningModule):
         """Predictions of tokenized inputs in the data's terms (original units, class probabilities)."""
         return self.objective.predict(self.model(inputs, present).float())
 
-    def transfer_batchmove_batch(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return move_batch(batch, device) if isinstance(batch, dict) else super().transfer_batchmove_batch(
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return move_batch(batch, device) if isinstance(batch, dict) else super().transfer_batch_to_device(
             batch, device, dataloader_idx)  # fmt: skip
 
     def configure_optimizers(self) -> Any:

@@ -10,7 +10,7 @@ from mmfuse.adapters import ConcatFusion
 from mmfuse.backbones import ESM2, FineTuning, NucleotideTransformer
 from mmfuse.data import IsoformExpression
 from mmfuse.errors import CheckpointMismatchError, ConfigError
-from mmfuse.training import MLPHead, RegressionTask
+from mmfuse.training import ClassificationTask, MLPHead, RegressionTask
 
 
 def _task(hidden_dim: int = 16, **kwargs) -> RegressionTask:
@@ -155,3 +155,13 @@ def test_modality_dropout_hides_modalities_in_training_only():
     assert (task.model.fuse(inputs).abs().sum(1) > 0).all()
     with pytest.raises(ConfigError, match=r"modality_dropout must be in \[0, 1\)"):
         _task(modality_dropout=1.0)
+
+
+@pytest.mark.parametrize("task_class", [RegressionTask, ClassificationTask])
+def test_the_task_moves_its_batches_itself_leaving_strings_unwalked(task_class):
+    # Lightning calls this hook by name: a renamed override would silently fall back to Lightning's walk
+    assert task_class.transfer_batch_to_device is not L.LightningModule.transfer_batch_to_device
+    batch = {"inputs": {"rna": {"input_ids": torch.ones(2, 3)}}, "ids": ["a", "b"], "target": torch.zeros(2)}
+    moved = task_class.transfer_batch_to_device(None, batch, torch.device("meta"), 0)
+    assert moved["inputs"]["rna"]["input_ids"].device.type == "meta" and moved["target"].device.type == "meta"
+    assert moved["ids"] == ["a", "b"]
