@@ -231,3 +231,69 @@ def test_prediction_that_dies_midway_leaves_the_earlier_predictions_whole(tmp_pa
     assert calls == [0, 1, 2]
     assert output.read_text() == "transcript_id,Brain\nearlier,1.0\n"
     assert [p.name for p in tmp_path.iterdir()] == ["preds.csv"]  # the partial file is removed
+
+
+def _stop_at_stall(process: subprocess.Popen, signum: int) -> str:
+    """Reads ``process``'s output until it stalls, sends it ``signum``, returns all it printed."""
+    lines = []
+    deadline = time.monotonic() + 180
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("stalling at step"):
+            process.send_signal(signum)
+            break
+        assert time.monotonic() < deadline, "the run never reached the step it stalls at"
+    out, _ = process.communicate(timeout=120)
+    return "".join(lines) + out
+
+
+def _epoch_checkpoints(workdir: Path) -> None:
+    """Checkpoints at the end of each epoch only: what a stop mid-epoch has is the one it writes itself."""
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["trainer"]["callbacks"][0]["init_args"] = {"save_last": True}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.mark.slow  # three processes (20 s): in `make test-slow`, which CI runs too
+def test_run_stopped_by_sigterm_saves_where_it_stopped_exits_143_and_resumes_to_the_same_weights(workdirs):
+    straight, stopped = workdirs
+    for workdir in workdirs:
+        _epoch_checkpoints(workdir)
+    reference = _fit(straight)
+    out = _stop_at_stall(_fit(stopped, stall_at=STEPS_PER_EPOCH + 3), signal.SIGTERM)  # 3 steps into epoch 2
+    run = stopped / "runs/crash/version_0"
+    stop_step = STEPS_PER_EPOCH + 4  # the stalled step runs to its end
+    line = f"mmfuse: stopped by SIGTERM at step {stop_step}; resume with --ckpt_path last (saved "
+    assert line in out, out[-3000:]
+    assert [ln for ln in out.splitlines() if ln.startswith("mmfuse:")] == [
+        f"{line}{Path('runs/crash/version_0/checkpoints/last.ckpt')})"]  # fmt: skip
+    assert "Traceback" not in out
+    assert _step_of(run / "checkpoints/last.ckpt") == stop_step
+    summary = yaml.safe_load((run / "summary_fit.json").read_text())
+    assert summary["status"] == "stopped" and summary["signal"] == "SIGTERM" and summary["global_step"] == stop_step
+    assert summary["last_checkpoint"] == str(Path("runs/crash/version_0/checkpoints/last.ckpt"))
+
+    resumed = _finish(_fit(stopped, "--ckpt_path", "last"))
+    assert "Resuming from runs/crash/version_0/checkpoints/last.ckpt" in resumed
+    _finish(reference)
+    runs = ((straight, "version_0"), (stopped, "version_1"))
+    ends = [d / "runs/crash" / v / "checkpoints/last.ckpt" for d, v in runs]
+    a, b = (torch.load(p, map_location="cpu", weights_only=True) for p in ends)
+    assert a["global_step"] == b["global_step"] == 2 * STEPS_PER_EPOCH  # no step lost, none repeated
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    row_a = _last_epoch_row(straight / "runs/crash/version_0/metrics.csv")
+    row_b = _last_epoch_row(stopped / "runs/crash/version_1/metrics.csv")
+    for metric in ("val/loss", "val/spearman", "train/loss_epoch"):
+        assert row_a[metric] == row_b[metric], metric
+
+
+def test_ctrl_c_stops_at_the_end_of_the_step_saves_and_exits_130(workdirs):
+    workdir = workdirs[0]
+    _epoch_checkpoints(workdir)
+    process = _fit(workdir, "--trainer.max_epochs=1", stall_at=3)
+    out = _stop_at_stall(process, signal.SIGINT)
+    assert process.returncode == 130, out[-3000:]
+    assert "mmfuse: stopped by SIGINT at step 4; resume with --ckpt_path last" in out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    assert _step_of(workdir / "runs/crash/version_0/checkpoints/last.ckpt") == 4

@@ -48,11 +48,11 @@ def write_summary(data: Mapping[str, Any], directory: str | Path | None) -> Path
 def write_failure(command: str, error: str, replace: bool = True, causes: Sequence[str] = ()) -> None:
     """For the caller that named a file in :data:`ENV`: the command failed with ``error`` (the first line it
     printed); ``causes``: each problem found, without where it is written; ``replace=False`` keeps a failure
-    already written there (the more precise message)."""
+    (or a fit's stop by a signal) already written there (the more precise message)."""
     if not os.environ.get(ENV):
         return
     path = Path(os.environ[ENV])
-    if not replace and (read_summary(path) or {}).get("status") == "failed":
+    if not replace and (read_summary(path) or {}).get("status") in ("failed", "stopped"):
         return
     _write(path, {"command": command, "status": "failed", "error": error, "causes": list(causes or [error])})
 

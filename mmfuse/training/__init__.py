@@ -1,6 +1,6 @@
 """The Lightning task (model + objective + optimiser), objectives, heads, metrics, callbacks and prediction writers."""
 
-from mmfuse.training.callbacks import EpochSummary, Evaluation, EvaluationReport, StepReseeding
+from mmfuse.training.callbacks import EpochSummary, Evaluation, EvaluationReport, StepReseeding, Stop, StopOnSignal
 from mmfuse.training.checkpoint_io import AtomicCheckpointIO
 from mmfuse.training.heads import Head, LinearHead, MLPHead
 from mmfuse.training.metrics import ClassificationMetrics, MetricTable, RegressionMetrics, format_table
@@ -27,5 +27,7 @@ __all__ = [
     "RegressionMetrics",
     "RegressionTask",
     "StepReseeding",
+    "Stop",
+    "StopOnSignal",
     "format_table",
 ]

@@ -7,12 +7,17 @@
   printed and written, and the report folder (:mod:`mmfuse.training.report`).
 - :class:`StepReseeding`: with a fixed seed, every optimiser step draws from a generator seeded by
   (seed, step, process), so a resumed run repeats the random numbers of the run it continues.
+- :class:`StopOnSignal`: a fit sent SIGTERM (a scheduler's pre-emption) or SIGINT (Ctrl+C) stops at the end of
+  the step, writes ``last.ckpt`` there and exits 143 or 130 with one line saying how to resume.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,15 @@ from mmfuse.io import atomic_path
 from mmfuse.training import report
 from mmfuse.training.metrics import MetricTable
 
-__all__ = ["EpochSummary", "Evaluation", "EvaluationReport", "StepReseeding", "training_log_candidates"]
+__all__ = [
+    "EpochSummary",
+    "Evaluation",
+    "EvaluationReport",
+    "StepReseeding",
+    "Stop",
+    "StopOnSignal",
+    "training_log_candidates",
+]
 
 _STAGE_TITLES = {"val": "Validation", "test": "Test"}
 
@@ -225,3 +238,93 @@ def _seed_generators(seed: int) -> None:
     xpu = getattr(torch, "xpu", None)
     if xpu is not None and xpu.is_available() and xpu.is_initialized():
         xpu.manual_seed_all(seed)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where a fit stopped on a signal: the signal's name, the optimiser steps done, the checkpoint written
+    there (``None``: it could not be written) and the run directory."""
+
+    signal: str
+    step: int
+    checkpoint: str | None
+    run_dir: str
+
+    @property
+    def message(self) -> str:
+        if self.checkpoint is None:
+            return f"stopped by {self.signal} at step {self.step}; no checkpoint could be written there"
+        return f"stopped by {self.signal} at step {self.step}; resume with --ckpt_path last (saved {self.checkpoint})"
+
+
+class StopOnSignal(L.Callback):
+    """A fit sent SIGTERM or SIGINT stops at the end of the current optimiser step, saves ``last.ckpt`` there
+    and exits with status 128 + the signal's number (143, 130), printing one line::
+
+        mmfuse: stopped by SIGTERM at step 11; resume with --ckpt_path last (saved .../checkpoints/last.ckpt)
+
+    ``--ckpt_path last`` then continues to the same weights as an uninterrupted run. SIGTERM is Lightning's own
+    handling (its ``SIGTERMException``, raised on every process at the same step under DDP); this callback
+    adds the checkpoint, the line and the exit status. SIGINT (Ctrl+C) is turned into the same stop; a
+    second Ctrl+C stops at once, without saving. The stop is attached to the exception as ``mmfuse_stop``
+    (a :class:`Stop`) for the command line's summary.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted_by: int | None = None  # SIGINT, once received
+        self._sigint: Any = None  # the SIGINT handler this callback replaced while fitting
+        self._run_dir: str | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.interrupted_by = None
+        self._run_dir = str(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.interrupted_by is not None:  # a second Ctrl+C: stop now, saving nothing
+            self._restore()
+            raise SystemExit(128 + signal.SIGINT)
+        self.interrupted_by = signum
+        # Lightning's SIGTERM handling stops every process at the end of the same step
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _restore(self) -> None:
+        if self._sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._sigint)
+        self._sigint = None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException):
+            return
+        signum = self.interrupted_by or signal.SIGTERM
+        path = self._checkpoint_path(trainer)
+        try:
+            trainer.save_checkpoint(path)
+        except Exception as exc:  # the stop still exits non-zero and says why nothing was saved
+            print(f"mmfuse: error: could not write {path} ({exc})", file=sys.stderr)
+            path = None
+        for callback in trainer.checkpoint_callbacks:
+            if path is not None and str(Path(path).parent) == str(getattr(callback, "dirpath", None)):
+                callback.last_model_path = path  # the summary's last checkpoint
+        run_dir = self._run_dir or str(trainer.default_root_dir)
+        stop = Stop(signal.Signals(signum).name, trainer.global_step, path, run_dir)
+        exception.code = 128 + signum
+        exception.mmfuse_stop = stop
+        if trainer.is_global_zero:
+            print(f"mmfuse: {stop.message}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _checkpoint_path(trainer: L.Trainer) -> str:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
+                return os.path.join(callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
+        return os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints", "last.ckpt")

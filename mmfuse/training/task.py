@@ -25,7 +25,7 @@ from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.model import AdapterFactory, FusionModel, HeadFactory
 from mmfuse.training import slim
 from mmfuse.training.alignment import AlignmentOptions, ContrastiveAlignment
-from mmfuse.training.callbacks import EpochSummary, Evaluation, EvaluationReport, StepReseeding
+from mmfuse.training.callbacks import EpochSummary, Evaluation, EvaluationReport, StepReseeding, StopOnSignal
 from mmfuse.training.heads import MLPHead
 from mmfuse.training.objectives import Classification, ObjectiveFactory, Regression
 
@@ -170,6 +170,7 @@ class FusionTask(L.LightningModule):
             EpochSummary(),
             EvaluationReport(),
             StepReseeding(),
+            StopOnSignal(),
             *([EmbeddingCacheCallback()] if cached else []),
         ]
 

@@ -1,4 +1,5 @@
-"""A callback that stalls a training run at a chosen step, so a test can kill it there (SIGKILL).
+"""A callback that stalls a training run at a chosen step, so a test can kill it there (SIGKILL) or stop it
+(SIGTERM, SIGINT: the stall ends as soon as a stop is asked for, and the step runs to its end).
 
 Used by tests/test_resume.py through ``PYTHONPATH=tests/helpers``; the step comes from the
 ``MMFUSE_TEST_STALL_AT`` environment variable, so the resumed run (without it) never stalls.
@@ -19,4 +20,6 @@ class StallAtStep(Callback):
         step = os.environ.get("MMFUSE_TEST_STALL_AT")
         if step is not None and trainer.global_step == int(step):
             print(f"stalling at step {trainer.global_step}", flush=True)
-            time.sleep(60)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not trainer.received_sigterm:
+                time.sleep(0.05)
