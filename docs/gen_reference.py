@@ -90,6 +90,40 @@ def component(cls: type | Callable, heading: str, source: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+#: how config files and the command line combine, and the rules every YAML file mmfuse reads follows
+_CONFIG_RULES = [
+    "## Config files and the command line",
+    "",
+    "`mmfuse fit --config a.yaml --config b.yaml --trainer.max_epochs 5` reads `a.yaml`, then `b.yaml` over it, "
+    "then the options on the command line, in that order; `--print_config` prints the result and stops.",
+    "",
+    "- **Any option a config sets can be given on the command line, `null` included.** "
+    "`--model.init_args.backbones.dna.init_args.crop_bins null` switches the option off exactly as `crop_bins: "
+    "null` in a second `--config` does, and so does a component's whole `init_args` given as YAML or JSON "
+    '(`--model.init_args.backbones.dna.init_args \'{"preset": "tiny", "crop_bins": null}\'`).',
+    "- **Later sources are merged key by key, the backbones included.** A second config that names `dna:` changes "
+    "that backbone and keeps `rna:` and `protein:`, and `--model.init_args.backbones.rna.init_args.preset tiny` "
+    "after it still finds `rna`. A backbone whose `class_path` changes keeps only the options its new class also "
+    "takes. Lists (`trainer.callbacks`) and plain mappings (`lengths.max`) are replaced as a whole. To train on "
+    "fewer modalities, write a config that names only those.",
+    "- **A key written twice is refused.** `max_epochs: 1` and then `max_epochs: 1000` in one mapping stops with "
+    "`mmfuse: error: x.yaml:3: key 'trainer.max_epochs' is written twice (lines 2 and 3)…` instead of silently "
+    "taking the last. Keys merged in with `<<: *base` may be replaced: that is what a merge is for.",
+    "- **Aliases are limited.** Anchors and aliases (`&base`, `*base`, `<<: *base`) work, but a file whose aliases "
+    'stand for more than 100,000 values beyond those it writes out (a "billion laughs" bomb) is refused at once, '
+    "before anything expands it; an alias inside the value it names is refused too.",
+    "- **Plain values only.** YAML is read with its safe loader: mappings, lists, text, numbers, true/false and "
+    "null; a tag such as `!!python/object` is refused.",
+    "- **A config is a mapping** of sections (`trainer:`, `model:`, `data:`, …): a file whose top level is a list "
+    "or a single value is refused as such.",
+    "",
+    "These rules hold for every YAML file mmfuse reads: the configs of the training commands and the analyses, "
+    "the sub-config files they name, and the configs and search spaces of `mmfuse sweep` and `mmfuse cv`. Each "
+    "refusal is one `mmfuse: error:` line naming the file and the line.",
+    "",
+]
+
+
 def render() -> str:
     from mmfuse.backbones.finetune import FineTuning, LoraOptions
     from mmfuse.cache import CacheOptions
@@ -104,6 +138,7 @@ def render() -> str:
         "component is chosen by its `class_path` and configured by `init_args`. Arguments the task fills "
         "in (embedding widths, the number of outputs, `target_names`) are not listed.",
         "",
+        *_CONFIG_RULES,
         "## Tasks (`model:`)",
         "",
     ]

@@ -33,7 +33,7 @@ def where_written(message: str, args: Sequence[str]) -> str:
     overrides = [a for a in args if a.startswith("--") and not a.startswith("--config")]
     if any(token in a for a in overrides) or any(token in a for a in args if not a.startswith("-") and a not in files):
         return "on the command line: "
-    for file in files:
+    for file in reversed(files):  # a later config's value is the one that counts
         path = Path(file).expanduser()
         try:
             lines = path.read_text().splitlines() if path.is_file() else []
@@ -47,7 +47,11 @@ def where_written(message: str, args: Sequence[str]) -> str:
 
 def compact_message(message: str) -> str:
     """jsonargparse's tree for a plain value of the wrong type, as one line:
-    ``option trainer.max_epochs takes int or null, not 'ten'``; other messages unchanged."""
+    ``option trainer.max_epochs takes int or null, not 'ten'``; a sub-config file that was found but not read
+    (its YAML refused: a key written twice, an alias bomb), as that file's problem; other messages unchanged."""
+    sub_config = re.search(r"Invalid content in sub-config file (.+?): (.*)$", message, flags=re.M)
+    if sub_config is not None:
+        return f"sub-config file {sub_config.group(1)}: {sub_config.group(2).strip()}"
     key = re.match(r'\s*Parser key "([^"]+)":', message)
     choice = re.search(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)$", message, flags=re.M)
     if key is not None and choice is not None:

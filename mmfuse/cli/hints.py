@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from mmfuse.data.options import renamed_hint
+from mmfuse.io import load_yaml
 from mmfuse.registry import REGISTRIES, Registry, suggest, suggest_name
 
 __all__ = ["MOVED_MODULES", "SECTIONS", "config_hints", "moved_module", "user_config"]
@@ -84,7 +85,7 @@ def user_config(args: Sequence[str]) -> dict[str, Any]:
 
 def _yaml(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -93,8 +94,8 @@ def _read_config(value: str) -> dict[str, Any]:
     """A ``--config`` value: a YAML file, or YAML text; ``{}`` for what cannot be read."""
     path = Path(value).expanduser()
     try:
-        loaded = yaml.safe_load(path.read_text()) if path.is_file() else _yaml(value)
-    except (OSError, yaml.YAMLError):
+        loaded = load_yaml(path.read_text(), value) if path.is_file() else _yaml(value)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from mmfuse.cli.checks import check_output_dirs, slow_precision_note
+from mmfuse.cli.command_line import PARSER_MODE, normalise, use_safe_loader
 from mmfuse.cli.components import load_components
 from mmfuse.cli.parser import COMMAND_LINE, MmfuseParser
 from mmfuse.cli.resume import resolve_last
@@ -66,8 +68,15 @@ class MmfuseCLI(LightningCLI):
         from mmfuse.training import FusionTask
         from mmfuse.training.trainer import MmfuseTrainer
 
+        # the --config files' YAML is refused (a key written twice, an alias bomb) before the parser is built
+        if args is None or isinstance(args, list | tuple):
+            normalise(sys.argv[1:] if args is None else list(args))
         load_components()  # before parsing: YAML may name any registered class by its short name
-        parser_kwargs = {"description": _DESCRIPTION.format(command=self.command or "fit|validate|test|predict")}
+        use_safe_loader()  # every YAML text the parser reads is checked (duplicate keys, aliases, tags)
+        parser_kwargs = {
+            "description": _DESCRIPTION.format(command=self.command or "fit|validate|test|predict"),
+            "parser_mode": PARSER_MODE,
+        }
         if self.command:
             parser_kwargs["prog"] = f"mmfuse {self.command}"
         super().__init__(
@@ -99,9 +108,15 @@ class MmfuseCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         command_line = sys.argv[1:] if args is None else args  # or a dict / Namespace (parse_object)
-        token = COMMAND_LINE.set(list(command_line) if isinstance(command_line, list | tuple) else None)
+        given = list(command_line) if isinstance(command_line, list | tuple) else None
+        token = COMMAND_LINE.set(given)  # the hints of an error are about what the user wrote
         try:
-            super().parse_arguments(parser, args)
+            # --config files checked, `null` below a component and a later config's backbones as meant
+            # (mmfuse.cli.command_line); LightningCLI warns of arguments given beside sys.argv's: they are those
+            parsed = normalise(given) if given is not None else None
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+                super().parse_arguments(parser, args if parsed is None or parsed == given else parsed)
         finally:
             COMMAND_LINE.reset(token)
         # before anything reads the checkpoint: `last` is found, the file checked, and its hyper-parameters read
@@ -192,7 +207,7 @@ class MmfuseCLI(LightningCLI):
         lines = [f"Best checkpoint: {best}"] if best else []
         if last and last != best:
             lines.append(f"Last checkpoint: {last}")
-        configs = self.config[self.subcommand].get("config") or []
+        configs = [c for c in self.config[self.subcommand].get("config") or [] if c is not None]  # None: a text
         config = " ".join(f"--config {getattr(c, 'relative', c)}" for c in configs) or "--config <your config>"
         print("\n".join(lines))
         print(f"Test it with: mmfuse test {config} --ckpt_path {best or last}")

@@ -70,7 +70,7 @@ def _number(value: Any) -> bool:
 
 def load_space(path: str | Path) -> list[Param]:
     """The search space in the YAML file ``path`` (refused, naming the key, if a spec cannot work)."""
-    import yaml
+    from mmfuse.io import read_yaml
 
     file = Path(path)
     if not file.is_file():
@@ -78,10 +78,7 @@ def load_space(path: str | Path) -> list[Param]:
             f"search space {str(path)!r} does not exist; write one key per line, e.g. "
             f"'model.init_args.optimizer.init_args.lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}'"
         )
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"search space {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    raw = read_yaml(file)  # not YAML, a key written twice, an alias bomb: refused naming the file and line
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"search space {path} must map config keys to ranges or choices; it holds {raw!r}")
     params = []
