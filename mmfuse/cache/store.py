@@ -13,7 +13,8 @@ Layout on disk (no pickle anywhere)::
     <directory>/<modality>-<Backbone>-<fingerprint>/
         meta.json        what the fingerprint covers (backbone, weights digest, tokenizer, options)
         rank<R>.bin      rows of ``D`` numbers (float32/float16/bfloat16 bits), appended
-        rank<R>.idx      32-byte records: sequence key (16 bytes), first row, number of rows
+        rank<R>.idx      32-byte records: sequence key (16 bytes), first row (int64), number of rows
+                         (uint32), CRC-32 of the key, the row count and the rows' bytes (uint32)
 
 The fingerprint hashes the backbone's class and module structure, every tensor of its state dict,
 its tokenizer, the storage options (precision, pooling, kept tokens) and the compute precision, so
@@ -23,15 +24,25 @@ exclusive file lock (two runs sharing a directory cannot interleave rows); an in
 only after its rows, so a crash never leaves an index entry pointing at missing data. The sequences to
 embed are split between processes by key, and every process reads the records of all shards (after a
 barrier, and at the start of each epoch), so each sequence is embedded once.
+
+Integrity: a sequence's rows are checked against their record's CRC-32 the first time a process reads
+them, so a data file zeroed, edited or replaced (even at the same size), or an index record whose key,
+position or length changed, stops the run with one line naming the directory to delete instead of
+giving other embeddings. A directory that cannot be written (read-only, full) is named with the option
+that moves it, ``embedding_cache.directory``; a failed append is cut off again, leaving no partial rows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import pickle
+import struct
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +56,11 @@ from mmfuse.errors import ConfigError
 
 __all__ = ["FORMAT_VERSION", "CacheOptions", "EmbeddingStore", "digest_object", "digest_tensors"]
 
-FORMAT_VERSION = 1
-_INDEX = np.dtype([("key", "u1", (16,)), ("row", "<i8"), ("rows", "<i8")])  # not "S16": it drops trailing zeros
+FORMAT_VERSION = 2  # 2: a CRC-32 in each index record
+# not "S16": it drops trailing zeros
+_INDEX = np.dtype([("key", "u1", (16,)), ("row", "<i8"), ("rows", "<u4"), ("crc", "<u4")])
+_ROWS = struct.Struct("<I")
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
 _STORAGE = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16),
             "bfloat16": (np.uint16, torch.bfloat16)}  # fmt: skip
 _POOLS = ("mean", "max", "first")
@@ -126,6 +140,24 @@ def _keys(records: np.ndarray) -> list[bytes]:
     return [raw[i : i + 16] for i in range(0, len(raw), 16)]
 
 
+def _checksum(key: bytes, array: np.ndarray) -> int:
+    """CRC-32 of a record: its key, its row count and its rows' bytes (an edit to any of them changes it)."""
+    return zlib.crc32(np.ascontiguousarray(array).view(np.uint8), zlib.crc32(key + _ROWS.pack(len(array))))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _unwritable(directory: Path, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"cannot write the embedding cache in {directory} ({exc.strerror or exc}): set `embedding_cache.directory` "
+        f"to a directory this process can write, with room for the embeddings"
+    )
+
+
 def digest_tensors(state: Mapping[str, Tensor]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for name in sorted(state):
@@ -157,17 +189,22 @@ class EmbeddingStore:
     def __init__(self, directory: str | Path, dim: int, precision: str, shard: str = "rank0",
                  meta: Mapping[str, Any] | None = None) -> None:  # fmt: skip
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.dim = dim
         self.np_dtype, self.torch_dtype = _STORAGE[precision]
         self.row_bytes = dim * np.dtype(self.np_dtype).itemsize
         self.shard = shard
         meta_path = self.directory / "meta.json"
-        if meta is not None and not meta_path.exists():
-            tmp = meta_path.with_name(f".meta.json.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(dict(meta), indent=2, sort_keys=True, default=str))
-            os.replace(tmp, meta_path)
-        self._entries: dict[bytes, tuple[str, int, int]] = {}
+        tmp = meta_path.with_name(f".meta.json.{os.getpid()}.tmp")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if meta is not None and not meta_path.exists():
+                tmp.write_text(json.dumps(dict(meta), indent=2, sort_keys=True, default=str))
+                os.replace(tmp, meta_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _unwritable(self.directory, exc) from None
+        self._entries: dict[bytes, tuple[str, int, int, int]] = {}
+        self._checked: set[bytes] = set()  # keys whose rows this process has checked
         self._index_read: dict[str, int] = {}
         self._maps: dict[str, np.ndarray] = {}
         self.refresh()
@@ -189,21 +226,23 @@ class EmbeddingStore:
                 data = f.read()
             whole = len(data) - len(data) % _INDEX.itemsize  # a record being written is read next time
             records = np.frombuffer(data[:whole], dtype=_INDEX)
-            for key, row, rows in zip(_keys(records), records["row"].tolist(), records["rows"].tolist(), strict=True):
+            for key, row, rows, crc in zip(_keys(records), records["row"].tolist(), records["rows"].tolist(),
+                                           records["crc"].tolist(), strict=True):  # fmt: skip
                 added += key not in self._entries
-                self._entries[key] = (shard, row, rows)
+                self._entries[key] = (shard, row, rows, crc)
+                self._checked.discard(key)
             self._index_read[shard] = start + whole
         return added
 
     def _rows(self, shard: str, row: int, rows: int) -> np.ndarray:
         mapped = self._maps.get(shard)
-        if mapped is None or row + rows > len(mapped):
+        if mapped is None or row < 0 or row + rows > len(mapped):
             path = self.directory / f"{shard}.bin"
             n = path.stat().st_size // self.row_bytes if path.exists() else 0
             mapped = np.memmap(path, dtype=self.np_dtype, mode="r", shape=(n, self.dim)) if n else np.empty(
                 (0, self.dim), dtype=self.np_dtype)  # fmt: skip
             self._maps[shard] = mapped
-            if row + rows > n:  # the index outlived its data: a truncated or replaced data file
+            if row < 0 or row + rows > n:  # the index outlived its data: a truncated or replaced data file
                 raise ConfigError(
                     f"embedding cache {self.directory}: an index record of {shard}.idx points at rows {row}–"
                     f"{row + rows - 1}, past the end of {shard}.bin ({n} rows); the data file was truncated or "
@@ -212,9 +251,24 @@ class EmbeddingStore:
         return mapped[row : row + rows]
 
     def view(self, key: bytes) -> np.ndarray:
-        """The stored rows of ``key``, a read-only memory-mapped ``(rows, dim)`` array (bfloat16 as uint16)."""
-        shard, row, rows = self._entries[key]
-        return self._rows(shard, row, rows)
+        """The stored rows of ``key``, a read-only memory-mapped ``(rows, dim)`` array (bfloat16 as uint16),
+        checked against their record's CRC-32 on this process's first read of them.
+
+        Raises:
+            ConfigError: the rows (or their record) differ from those written.
+        """
+        shard, row, rows, crc = self._entries[key]
+        array = self._rows(shard, row, rows)
+        if key not in self._checked:
+            if _checksum(key, array) != crc:
+                raise ConfigError(
+                    f"embedding cache {self.directory}: the rows {row}–{row + rows - 1} of {shard}.bin differ from "
+                    f"those written (their checksum in {shard}.idx does not match): the data file or its index was "
+                    f"changed or damaged after it was written. Delete {self.directory} to compute these embeddings "
+                    f"again."
+                )
+            self._checked.add(key)
+        return array
 
     def get(self, key: bytes) -> Tensor:
         """The stored ``(rows, dim)`` tensor of ``key`` (in the storage precision, on the CPU)."""
@@ -235,32 +289,53 @@ class EmbeddingStore:
         if not items:
             return
         arrays = [self.as_array(t.detach().to("cpu", self.torch_dtype).contiguous()) for _, t in items]
-        with open(self.directory / f"{self.shard}.bin", "ab") as data, open(self.directory / f"{self.shard}.idx",
-                                                                              "ab") as index:  # fmt: skip
-            fcntl.flock(data.fileno(), fcntl.LOCK_EX)
+        try:
+            records = self._append(items, arrays)
+        except OSError as exc:
+            if exc.errno not in _UNWRITABLE:
+                raise
+            raise _unwritable(self.directory, exc) from None
+        for key, row, rows, crc in zip(_keys(records), records["row"].tolist(), records["rows"].tolist(),
+                                       records["crc"].tolist(), strict=True):  # fmt: skip
+            self._entries[key] = (self.shard, row, rows, crc)  # read again (the same) by the next refresh()
+
+    def _append(self, items: Sequence[tuple[bytes, Tensor]], arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """Appends rows, then their index records, under the shard's lock; a failed write is cut off again."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        data = os.open(self.directory / f"{self.shard}.bin", flags, 0o666)
+        try:
+            index = os.open(self.directory / f"{self.shard}.idx", flags, 0o666)
+        except OSError:
+            os.close(data)
+            raise
+        try:
+            fcntl.flock(data, fcntl.LOCK_EX)
+            size, index_size = os.fstat(data).st_size, os.fstat(index).st_size
             try:
-                size = data.seek(0, os.SEEK_END)
                 if size % self.row_bytes:  # rows of a write that died half-way: pad to the next row
-                    data.write(b"\0" * (self.row_bytes - size % self.row_bytes))
-                    size = data.tell()
-                row = size // self.row_bytes
+                    _write_all(data, b"\0" * (self.row_bytes - size % self.row_bytes))
+                row = -(-size // self.row_bytes)
                 records = np.zeros(len(items), dtype=_INDEX)
                 for i, ((key, _), array) in enumerate(zip(items, arrays, strict=True)):
-                    data.write(array.tobytes())
-                    records[i] = (np.frombuffer(key, dtype=np.uint8), row, len(array))
+                    _write_all(data, array.tobytes())
+                    records[i] = (np.frombuffer(key, dtype=np.uint8), row, len(array), _checksum(key, array))
                     row += len(array)
-                data.flush()
-                os.fsync(data.fileno())  # the rows reach the disk before the index records that point at them
-                index_size = index.seek(0, os.SEEK_END)
+                os.fsync(data)  # the rows reach the disk before the index records that point at them
                 if index_size % _INDEX.itemsize:  # a record that died half-way: drop it
-                    index.truncate(index_size - index_size % _INDEX.itemsize)
-                    index.seek(0, os.SEEK_END)
-                index.write(records.tobytes())
-                index.flush()
+                    index_size -= index_size % _INDEX.itemsize
+                    os.ftruncate(index, index_size)
+                _write_all(index, records.tobytes())
+                return records
+            except OSError:  # e.g. no space left: cut both files back to where this write started
+                for fd, end in ((index, index_size), (data, size)):
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, end)
+                raise
             finally:
-                fcntl.flock(data.fileno(), fcntl.LOCK_UN)
-        for key, row, rows in zip(_keys(records), records["row"].tolist(), records["rows"].tolist(), strict=True):
-            self._entries[key] = (self.shard, row, rows)  # read again (the same) by the next refresh()
+                fcntl.flock(data, fcntl.LOCK_UN)
+        finally:
+            os.close(index)
+            os.close(data)
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.directory.glob("*.bin"))

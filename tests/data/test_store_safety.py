@@ -23,7 +23,7 @@ def _table(path: Path, rows: int = 50, letter: str = "A") -> Path:
 
 
 def _open(path: Path, records: Path):
-    return open_records(str(path), ["id", "seq"], "split", records)
+    return open_records(str(path), ["id", "seq"], "split", records, text_columns=["id"])  # as a data module does
 
 
 def test_an_edit_that_keeps_size_and_modification_time_gives_a_new_store(tmp_path):

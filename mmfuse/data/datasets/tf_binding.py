@@ -64,7 +64,7 @@ from mmfuse.data.options import (
     group,
     plain,
 )  # fmt: skip
-from mmfuse.data.store.records import RecordStore, built_records, default_records_dir, fingerprint
+from mmfuse.data.store.records import RecordStore, built_records, content, default_records_dir
 from mmfuse.data.store.rows import DerivedSequences, KeyedSequences, RecordReader
 from mmfuse.errors import ConfigError
 
@@ -264,7 +264,7 @@ class TFBinding(SequenceClassification):
             files = self._files()
             inputs = [*files, *([Path(self.negatives).expanduser()] if self.negatives is not None else [])]
             description = {
-                "inputs": [fingerprint(f) for f in inputs], "center": self.center, "seed": self.seed,
+                "inputs": [content(f) for f in inputs], "center": self.center, "seed": self.seed,
                 "negatives_per_positive": self.negatives_per_positive, "max": self.max_peaks_per_experiment,
                 "contexts": self.contexts, "tfs": self.tfs, "missing": [self.missing_tf, self.missing_contig],
                 "split": plain(self.tf_split),

@@ -9,10 +9,11 @@ values (``list<float32>``; ``float64`` when float32 cannot hold a file's values 
 string's length (``int64``), with the gene ids once in the store's metadata. Values are checked as they
 are converted: a negative, NaN or infinite value is an error naming the cell and the gene.
 
-The store is named by a digest of the file's :func:`~mmfuse.data.store.records.fingerprint` (path, size,
-modification time, a digest of its bytes), the layer, the gene id column, the id column, the columns kept
-and :data:`FORMAT`: the next run, every DataLoader worker and DDP rank map the same file, and a changed
-file is converted again. It is written atomically, under the store lock (one process writes, others wait).
+The store is named by a digest of the file's :func:`~mmfuse.data.store.records.content` (path, size, the
+SHA-256 of its bytes), the layer, the gene id column, the id column, the columns kept and :data:`FORMAT`:
+the next run, every DataLoader worker and DDP rank map the same file, and a file changed in any way is
+converted again. It is written atomically, under the store lock (one process writes, others wait), and sealed
+with checksums that every read checks (:mod:`~mmfuse.data.store.integrity`).
 
 :class:`CellSequences` makes a cell's string from its row when the record is read, in the process that
 reads it (a :class:`~mmfuse.data.store.rows.DerivedSequences`), byte for byte what
@@ -31,8 +32,9 @@ import pandas as pd
 
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.h5ad import CellMatrix, dense_cells, format_values, h5ad_cells, value_lengths
+from mmfuse.data.store.integrity import seal
 from mmfuse.data.store.mapped import ROW_ID, STORE_VERSION, RecordStore, normalise_columns
-from mmfuse.data.store.records import default_records_dir, digest, ensure_store, fingerprint
+from mmfuse.data.store.records import content, default_records_dir, digest, ensure_store
 from mmfuse.io import atomic_path
 
 __all__ = ["FORMAT", "GENES", "LENGTH", "VALUES", "CellSequences", "open_cells", "sample_cells"]
@@ -100,6 +102,7 @@ def _write(target: Path, obs: Any, matrix: CellMatrix, row_ids: Sequence[str], n
                 finally:
                     if writer is not None:
                         writer.close()
+                seal(tmp)
             return
         except _Wide:
             continue
@@ -156,10 +159,16 @@ def open_cells(path: str, columns: Sequence[str], id_column: str, layer: str | N
     if not file.is_file():  # a table's reader says what is wrong with the path
         dense_cells(file, kept, id_column)
         raise DataError(f"{str(file)!r} is not a file of cells; give an .h5ad file or a cells x genes table")
-    key = digest({"v": STORE_VERSION, "cells": FORMAT, "file": fingerprint(file), "layer": layer,
+    described = content(file)
+
+    def unchanged() -> None:  # the file converted is the one the store's name digests
+        if content(file) != described:
+            raise DataError(f"{path} changed while its cell store was being written; run again once it stays unchanged")
+
+    key = digest({"v": STORE_VERSION, "cells": FORMAT, "file": described, "layer": layer,
                    "genes": gene_id_column, "id": id_column, "columns": kept})  # fmt: skip
     directory = Path(records_dir).expanduser() if records_dir is not None else default_records_dir()
-    return ensure_store(directory / f"cells-{key}.arrow", write, path)
+    return ensure_store(directory / f"cells-{key}.arrow", write, path, unchanged)
 
 
 def sample_cells(counts: Any, genes: Sequence[str], obs: pd.DataFrame, columns: Sequence[str],
@@ -203,7 +212,7 @@ class CellSequences:
         self.present = self.lengths > 0
         self.not_text = np.zeros(len(self.lengths), dtype=bool)
         self._known: np.ndarray | None = None  # store rows with a gene the tokenizer reads (expect_genes)
-        self._columns: tuple[Any, Any, np.ndarray] | None = None
+        self._columns: np.ndarray | None = None  # each gene's "GENE:" prefix, made on the first read
         self._reads = 0
         store.release()
 
@@ -214,11 +223,10 @@ class CellSequences:
 
     def __call__(self, row: int) -> str:
         if self._columns is None:  # per process (a spawned worker unpickles the store, and maps it again)
-            prefixes = np.array([None if g is None else f"{g}:" for g in self.genes], dtype=object)
-            self._columns = (self.store.column(GENES), self.store.column(VALUES), prefixes)
-        genes, values, prefixes = self._columns
-        indices = genes[row].values.to_numpy(zero_copy_only=False)
-        numbers = values[row].values.to_numpy(zero_copy_only=False).astype(np.float64)
+            self._columns = np.array([None if g is None else f"{g}:" for g in self.genes], dtype=object)
+        prefixes = self._columns
+        indices = self.store.scalar(GENES, row).values.to_numpy(zero_copy_only=False)
+        numbers = self.store.scalar(VALUES, row).values.to_numpy(zero_copy_only=False).astype(np.float64)
         self._reads += 1
         if self._reads % 16 == 0:  # let the pages read so far leave this process's resident memory
             self.store.release()
@@ -239,8 +247,7 @@ class CellSequences:
         hit = np.array([g is not None and g in known for g in self.genes], dtype=bool)
         unknown = sum(g is not None and g not in known for g in self.genes)
         self._known = self.present.copy()
-        row = 0
-        for chunk in self.store.column(GENES).chunks:
+        for row, chunk in self.store.chunks(GENES):
             counts = np.diff(chunk.offsets.to_numpy())
             doubt = np.flatnonzero((counts > 0) & (counts <= unknown))
             for start in range(0, len(doubt), 1024):
@@ -250,7 +257,6 @@ class CellSequences:
                 found = hit[part.flatten().to_numpy(zero_copy_only=False)]
                 self._known[row + picked] = np.logical_or.reduceat(found, offsets[:-1] - offsets[0])  # none empty
                 self.store.release()
-            row += len(chunk)
 
     def checked_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The positions in ``rows`` the tokenizer checks, and how many cells each stands for.

@@ -3,23 +3,26 @@
 A data module never holds a data set's sequences as Python objects. :func:`open_records` streams the
 user's source (CSV/TSV/Parquet files, a directory of them, a ``datasets`` directory or a hub data
 set) in blocks into an Arrow IPC file under ``records_dir`` (default ``$MMFUSE_CACHE/records``,
-else ``~/.cache/mmfuse/records``), named by a digest of the source (paths, sizes, modification
-times) and of the columns kept, so it is written once and found again by every later run,
-DataLoader worker and DDP rank. The file is memory-mapped: processes share its pages through the
-page cache instead of copying them, and a row costs a few page reads.
+else ``~/.cache/mmfuse/records``), named by a digest of the source (each file's path, size and the
+SHA-256 of its whole content, :func:`content`) and of the columns kept, so it is written once and found
+again by every later run, DataLoader worker and DDP rank. The file is memory-mapped: processes share its
+pages through the page cache instead of copying them, and a row costs a few page reads.
 
 Only the columns a data module asks for are kept, plus ``__row_id__`` (``FILE:ROW``, the data row
 counted from 0 in its file: an id for tables that have none) and, for sources whose files or
 ``DatasetDict`` splits give the split, the split column. CSV/TSV columns are read as text, so ids
 such as ``00003`` stay as written.
 
-Safety: the name digests each source file's content (:func:`fingerprint`), so an edit that keeps the size and
-the modification time still gives a new store. One process writes a store while the others that want it wait
-on a lock beside it (``<store>.lock``, released by the system if the writer dies; ``MMFUSE_STORE_WAIT``
-seconds, default 3600, then an error naming the lock): several DataLoader workers, DDP ranks or nodes
-sharing ``records_dir`` leave one store, written once. The file appears whole or not at all (written
-beside it, then renamed). A store that cannot be read (truncated, empty, not written by mmfuse) is refused
-with its path, and a ``records_dir`` that cannot be written (read-only, full) is named with the fix.
+Safety: a source changed in any way (even at the same size with its modification time restored: ``cp -p``,
+``rsync -t``, ``touch -r``) gives a new store, and one changed while its store is written leaves none (it is
+digested again before the file is renamed into place). One process writes a store while the others that want
+it wait on a lock beside it (``<store>.lock``, released by the system if the writer dies;
+``MMFUSE_STORE_WAIT`` seconds, default 3600, then an error naming the lock): several DataLoader workers, DDP
+ranks or nodes sharing ``records_dir`` leave one store, written once. The file appears whole or not at all
+(written beside it, then renamed), sealed with checksums (:mod:`~mmfuse.data.store.integrity`) that every
+read checks: a store truncated, zeroed, edited, emptied or not written by mmfuse is refused with one line
+naming it and the fix, never read. A ``records_dir`` that cannot be written (read-only, full) is named with
+the option that moves it, and no partial file is left behind.
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ from mmfuse.data.files.tables import (
     part_columns,
     source_parts,
 )
+from mmfuse.data.store.integrity import seal
 from mmfuse.data.store.mapped import ROW_ID, STORE_VERSION, RecordStore, normalise_columns
 from mmfuse.io import atomic_path
 
-__all__ = ["ROW_ID", "RecordStore", "built_records", "default_records_dir", "digest", "ensure_store", "fingerprint",
-           "open_records"]  # fmt: skip
+__all__ = ["ROW_ID", "RecordStore", "built_records", "content", "default_records_dir", "digest", "ensure_store",
+           "fingerprint", "open_records"]  # fmt: skip
 
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
 
@@ -66,36 +70,36 @@ def digest(description: Any) -> str:
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-_WHOLE = 64 << 20  # files up to this size are hashed whole
-_SAMPLED, _BLOCK = 64, 1 << 16  # larger ones: this many blocks of this size, evenly spaced, head and tail
+_WHOLE = 1 << 20  # bytes of a source read (and hashed) at a time
 
 
 def fingerprint(path: str | Path) -> list[Any]:
-    """What identifies a source file's content: its path, size, modification time and a digest of its bytes
-    (the whole file up to 64 MiB; beyond, 64 blocks of 64 KiB evenly spaced from head to tail), so an edit
-    that keeps the size and the modification time (a copy with ``cp -p``, a clock tick) still counts."""
+    """A source file's path, size, modification time and the SHA-256 of its whole content.
+
+    Stores are named by :func:`content` (path, size and digest, not the modification time): an edit
+    that keeps the size and the modification time (``cp -p``, ``rsync -t``, ``touch -r``) gives a
+    new store, and a file touched without a change finds its store again.
+    """
     path = Path(path)
     info = path.stat()
     hashed = hashlib.sha256()
     with path.open("rb") as handle:
-        if info.st_size <= _WHOLE:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                hashed.update(block)
-        else:
-            step = (info.st_size - _BLOCK) // (_SAMPLED - 1)
-            for k in range(_SAMPLED):
-                handle.seek(k * step)
-                hashed.update(handle.read(_BLOCK))
-    return [str(path.resolve()), info.st_size, info.st_mtime_ns, hashed.hexdigest()[:24]]
+        for block in iter(lambda: handle.read(_WHOLE), b""):
+            hashed.update(block)
+    return [str(path.resolve()), info.st_size, info.st_mtime_ns, hashed.hexdigest()[:32]]
 
 
-_stat = fingerprint
+def content(path: str | Path) -> list[Any]:
+    """What names a store of ``path``: its path, size and content digest (:func:`fingerprint` without the
+    modification time)."""
+    resolved, size, _, hashed = fingerprint(path)
+    return [resolved, size, hashed]
 
 
 def _dataset_files(dataset: Any) -> list[Any]:
-    """The content of a ``datasets`` split: the fingerprints of its Arrow cache files (its rows and columns
-    when it has none)."""
-    files = [fingerprint(f["filename"]) for f in dataset.cache_files]
+    """The content of a ``datasets`` split: the digests of its Arrow cache files (its rows and columns when it
+    has none)."""
+    files = [content(f["filename"]) for f in dataset.cache_files]
     return files or [len(dataset), list(dataset.column_names), str(dataset.features)]
 
 
@@ -121,6 +125,7 @@ def open_records(
     records_dir: str | Path | None = None,
     revision: str | None = None,
     preset_file: str | None = None,
+    text_columns: Sequence[str] = (),
 ) -> RecordStore:
     """The records store of a source: opened if written before, else written first (atomically).
 
@@ -133,11 +138,12 @@ def open_records(
         records_dir: where stores are written (default :func:`default_records_dir`).
         revision: of a hub data set.
         preset_file: the file of a known hub data set (see :func:`source_parts`).
+        text_columns: CSV/TSV columns read as written, ids (``NA`` and ``nan`` are ids; see :func:`part_batches`).
     """
     parts = source_parts(path, revision, preset_file)
     if isinstance(parts, list):
         splits: list[tuple[str | None, Any]] = [(p.split, p) for p in parts]
-        description: Any = [_stat(p.path) + [p.split] for p in parts]
+        description: Any = [content(p.path) + [p.split] for p in parts]
         names = list(dict.fromkeys(n for p in parts for n in part_columns(p)))
     else:
         splits = _dataset_splits(parts)
@@ -148,18 +154,26 @@ def open_records(
         names = [n for n in names if n != split_column] + [split_column]
     kept = [c for c in dict.fromkeys(columns) if c in names and not (has_split and c == split_column)]
     split = split_column if has_split else None
-    key = digest({"v": STORE_VERSION, "source": description, "columns": kept, "split": split})
+    text = [c for c in kept if c in set(text_columns)]
+    key = digest({"v": STORE_VERSION, "source": description, "columns": kept, "split": split, "text": text})
     directory = Path(records_dir).expanduser() if records_dir is not None else default_records_dir()
     target = directory / f"{key}.arrow"
+
+    def unchanged() -> None:  # the source read for the store is the one its name digests
+        now = [content(p.path) + [p.split] for p in parts] if isinstance(parts, list) else \
+            [[s, _dataset_files(d)] for s, d in splits]  # fmt: skip
+        if now != description:
+            raise DataError(f"{path} changed while its records store was being written; run again once it stays "
+                            f"unchanged")  # fmt: skip
 
     def write(target: Path) -> None:
         for block in BLOCKS:
             try:
-                return _write(target, splits, kept, split, names, path, block)
+                return _write(target, splits, kept, split, names, path, text, block)
             except RowTooLong:
                 continue
 
-    return ensure_store(target, write, path)
+    return ensure_store(target, write, path, unchanged)
 
 
 def _wait_s() -> float:
@@ -170,16 +184,29 @@ def _wait_s() -> float:
         raise DataError(f"MMFUSE_STORE_WAIT is seconds to wait for a records store, not {text!r}") from None
 
 
-def ensure_store(target: Path, write: Callable[[Path], None], source: str) -> RecordStore:
+def ensure_store(target: Path, write: Callable[[Path], None], source: str,
+                 unchanged: Callable[[], None] | None = None) -> RecordStore:  # fmt: skip
     """Opens the store ``target``, first writing it with ``write`` (atomically) under a lock, unless it exists.
-    Another process writing it meanwhile is waited for; the unwritable ``records_dir`` is named with the fix."""
+
+    ``write(path)`` writes a sealed store file at ``path`` (a name beside ``target``); ``unchanged()`` then
+    raises if the source changed while it was read, and only then is the file renamed to ``target``. Another
+    process writing it meanwhile is waited for; an unwritable ``records_dir`` is named with the fix, and no
+    partial file is left behind.
+    """
     if not target.is_file():
         lock = FileLock(f"{target}.lock", timeout=_wait_s())
+        staged = target.with_name(f".{target.name}.{os.getpid()}.staged")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with lock:
                 if not target.is_file():  # the process holding the lock before may have written it
-                    write(target)
+                    try:
+                        write(staged)
+                        if unchanged is not None:
+                            unchanged()
+                        os.replace(staged, target)
+                    finally:
+                        staged.unlink(missing_ok=True)
         except Timeout:
             raise DataError(
                 f"waited {_wait_s():g} s for the records store {target}, which another process is writing (it "
@@ -197,7 +224,7 @@ def ensure_store(target: Path, write: Callable[[Path], None], source: str) -> Re
 
 
 def _write(target: Path, splits: list[tuple[str | None, Any]], kept: list[str], split_column: str | None,
-           names: list[str], source: str, block: int) -> None:  # fmt: skip
+           names: list[str], source: str, text_columns: Sequence[str], block: int) -> None:  # fmt: skip
     import pyarrow as pa
 
     with atomic_path(target) as tmp:
@@ -208,7 +235,7 @@ def _write(target: Path, splits: list[tuple[str | None, Any]], kept: list[str], 
                 present = [c for c in kept if c in (part_columns(part) if isinstance(part, SourcePart)
                                                     else part.column_names)]  # fmt: skip
                 if isinstance(part, SourcePart):
-                    batches = part_batches(part, present, block)
+                    batches = part_batches(part, present, block, text_columns)
                 else:
                     batches = (t for t in part.select_columns(present).with_format("arrow").iter(BATCH_ROWS))
                 row = 0
@@ -238,12 +265,13 @@ def _write(target: Path, splits: list[tuple[str | None, Any]], kept: list[str], 
         finally:
             if writer is not None:
                 writer.close()
+        seal(tmp)
 
 
 def built_records(name: str, description: Any, build: Callable[[], tuple[pd.DataFrame, dict[str, Any]]],
                   records_dir: str | Path | None, source: str) -> RecordStore:  # fmt: skip
     """The records store of a table that code builds from its inputs (TF binding's records from peaks):
-    opened if built before from the same ``description`` (the inputs' :func:`fingerprint` and the options
+    opened if built before from the same ``description`` (the inputs' :func:`content` and the options
     that shape the records), else ``build()`` gives ``(table, metadata)`` and it is written first. The
     metadata (JSON) is kept in the file and read back as :attr:`RecordStore.meta`."""
     import pyarrow as pa
@@ -259,7 +287,9 @@ def built_records(name: str, description: Any, build: Callable[[], tuple[pd.Data
         table = table.append_column(ROW_ID, pa.array([f"row:{i}" for i in range(table.num_rows)]))
         info = {**meta, "version": STORE_VERSION, "names": list(frame.columns), "source": source}
         table = table.replace_schema_metadata({"mmfuse": json.dumps(info)})
-        with atomic_path(target) as tmp, pa.ipc.new_file(str(tmp), table.schema) as writer:
-            writer.write_table(table)
+        with atomic_path(target) as tmp:
+            with pa.ipc.new_file(str(tmp), table.schema) as writer:
+                writer.write_table(table)
+            seal(tmp)
 
     return ensure_store(target, write, source)

@@ -142,16 +142,10 @@ class RecordReader:
         self.derived = dict(derived or {})
         self.modalities = [*self.columns, *self.derived, *([windows[0]] if windows else [])]
         self.present, self.lengths, self.crops = present, lengths, dict(crops)
-        self._arrays: dict[str, Any] | None = None
         self._reads = 0
 
-    def _column(self, name: str) -> Any:
-        if self._arrays is None:  # per process (a spawned worker unpickles the store, and maps it again)
-            self._arrays = {c: self.store.column(c) for c in {self.id_column, *self.columns.values()}}
-        return self._arrays[name]
-
     def record_id(self, row: int) -> str:
-        return str(self.store.cell(self._column(self.id_column), row))
+        return str(self.store.value(self.id_column, row))
 
     def sequence(self, modality: str, row: int, record_id: str | None = None) -> str | None:
         """The sequence of ``modality`` at store row ``row`` (cropped), or ``None`` where it is absent."""
@@ -163,15 +157,12 @@ class RecordReader:
         elif modality in self.derived:
             sequence = self.derived[modality](row)
         else:
-            sequence = self.store.cell(self._column(self.columns[modality]), row)
+            sequence = self.store.value(self.columns[modality], row)
             self._reads += 1
             if self._reads % 16 == 0:  # let the pages read so far leave this process's resident memory
                 self.store.release()  # (a random read maps ~200 kB of the file; this costs ~0.5 us a read)
         crop = self.crops.get(modality)
         return crop_sequence(sequence, crop[0], crop[1]) if crop else sequence
-
-    def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_arrays": None}
 
 
 class SplitRecords(Dataset):
