@@ -61,7 +61,8 @@ class ExplanationWriter(PredictionWriter):
             directory. Columns: ``record``, ``modality``, ``position`` (0-based, in the sequence the model
             read, after the data module's cropping), ``letter``, ``target``, ``method`` (``ig``, ``ism``),
             ``score`` (in the target's units: a regression target's, a class probability).
-        methods: ``ig`` (integrated gradients), ``ism`` (in-silico mutagenesis), or both.
+        methods: ``ig`` (integrated gradients), ``ism`` (in-silico mutagenesis), or both (a list; one
+            method may be given alone, ``methods: ism``).
         targets: the targets (regression) or classes to explain, each with its own rows; default: the mean
             over the targets (``mean``) for a regression, and for a classifier the probability of the class
             it predicts for the record (``predicted``).
@@ -81,7 +82,7 @@ class ExplanationWriter(PredictionWriter):
     def __init__(
         self,
         output: str | None = None,
-        methods: list[Method] | None = None,
+        methods: list[Method] | Method | None = None,
         targets: list[str] | None = None,
         modalities: list[str] | None = None,
         steps: int = 32,
@@ -91,6 +92,8 @@ class ExplanationWriter(PredictionWriter):
         dna_flank: int | None = 500,
     ) -> None:
         super().__init__(output)
+        if isinstance(methods, str):  # one method, given alone
+            methods = [methods]
         self.methods: list[str] = list(methods) if methods is not None else ["ig", "ism"]
         unknown = [m for m in self.methods if m not in ("ig", "ism")]
         if unknown or not self.methods:

@@ -42,6 +42,9 @@ from mmfuse.io import atomic_path
 
 __all__ = ["combine", "main"]
 
+#: where a cv's folds go by default: ``cv/<config name>`` (the help text says the same)
+_DIR = "cv"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = run_parser(
@@ -50,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "metrics as mean ± sd and every record's held-out prediction. Options after the known ones go to every run "
         "(e.g. --trainer.max_epochs 5).",
         "cv",
+        _DIR,
     )
     parser.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     return parser
@@ -141,7 +145,7 @@ def main(argv: Sequence[str], cli: Any = None) -> int:
             )
         raise ConfigError(f"{config_file}: {error}")
     monitor = resolve_monitor(config, options.monitor, options.mode)
-    root = Path(options.dir or Path("cv") / run_name(config_file))
+    root = Path(options.dir or Path(_DIR) / run_name(config_file))
     root.mkdir(parents=True, exist_ok=True)
     print(f"mmfuse cv: {options.folds} folds of {config_file} in {root}")
     for fold in range(options.folds):

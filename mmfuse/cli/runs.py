@@ -31,7 +31,7 @@ import mmfuse
 from mmfuse.cli.summary import ENV as SUMMARY_ENV
 from mmfuse.cli.summary import read_summary
 from mmfuse.errors import ConfigError, MmfuseError
-from mmfuse.io import atomic_path
+from mmfuse.io import atomic_path, read_yaml
 
 __all__ = [
     "checkpoint_monitor",
@@ -52,17 +52,16 @@ _CHECKPOINT = re.compile(r"(^|\.)ModelCheckpoint$")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """The YAML config ``path`` as a mapping (refused clearly if it is missing or not one)."""
+    """The YAML config ``path`` as a mapping, read by :func:`mmfuse.io.read_yaml` (refused clearly if it is
+    missing, not YAML, writes a key twice, expands aliases too far, or is not a mapping)."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config {str(path)!r} does not exist; pass the YAML file you train with")
-    try:
-        config = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    config = read_yaml(file)
     if not isinstance(config, dict):
+        kind = {"list": "a list", "str": "text", "NoneType": "empty"}.get(type(config).__name__, "a single value")
         raise ConfigError(
-            f"{path} must hold a mapping of options (trainer:, model:, data:), not {type(config).__name__}"
+            f"{path}: the config's top level is {kind}; it must be a mapping of options such as trainer:, model:, data:"
         )
     return config
 
@@ -116,13 +115,15 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [] if value is None else [value]
 
 
-def run_parser(prog: str, description: str, directory: str) -> argparse.ArgumentParser:
-    """The options ``mmfuse sweep`` and ``mmfuse cv`` share: ``--config``, ``--dir``, ``--monitor``, ``--mode``."""
+def run_parser(prog: str, description: str, directory: str, default_dir: str | None = None) -> argparse.ArgumentParser:
+    """The options ``mmfuse sweep`` and ``mmfuse cv`` share: ``--config``, ``--dir``, ``--monitor``, ``--mode``
+    (``default_dir``: where ``--dir`` defaults to, ``<default_dir>/<config name>``; default ``<directory>s``)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", required=True, help="the YAML config to train (as for mmfuse fit)")
     parser.add_argument(
         "--dir",
-        help=f"the {directory}'s directory (default: {directory}s/<config name>; for a config.yaml, its folder's name)",
+        help=f"the {directory}'s directory (default: {default_dir or directory + 's'}/<config name>; for a "
+        f"config.yaml, its folder's name)",
     )
     parser.add_argument(
         "--monitor", help="the metric that decides (default: the config's ModelCheckpoint monitor, else val/loss)"

@@ -126,9 +126,52 @@ class SplitRule:
         by = f"{self.gene_column!r}" if self.gene_column is not None else "record"
         n = len(cache)
         return keys.map(cache).to_numpy(), (
-            f"by {by} ({n} values), val_fraction {self.val_fraction}, test_fraction {self.test_fraction}: each "
-            f"value draws its split, so about {n * self.val_fraction:g} values validate and "
+            f"by {by} ({n} value{'s' if n != 1 else ''}), val_fraction {self.val_fraction}, test_fraction "
+            f"{self.test_fraction}: each value draws its split, so about {n * self.val_fraction:g} values validate and "
             f"{n * self.test_fraction:g} test"
+        )
+
+    def needed(self, stage: str | None, validates: bool = True) -> dict[str, str]:
+        """The splits a run of ``stage`` needs records in, each with why (``validates``: the trainer runs
+        validation). Only ``fit`` needs two or more: train, val when the options ask for validation, and
+        the test fold of cross-validation, which holds its genes out. (One split, as ``test`` needs, has a
+        record whenever the table has one; a draw that leaves it empty is named by its loader.)"""
+        if _stage_name(stage) != "fit":
+            return {}
+        needed = {"train": "to train"}
+        if validates and self.val_groups is not None:
+            needed["val"] = f"val_groups {list(self.val_groups)}"
+        elif validates and self.val_fraction > 0:
+            needed["val"] = f"val_fraction {self.val_fraction:g}"
+        if self.folds is not None:
+            needed["test"] = f"fold {self.fold} of {self.folds}"
+        return needed
+
+    def too_small(self, table: pd.DataFrame, stage: str | None, validates: bool = True) -> str | None:
+        """Why ``table`` cannot be split for a run of ``stage``: fewer groups (genes; records without a gene
+        column) than the splits it needs (:meth:`needed`), with how many it has and how many each split
+        needs (said after the file's empty split is named); ``None`` when it has enough (a draw may still
+        leave a split empty: its loader says so)."""
+        needed = self.needed(stage, validates)
+        if len(table) == 0:  # no record at all: the empty split's message says what dropped them
+            return None
+        by_gene = self.gene_column is not None and self.gene_column in table.columns
+        n = int(self._keys(table, by_gene, quiet=True).nunique())
+        if n >= len(needed):
+            return None
+        one, many = ("gene", "genes") if by_gene else ("record", "records")
+        column = f" ({self.gene_column!r})" if by_gene else ""
+        splits = [f"{split} ({why})" for split, why in needed.items()]
+        each = ", ".join(splits[:-1]) + f" and {splits[-1]}"
+        odds = ""
+        if needed.get("val", "").startswith("val_fraction"):
+            in_every = int(np.ceil(1 / self.val_fraction))
+            odds = f"; val_fraction {self.val_fraction:g} draws about one {one} in {in_every}"
+        records = f"{len(table)} record{'s' if len(table) != 1 else ''}"
+        return (
+            f"the table has {records} in {n} {one if n == 1 else many}{column}, too few to split for fit: "
+            f"{each} each need at least one {one}, {len(needed)} in all{odds}. Add rows (more {many}), or set "
+            f"split.val_fraction: 0 and trainer.limit_val_batches: 0 to train on every {one} without validation"
         )
 
     def _named_splits(self, table: pd.DataFrame) -> tuple[np.ndarray, str]:
@@ -178,16 +221,16 @@ class SplitRule:
             f"{len(validating)} of the others validate (val_fraction {self.val_fraction})"
         )
 
-    def _keys(self, table: pd.DataFrame, by_gene: bool) -> pd.Series:
-        """The key each record is split by: its gene, or (no gene column, or an empty gene cell: counted)
-        its own id, so records without a gene never pool into one pseudo-gene."""
+    def _keys(self, table: pd.DataFrame, by_gene: bool, quiet: bool = False) -> pd.Series:
+        """The key each record is split by: its gene, or (no gene column, or an empty gene cell: counted and,
+        unless ``quiet``, logged) its own id, so records without a gene never pool into one pseudo-gene."""
         ids = table[self.id_column].astype(str)
         if not by_gene:
             return ids
         genes = table[self.gene_column]
         keys = per_value(genes, str)
         empty = genes.isna().to_numpy() | (per_value(genes, lambda v: v.strip()) == "").to_numpy()
-        if empty.any():
+        if empty.any() and not quiet:
             rank_zero_info(
                 f"{self.owner}: {int(empty.sum())} records have no {self.gene_column!r} (e.g. "
                 f"{ids[empty].iloc[0]!r}); each is split on its own, as a gene of one record"
@@ -214,6 +257,11 @@ class SplitRule:
             f"{len(candidates)} training {unit} ({int(val.sum())} records) validate (val_fraction {self.val_fraction})"
         )
         return np.where(val, "val", splits)
+
+
+def _stage_name(stage: str | None) -> str | None:
+    """``fit`` of Lightning's ``TrainerFn.FITTING`` (a string enum: its text is its value), or ``stage`` as given."""
+    return None if stage is None else str(getattr(stage, "value", stage))
 
 
 def split_groups(keys: Sequence[str], rule: SplitRule, name: str = "group") -> tuple[dict[str, str], str | None]:

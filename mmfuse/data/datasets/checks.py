@@ -21,7 +21,8 @@ from mmfuse.data.store.records import ROW_ID, RecordStore
 from mmfuse.data.store.rows import Crop, RecordReader
 from mmfuse.errors import ConfigError
 
-__all__ = ["DEFAULT_CROP", "RecordChecks", "check_length_options", "check_modality_options", "crop_hint", "fill_hint"]
+__all__ = ["DEFAULT_CROP", "RecordChecks", "check_length_options", "check_modality_options", "crop_hint", "fill_hint",
+           "validates"]  # fmt: skip
 
 #: keep the middle of DNA (around the TSS), the 3' end of RNA (3'UTR, as IsoFormer), a protein's N-terminus
 DEFAULT_CROP: dict[str, Crop] = {"dna": "center", "rna": "end", "protein": "start"}
@@ -171,9 +172,12 @@ def crop_hint(modality: str, limit: int, policy: Crop) -> str:
     )
 
 
-def fill_hint(split: str, split_by: str | None, split_column: str) -> str:
+def fill_hint(split: str, split_by: str | None, split_column: str, too_small: str | None = None) -> str:
     """Why ``split`` is empty and how to give it records (``split_by``: how the records were split, ``None``
-    when a split column marked them)."""
+    when a split column marked them; ``too_small``: why the table has too few genes to split for fit, see
+    :meth:`~mmfuse.data.splits.SplitRule.too_small`, said instead for the splits fit reads)."""
+    if too_small is not None and split in ("train", "val"):
+        return too_small
     if split == "all":
         return "no record is left: check the options that drop records (missing_modalities, missing labels)."
     if split_by is None:
@@ -185,6 +189,11 @@ def fill_hint(split: str, split_by: str | None, split_column: str) -> str:
     skip = {"val": ", or set trainer.limit_val_batches: 0 to train without validation",
             "test": ", or test on another table"}.get(split, "")  # fmt: skip
     return f"{fix}{skip}."
+
+
+def validates(trainer: Any) -> bool:
+    """Whether ``trainer`` (a data module's, ``None`` outside one) runs validation: ``limit_val_batches`` not 0."""
+    return trainer is None or trainer.limit_val_batches != 0
 
 
 def check_length_options(max_lengths: Mapping[str, Any], crop: Mapping[str, Any], served: Sequence[str]) -> None:

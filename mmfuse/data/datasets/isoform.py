@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 
+from mmfuse.data.datasets.checks import fill_hint
 from mmfuse.data.datasets.table import TableDataModule, read_table
 from mmfuse.data.errors import DataError
 from mmfuse.data.genomics.tissues import GTEX_TISSUES
@@ -198,7 +199,8 @@ class IsoformExpression(TableDataModule):
         """Mean and standard deviation of each target over the training split."""
         targets = self.split_labels("train")
         if targets is None or len(targets) == 0:
-            raise DataError(f"the training split of {self.path} has no targets to standardise with")
+            raise DataError(f"the 'train' split of {self.path} is empty, so no targets to standardise with; "
+                            f"{fill_hint('train', self._split_by, self.split_column, self._too_small)}")  # fmt: skip
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
             std, mean = targets.std(axis=0), targets.mean(axis=0)
         wide = targets.astype(np.float64)  # checked in float64: float32 sums of values near its limit overflow

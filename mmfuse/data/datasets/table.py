@@ -34,6 +34,7 @@ from mmfuse.data.datasets.checks import (
     check_modality_options,
     crop_hint,
     fill_hint,
+    validates,
 )
 from mmfuse.data.datasets.loaders import LoaderBuilder, check_served, check_tokenizer, select
 from mmfuse.data.datasets.store import record_reader
@@ -53,6 +54,13 @@ from mmfuse.data.store.rows import Crop, DerivedSequences, RecordReader, Sequenc
 from mmfuse.tokenizers import Tokenizer
 
 __all__ = ["Crop", "GenomeWindows", "TableDataModule", "crop_sequence", "read_table"]
+
+
+def _split_records(reader: RecordReader, rows: np.ndarray, labels: np.ndarray | None,
+                   splits: np.ndarray) -> dict[str, SplitRecords]:  # fmt: skip
+    """The records of each split (``splits``: each row's split name, ``dropped`` for the rows left out)."""
+    chosen = {name: np.flatnonzero(splits == name) for name in SPLITS}
+    return {name: SplitRecords(reader, rows[c], None if labels is None else labels[c]) for name, c in chosen.items()}
 
 
 class TableDataModule(L.LightningDataModule):
@@ -165,7 +173,8 @@ class TableDataModule(L.LightningDataModule):
                          *self._label_columns(), *self._coordinate_columns]  # fmt: skip
                 kept = [c for c in dict.fromkeys(named) if c is not None and c != ROW_ID]
                 self._store = open_records(self.path, kept, self.split_column, self.records_dir,
-                                           self.options["source"].revision, self._preset_file)  # fmt: skip
+                                           self.options["source"].revision, self._preset_file,
+                                           text_columns=[self.id_column])  # ids as written: NA is an id
         return self._store
 
     def _derived(self, store: RecordStore, table: pd.DataFrame) -> dict[str, DerivedSequences]:
@@ -212,11 +221,8 @@ class TableDataModule(L.LightningDataModule):
         checks.text(self._stats, store, rows, ids)
         self.crop_counts = checks.crops(reader, self._stats, rows)
         keep, self.absent_counts = checks.missing(ids, reader.present[rows])
-        splits = np.where(keep, splits, "dropped")
-        self._splits = {}
-        for name in SPLITS:
-            chosen = np.flatnonzero(splits == name)
-            self._splits[name] = SplitRecords(reader, rows[chosen], labels[chosen] if labels is not None else None)
+        self._too_small = self._rule.too_small(table[keep], stage, validates(self.trainer))  # for fill_hint
+        self._splits = _split_records(reader, rows, labels, np.where(keep, splits, "dropped"))
         counts = ", ".join(f"{k} {len(v)}" for k, v in self._splits.items())
         rank_zero_info(f"{type(self).__name__}: {int(keep.sum())} records from {self.path} ({counts})")
 
@@ -225,8 +231,8 @@ class TableDataModule(L.LightningDataModule):
         return [c for c in (self.split_column, self.gene_column, *self._coordinate_columns[:2]) if c is not None]
 
     def _assign_splits(self, table: pd.DataFrame) -> np.ndarray:
-        rule = SplitRule.of(self.options["split"], self.id_column, self.path, type(self).__name__, self.gene_column)
-        splits, self._split_by = rule.assign(table)
+        self._rule = SplitRule.of(self.options["split"], self.id_column, self.path, type(self).__name__)
+        splits, self._split_by = self._rule.assign(table)
         return splits
 
     def split_ids(self, split: str) -> Sequence[str]:
@@ -280,7 +286,7 @@ class TableDataModule(L.LightningDataModule):
         loader = self.options["loader"]
         return LoaderBuilder(self._splits, self._collate, self.batch_size, self.eval_batch_size, loader.num_workers,
                              loader.bucketing, loader.bucket_pool, self.path,
-                             lambda split: fill_hint(split, self._split_by, self.split_column))  # fmt: skip
+                             lambda split: fill_hint(split, self._split_by, self.split_column, self._too_small))
 
     def train_dataloader(self) -> DataLoader:
         return self._loaders().loader("train", shuffle=True, trainer=getattr(self, "trainer", None))

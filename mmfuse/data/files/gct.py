@@ -4,6 +4,8 @@ A GCT (``#1.2``; a dimensions line ``ROWS<TAB>SAMPLES``; a header ``Name Descrip
 transcript or gene) is read in chunks of rows, each with the line number of its first row, so errors
 name the line. Refused, naming the line and the fix: a missing version or dimensions line, a header or a
 file that disagrees with the dimensions (a truncated download), an empty id, a value that is not a number.
+Ids are read as written (``NA`` is an id); an empty value or one of pandas' null spellings (``NA``,
+``nan``, …) is NaN.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mmfuse.data.errors import DataError
-from mmfuse.data.files.tables import check_table_file, open_text, reading_error
+from mmfuse.data.files.tables import NULLS, check_table_file, open_text, reading_error
 
 __all__ = ["gct_chunks", "sample_tissues"]
 
@@ -44,7 +46,9 @@ def gct_chunks(path: Path, chunk_rows: int) -> Iterator[tuple[int, pd.DataFrame]
             if not handle.readline().startswith("#1."):
                 raise DataError(f"{path}:1: not a GCT file (the first line should be #1.2)")
             rows, samples = _dimensions(path, handle.readline())
-            reader = pd.read_csv(handle, sep="\t", chunksize=chunk_rows, dtype={0: str, 1: str})
+            # ids as written (``NA`` is an id, not missing); the values' null spellings are NaN in _check_chunk
+            reader = pd.read_csv(handle, sep="\t", chunksize=chunk_rows, dtype={0: str, 1: str},
+                                 keep_default_na=False)  # fmt: skip
             line, seen = 4, 0  # of the first data row: #1.2, dimensions, header
             for chunk in reader:
                 if not isinstance(chunk.index, pd.RangeIndex):  # pandas made the extra fields an index
@@ -77,7 +81,8 @@ def _check_chunk(path: Path, chunk: pd.DataFrame, line: int) -> None:
         if values.dtype.kind in "fiu":
             continue
         numbers = pd.to_numeric(values, errors="coerce")
-        bad = np.flatnonzero(numbers.isna().to_numpy() & values.notna().to_numpy())
+        missing = values.isna().to_numpy() | values.isin(NULLS).to_numpy()  # empty, NA, nan, …: NaN
+        bad = np.flatnonzero(numbers.isna().to_numpy() & ~missing)
         if len(bad):
             i = int(bad[0])
             raise DataError(f"{path}:{line + i}: the value of {chunk.iloc[i, 0]} in sample {column} is "
@@ -95,7 +100,10 @@ def sample_tissues(path: Path, sample_column: str, tissue_column: str) -> dict[s
         missing = [c for c in (sample_column, tissue_column) if c not in header]
         if missing:
             raise DataError(f"{path} has no column {missing[0]!r} (columns: {', '.join(header[:12])}…)")
-        table = pd.read_csv(path, sep="\t", usecols=[sample_column, tissue_column], dtype=str).dropna()
+        # sample ids as written; a tissue that is empty or NA leaves its sample out
+        table = pd.read_csv(path, sep="\t", usecols=[sample_column, tissue_column], dtype=str,
+                            keep_default_na=False, na_values={tissue_column: NULLS}).dropna()  # fmt: skip
+        table = table[table[sample_column] != ""]
     except _UNREADABLE as exc:
         raise reading_error(path, exc) from None
     return dict(zip(table[sample_column], table[tissue_column], strict=True))

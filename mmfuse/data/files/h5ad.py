@@ -318,7 +318,7 @@ def dense_cells(path: Path, metadata: Sequence[str], id_column: str) -> tuple[pd
         metadata: columns that are not genes (id, label, split, other modalities), where present.
         id_column: the cell id column, which must be present.
     """
-    table = read_table(path, dtype=dict.fromkeys(metadata, str))
+    table = read_table(path, dtype=dict.fromkeys(metadata, str), text_columns=[id_column])  # ids as written
     if id_column not in table.columns:
         raise DataError(
             f"{str(path)!r} has no cell id column {id_column!r}; its first columns: "

@@ -5,6 +5,11 @@ their names), a ``datasets`` directory or a Hugging Face hub data set (or one fi
 :func:`part_batches` read one file's header and its record batches (CSV/TSV through pyarrow in small
 blocks, cells as text); :mod:`mmfuse.data.store.records` writes them into the records store.
 :func:`read_table` reads a whole small table into pandas (metadata tables, not sequences).
+
+Text is UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8" writes one): the mark is never part
+of the first column's name. Id columns (``text_columns``) are read as written: ``NA``, ``nan``, ``None``
+and ``NULL`` are ids like any other (only an empty cell has no id); in the other columns those spellings
+(:data:`NULLS`, pandas' defaults) and an empty cell are missing.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import csv
 import gzip
 import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -22,16 +27,16 @@ import pandas as pd
 
 from mmfuse.data.errors import DataError
 
-__all__ = ["BATCH_ROWS", "BLOCKS", "SPLIT_ALIASES", "RowTooLong", "SourcePart", "check_table_file", "open_text",
-           "part_batches", "part_columns", "read_table", "reading_error", "source_parts"]
+__all__ = ["BATCH_ROWS", "BLOCKS", "NULLS", "SPLIT_ALIASES", "RowTooLong", "SourcePart", "check_table_file",
+           "open_text", "part_batches", "part_columns", "read_table", "reading_error", "source_parts"]  # fmt: skip
 
 #: split names a table or a ``DatasetDict`` may use, and the split each means
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test"}  # fmt: skip
 _TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq", ".gz", ".bz2", ".zst", ".xz")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-#: what pandas reads as missing in a CSV cell (its default na_values), so both readers agree
-_NULLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+#: what is missing in a CSV/TSV cell outside id columns (pandas' default na_values), so both readers agree
+NULLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
           "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # fmt: skip
 #: CSV block sizes tried in turn: small blocks keep the conversion's memory small (a 1 GB table peaks about
 #: 0.2 GB over the baseline with 4 MB), a larger one is needed only for a row longer than the block
@@ -107,6 +112,12 @@ def source_parts(path: str, revision: str | None = None, preset_file: str | None
             pattern of its files (``*.tsv``), fetched and read as a local copy would be (the same
             splits from the file names, the same ``FILE:ROW`` ids).
     """
+    if "\n" in path or len(path) > 4096:  # os.stat would fail on it (ENAMETOOLONG) with a traceback
+        raise DataError(  # jsonargparse reads a file given as `source: FILE` as a config: its text arrives
+            f"the data's source path is {path[:60]!r}…, the text of a table rather than its name: the config "
+            f"parser read the file named as `source`. Write `source: {{path: FILE}}` (on the command line "
+            f"--data.init_args.source.path=FILE)"
+        )
     local = Path(path).expanduser()
     if local.is_dir():
         if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
@@ -155,7 +166,7 @@ def _header(path: Path, delimiter: str) -> list[str]:
     import pyarrow as pa
 
     with pa.input_stream(str(path)) as stream:  # decompresses by the suffix
-        first = io.TextIOWrapper(stream, encoding="utf-8", newline="").readline()
+        first = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="").readline()  # a BOM is not a name
     return next(csv.reader([first], delimiter=delimiter), [])
 
 
@@ -201,9 +212,10 @@ def check_table_file(path: Path, kind: str = "table") -> None:
 
 def open_text(path: Path, kind: str) -> IO[str]:
     """A text file (a GTF, a BED, a GCT: ``kind`` names it in messages), gunzipped when named ``.gz``,
-    after :func:`check_table_file`."""
+    after :func:`check_table_file`; UTF-8, a leading byte-order mark skipped."""
     check_table_file(path, kind)
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+    # utf-8-sig: a byte-order mark (Excel, Windows editors) is dropped, not read as the first line's start
+    return gzip.open(path, "rt", encoding="utf-8-sig") if path.suffix == ".gz" else path.open(encoding="utf-8-sig")
 
 
 def reading_error(path: Path, exc: BaseException) -> DataError:
@@ -246,8 +258,11 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq")
 
 
-def part_batches(part: SourcePart, columns: list[str], block: int = BLOCKS[0]) -> Iterator[Any]:
-    """Record batches of ``columns`` of one file (CSV/TSV cells as text, missing as null), read in ``block`` bytes."""
+def part_batches(part: SourcePart, columns: list[str], block: int = BLOCKS[0],
+                 text_columns: Collection[str] = ()) -> Iterator[Any]:  # fmt: skip
+    """Record batches of ``columns`` of one file, read in ``block`` bytes. CSV/TSV cells are text: in
+    ``text_columns`` (ids) as written, only an empty cell null; in the others an empty cell or one of
+    :data:`NULLS` is null."""
     import pyarrow as pa
 
     if _is_parquet(part.path):
@@ -261,16 +276,20 @@ def part_batches(part: SourcePart, columns: list[str], block: int = BLOCKS[0]) -
     from pyarrow import csv as pcsv
 
     delimiter = _delimiter(part.path)
+    verbatim = [c for c in columns if c in set(text_columns)]
     try:
-        yield from pcsv.open_csv(
+        batches = pcsv.open_csv(
             pa.input_stream(str(part.path)),
             read_options=pcsv.ReadOptions(block_size=block, use_threads=False),  # one block in memory at a time
             parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=False),
             convert_options=pcsv.ConvertOptions(
                 column_types=dict.fromkeys(columns, pa.string()), include_columns=columns,
-                null_values=_NULLS, strings_can_be_null=True, quoted_strings_can_be_null=True,
+                null_values=NULLS, strings_can_be_null=not verbatim, quoted_strings_can_be_null=not verbatim,
             ),  # fmt: skip
         )
+        # pyarrow's null spellings hold for every column of a read: with id columns, every cell is read as
+        # written and the others' null spellings are made null here
+        yield from (_with_nulls(batch, verbatim) for batch in batches) if verbatim else batches
     except pa.ArrowInvalid as exc:
         if "straddl" in str(exc) and block < BLOCKS[-1]:
             raise RowTooLong(f"{part.path} has a row longer than {block >> 20} MB") from None
@@ -283,25 +302,57 @@ def part_batches(part: SourcePart, columns: list[str], block: int = BLOCKS[0]) -
         raise reading_error(part.path, exc) from None
 
 
-def read_table(path: str | Path, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
+_LONGEST_NULL = max(map(len, NULLS))
+
+
+def _with_nulls(batch: Any, verbatim: Collection[str]) -> Any:
+    """``batch`` (text read as written) with the cells of :data:`NULLS` made null, except in ``verbatim`` columns;
+    a column is copied only when it holds such a cell (sequence columns seldom do)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    spellings = pa.array(NULLS, pa.string())
+    arrays = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if name not in verbatim:
+            # only short cells can be a null spelling: the long ones (sequences) are never hashed or copied
+            short = pc.less_equal(pc.binary_length(column), _LONGEST_NULL)
+            if pc.any(short).as_py():
+                prefix = pc.utf8_slice_codeunits(column, 0, _LONGEST_NULL + 1)
+                null = pc.and_(short, pc.is_in(prefix, value_set=spellings))
+                if pc.any(null).as_py():
+                    column = pc.if_else(null, pa.scalar(None, pa.string()), column)
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
+
+
+def read_table(path: str | Path, dtype: Mapping[str, Any] | None = None,
+               text_columns: Collection[str] = ()) -> pd.DataFrame:  # fmt: skip
     """Reads a CSV, TSV or Parquet table, choosing the format by the file's suffixes.
 
     Args:
         path: the file.
         dtype: ``{column: type}`` for CSV/TSV columns not to be inferred, e.g. ``{"label": str}`` keeps
             ``007`` as written (Parquet columns keep their stored types).
+        text_columns: CSV/TSV columns (ids) read as text as written: ``NA`` or ``nan`` is an id, only an
+            empty cell is missing (``""``); in the other columns :data:`NULLS` are missing.
     """
     path = Path(path).expanduser()
     suffixes = [s.lower() for s in path.suffixes if s.lower() not in (".gz", ".bz2", ".zst", ".xz")]
     kind = suffixes[-1] if suffixes else ""
     if path.is_file() and kind not in (".parquet", ".pq", ".tsv", ".tab", ".txt", ".csv"):
         raise DataError(f"cannot tell the format of {str(path)!r}: name it .csv, .tsv or .parquet (optionally .gz)")
-    part_columns(SourcePart(path))  # the file is what its name says, its column names unique (pandas renames)
+    names = part_columns(SourcePart(path))  # the file is what its name says, its names unique (pandas renames)
     try:
         if kind in (".parquet", ".pq"):
             table = pd.read_parquet(path)
         else:
-            table = pd.read_csv(path, sep="," if kind == ".csv" else "\t", dtype=dtype)
+            verbatim = [c for c in names if c in set(text_columns)]
+            # (pandas reads a leading byte-order mark as none, as pyarrow does)
+            na = {"keep_default_na": False, "na_values": {c: NULLS for c in names if c not in verbatim}} \
+                if verbatim else {}  # fmt: skip
+            table = pd.read_csv(path, sep="," if kind == ".csv" else "\t",
+                                dtype={**(dtype or {}), **dict.fromkeys(verbatim, str)}, **na)  # fmt: skip
     except _READ_ERRORS as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
         raise reading_error(path, exc) from None
     return table

@@ -254,7 +254,8 @@ def build_isoform_table(
     if not expression.is_file():
         raise DataError(f"expression file {str(expression)!r} does not exist")
     summary = BuildSummary()
-    seen: set[str] = set()
+    lines: dict[str, int] = {}  # each expression id, as written, and its line
+    matched: dict[str, str] = {}  # each annotation transcript matched (by its key), and the expression id matching it
     with atomic_path(out) as tmp:
         writer = None
         try:
@@ -281,14 +282,23 @@ def build_isoform_table(
                             )
                         summary.bad_values_skipped += 1
                         continue
-                    key = strip_version(str(tid))
-                    if key in seen:
-                        raise DataError(f"{expression}:{line + i}: transcript {tid} appears twice")
-                    seen.add(key)
-                    transcript = transcripts.get(key, transcripts.get(str(tid)))
-                    if transcript is None:
+                    tid = str(tid)
+                    if tid in lines:
+                        raise DataError(f"{expression}:{line + i}: transcript {tid} appears twice (first at line "
+                                        f"{lines[tid]}); keep one row per transcript")  # fmt: skip
+                    lines[tid] = line + i
+                    key = _match(transcripts, tid)
+                    if key is None:
                         summary.missing_from_annotation += 1
                         continue
+                    transcript, other = transcripts[key], matched.setdefault(key, tid)
+                    if other != tid:
+                        raise DataError(
+                            f"{expression}:{line + i}: transcripts {other} (line {lines[other]}) and {tid} collide "
+                            f"once their versions are stripped: both match {transcript.transcript_id} of the "
+                            f"annotation, which has one transcript of that id; keep one of them in the expression "
+                            f"file, or use the annotation release the expression was quantified with"
+                        )
                     if transcript.contig not in genome:
                         summary.missing_contigs[transcript.contig] += 1
                         continue
@@ -298,7 +308,7 @@ def build_isoform_table(
                         del row["DNA"]
                     summary.noncoding += not row["Protein"]
                     row.update(
-                        transcript_id=str(tid), gene_id=str(gid), annotation_transcript_id=transcript.transcript_id,
+                        transcript_id=tid, gene_id=str(gid), annotation_transcript_id=transcript.transcript_id,
                         annotation_gene_id=transcript.gene_id, contig=transcript.contig, strand=transcript.strand,
                         biotype=transcript.biotype, tss=transcript.tss,
                     )  # fmt: skip
@@ -315,5 +325,13 @@ def build_isoform_table(
         finally:
             if writer is not None:
                 writer.close()
-    summary.missing_from_expression = sum(1 for key in transcripts if key not in seen)
+    summary.missing_from_expression = sum(1 for key in transcripts if key not in matched)
     return summary
+
+
+def _match(transcripts: dict[str, Transcript], tid: str) -> str | None:
+    """The key of the annotation's transcript of the expression id ``tid``: the id without its version (how
+    :func:`~mmfuse.data.files.annotation.read_annotation` keys a transcript whose id stays unique without
+    it), else the id as written (ids that differ only in their suffix, e.g. isoforms ``AT1G01010.1`` and
+    ``.2``); ``None`` when the annotation has neither."""
+    return next((key for key in (strip_version(tid), tid) if key in transcripts), None)
