@@ -20,7 +20,7 @@ from mmfuse.cli.summary import write_failure
 from mmfuse.errors import MmfuseError
 from mmfuse.registry import PluginLoadError, UnknownComponentError
 
-__all__ = ["COMMANDS", "Command", "MmfuseCLI", "load_components", "main"]
+__all__ = ["COMMANDS", "Command", "MmfuseCLI", "close_process_group", "load_components", "main"]
 
 
 class Command(NamedTuple):
@@ -83,8 +83,11 @@ def main(argv: Sequence[str] | None = None) -> Any:
         with warnings.catch_warnings():
             _quiet_known_warnings()
             if command.module == _TRAINING:  # LightningCLI's subcommands: the whole command line
-                return module.main(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
-            return getattr(module, command.function)(rest)
+                result = module.main(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
+            else:
+                result = getattr(module, command.function)(rest)
+        close_process_group()
+        return result
     except SystemExit as exc:
         if exc.code not in (0, None):  # the parser's error wrote its own message already
             write_failure(name, f"`mmfuse {name}` exited with status {exc.code}", replace=False)
@@ -96,6 +99,18 @@ def main(argv: Sequence[str] | None = None) -> Any:
             raise
         print(f"mmfuse: error: {_message(user_error)}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def close_process_group() -> None:
+    """Ends a DDP run's process group once its command has finished on every process (a barrier, then
+    ``destroy_process_group``). Lightning destroys NCCL groups at exit but leaves gloo's (CPU DDP) to the
+    interpreter's shutdown, where its threads, torn down in no fixed order, abort the process now and then
+    ("terminate called without an active exception", status -6) after a run that succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _quiet_known_warnings() -> None:
