@@ -127,9 +127,9 @@ _CONFIG_RULES = [
 def render() -> str:
     from mmfuse.backbones.finetune import FineTuning, LoraOptions
     from mmfuse.cache import CacheOptions
-    from mmfuse.data import CellClassification, IsoformExpression, SequenceClassification, TFBinding
+    from mmfuse.data import CellClassification, GeneClassification, IsoformExpression, SequenceClassification, TFBinding
     from mmfuse.registry import ADAPTERS, BACKBONES, BUILTIN_SOURCE, HEADS, OBJECTIVES
-    from mmfuse.training import ClassificationTask, RegressionTask
+    from mmfuse.training import ClassificationTask, RegressionTask, TokenClassificationTask
 
     parts = [
         "# YAML reference",
@@ -142,9 +142,9 @@ def render() -> str:
         "## Tasks (`model:`)",
         "",
     ]
-    parts += [component(cls, cls.__name__) for cls in (RegressionTask, ClassificationTask)]
+    parts += [component(cls, cls.__name__) for cls in (RegressionTask, ClassificationTask, TokenClassificationTask)]
     parts += ["## Data modules (`data:`)", ""]
-    data_modules = (IsoformExpression, SequenceClassification, TFBinding, CellClassification)
+    data_modules = (IsoformExpression, SequenceClassification, TFBinding, CellClassification, GeneClassification)
     parts += [component(cls, cls.__name__) for cls in data_modules]
     for title, registry in (("Backbones (`model.init_args.backbones.<modality>`)", BACKBONES),
                             ("Fusion adapters (`model.init_args.adapter`)", ADAPTERS),
@@ -161,10 +161,11 @@ def render() -> str:
     from mmfuse.data import options as data
 
     for cls, where in ((data.TableSource, "`source:` of a table data module"),
-                       (data.CellSource, "`source:` of CellClassification"),
+                       (data.CellSource, "`source:` of CellClassification and GeneClassification"),
                        (data.PeakSource, "`source:` of TFBinding"),
                        (data.SplitOptions, "`split:` of every data module; GeneSplit groups by `gene_id`, ContigSplit "
-                                           "by contig with chr8/chr9 held out"),
+                                           "by contig with chr8/chr9 held out, GeneLabelSplit (of GeneClassification) "
+                                           "splits the labelled genes"),
                        (data.LoaderOptions, "`loader:` of every data module"),
                        (data.LengthOptions, "`lengths:` of every data module"),
                        (data.SampleOptions, "`sample:` of every data module")):  # fmt: skip

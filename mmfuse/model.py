@@ -37,6 +37,13 @@ class FusionModel(nn.Module):
             the tasks default to :class:`~mmfuse.training.heads.MLPHead`).
         modality_dropout: in training mode, hide each present modality of each sample with this
             probability (always keeping one), so the model learns to predict from any subset.
+        token_modality: the modality whose tokens are predicted (token classification: the genes of a
+            cell): the head reads each of its tokens, ``(B, L, D)``, and gives ``(B, L, num_outputs)``;
+            ``None``: one output row per record from the fused representation.
+        token_context: with ``token_modality``, each token's embedding is concatenated with the adapter's
+            fused representation of its record (the head's input is ``D + adapter.output_dim`` wide), so
+            the record's other tokens and modalities inform each token's prediction; ``False``: the token
+            alone (the adapter is then unused).
 
     Examples:
         >>> from mmfuse.backbones import ESM2, NucleotideTransformer
@@ -54,6 +61,8 @@ class FusionModel(nn.Module):
         adapter: AdapterFactory | None = None,
         head: HeadFactory | None = None,
         modality_dropout: float = 0.0,
+        token_modality: str | None = None,
+        token_context: bool = True,
     ) -> None:
         super().__init__()
         if not backbones:
@@ -61,9 +70,17 @@ class FusionModel(nn.Module):
         if not 0.0 <= modality_dropout < 1.0:
             raise ConfigError(f"modality_dropout must be in [0, 1), not {modality_dropout}")
         self.backbones = nn.ModuleDict(dict(backbones))
+        if token_modality is not None and token_modality not in backbones:
+            raise ConfigError(
+                f"the token modality {token_modality!r} has no backbone; the backbones read {sorted(backbones)}"
+            )
         self.adapter = (adapter or ConcatFusion)({m: b.embed_dim for m, b in backbones.items()})
-        self.head = (head or nn.Linear)(self.adapter.output_dim, num_outputs)
+        in_dim = self.adapter.output_dim
+        if token_modality is not None:
+            in_dim = backbones[token_modality].embed_dim + (self.adapter.output_dim if token_context else 0)
+        self.head = (head or nn.Linear)(in_dim, num_outputs)
         self.modality_dropout = modality_dropout
+        self.token_modality, self.token_context = token_modality, token_context
 
     def tokenizers(self) -> dict[str, Tokenizer]:
         """The tokenizer of each backbone, keyed by modality (what the data module's collate runs)."""
@@ -108,6 +125,18 @@ class FusionModel(nn.Module):
             features = drop_modalities(features, self.modality_dropout)
         return self.adapter(features)
 
+    def outputs(self, features: Mapping[str, tuple[Tensor, Tensor]]) -> Tensor:
+        """Head outputs of encoded features: ``(B, num_outputs)``, or ``(B, L, num_outputs)`` per token of
+        ``token_modality`` (``L``: its tokens, as its tokenizer gave them)."""
+        if self.token_modality is None:
+            return self.head(self.fuse_features(features))
+        tokens = features[self.token_modality][0]
+        if self.token_context:
+            fused = self.fuse_features(features).to(tokens.dtype)
+            tokens = torch.cat([tokens, fused.unsqueeze(1).expand(-1, tokens.shape[1], -1)], dim=-1)
+        return self.head(tokens)
+
     def forward(self, inputs: Mapping[str, Mapping[str, Any]], present: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Head outputs ``(B, num_outputs)`` of tokenized inputs ``{modality: tokenizer output}``."""
-        return self.head(self.fuse(inputs, present))
+        """Head outputs ``(B, num_outputs)`` (per token: ``(B, L, num_outputs)``) of tokenized inputs
+        ``{modality: tokenizer output}``."""
+        return self.outputs(self.encode(inputs, present))

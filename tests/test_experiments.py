@@ -21,8 +21,11 @@ from mmfuse.data.samples.layouts import write_isoformer_layout, write_modelgener
 from mmfuse.registry import BACKBONES
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml")
-                 if p.parent.name != "quickstart" and not p.name.endswith("space.yaml"))  # fmt: skip
+_YAMLS = sorted(p for p in EXPERIMENTS.rglob("*.yaml")
+                if p.parent.name != "quickstart" and not p.name.endswith("space.yaml"))  # fmt: skip
+#: configs that train; the others are an analysis' options given after their folder's config.yaml
+CONFIGS = [p for p in _YAMLS if "model" in (yaml.safe_load(p.read_text()) or {})]
+ANALYSES = [p for p in _YAMLS if p not in CONFIGS]
 #: options of the real checkpoints that a tiny preset does not take
 _REAL_ONLY = {"preset", "source", "revision", "pretrained", "crop_bins", "max_length", "use_tf_gamma"}
 #: options that swap each data module's bundled sample data in for the published data, by data class
@@ -33,6 +36,9 @@ _SAMPLE_DATA = {
                                "--data.init_args.split.val_fraction=0.2"],
     "CellClassification": ["--data.init_args.source.path=sample", "--data.init_args.sample.size=60",
                            "--data.init_args.split.val_fraction=0.2"],  # layer, gene_id_column: ignored for it
+    # the planted gene labels of the sample (gene_labels: null), five folds of its 100 genes
+    "GeneClassification": ["--data.init_args.source.path=sample", "--data.init_args.sample.size=60",
+                           "--data.init_args.gene_labels=null", "--data.init_args.split.val_fraction=0.2"],
     # peaks/genome/proteins are ignored with path: sample, whose cell types are HepG2 and MCF-7 only
     "TFBinding": ['--data.init_args.source={"path": "sample", "contexts": null}', "--data.init_args.sample.size=48"],
 }  # fmt: skip
@@ -102,3 +108,33 @@ def test_experiment_trains_two_steps_with_tiny_presets(config, tmp_path, monkeyp
     cli = MmfuseCLI(["fit", "--config", str(config), *tiny_overrides(config, tmp_path)])
     assert cli.trainer.global_step == 2
     assert all(b.preset.name == "tiny" for b in cli.model.model.backbones.values() if b.presets)
+
+
+#: what an analysis config needs on the sample in place of the published data's genes and states
+_ON_SAMPLE = {
+    "perturbation": ["--data.init_args.label_column=cell_type", "--perturbation.genes=[G0090, G0001]",
+                     '--perturbation.cells={"filter": null, "max_cells": 6}',
+                     '--perturbation.cell_states={"column": "cell_type", "start": "erythroid", "goal": "myeloid",'
+                     ' "alternatives": ["lymphoid"]}'],
+}  # fmt: skip
+
+
+def test_every_analysis_config_is_an_analysis_section():
+    assert ANALYSES, "experiments/geneformer/perturbation.yaml at least"
+    for config in ANALYSES:
+        sections = set(yaml.safe_load(config.read_text())) - {"data", "trainer"}
+        assert len(sections) == 1 and sections <= set(_ON_SAMPLE), (config, sections)
+
+
+@pytest.mark.parametrize("config", ANALYSES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_analysis_config_runs_after_its_folders_config_with_tiny_presets(config, tmp_path, monkeypatch):
+    from mmfuse.cli import main
+    from tests.helpers.in_process import bare_argv
+
+    monkeypatch.chdir(tmp_path)
+    (section,) = set(yaml.safe_load(config.read_text())) - {"data", "trainer"}
+    base = config.parent / "config.yaml"
+    with bare_argv():
+        main(["perturb", "--config", str(base), *tiny_overrides(base, tmp_path), "--config", str(config),
+              *_ON_SAMPLE[section], f"--{section}.output={tmp_path / 'out.csv'}", f"--{section}.plots=false"])
+    assert (tmp_path / "out.csv").is_file() and (tmp_path / "out_cells.csv").is_file()

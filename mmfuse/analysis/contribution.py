@@ -104,7 +104,7 @@ class ModalityContribution(L.Callback):
             features = model.encode(batch["inputs"], batch.get("present"))
             for subset in self.subsets:
                 shown = {m: (e, k if m in subset else torch.zeros_like(k)) for m, (e, k) in features.items()}
-                outputs = model.head(model.adapter(shown)).float()
+                outputs = model.outputs(shown).float()  # in evaluation: no modality dropout
                 pl_module.objective.update(self._key(stage, subset), outputs, batch["target"])
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

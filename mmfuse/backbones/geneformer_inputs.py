@@ -177,7 +177,18 @@ class RankValueTokenizer(BatchEncoder):
         }
 
     def encode(self, sequence: str | Mapping[str, float], index: int | None = None) -> np.ndarray:
-        """Token ids of one cell, special tokens included."""
+        """Token ids of one cell, special tokens included: :meth:`frame` of :meth:`ranked`."""
+        return self.frame(self.ranked(sequence, index))
+
+    def frame(self, ranked: np.ndarray) -> np.ndarray:
+        """The model's input of a cell's genes in rank order (:meth:`ranked`, perhaps perturbed): the first
+        ``max_genes``, between ``<cls>`` and ``<eos>`` when ``special_tokens``."""
+        return np.concatenate([self.prefix, np.asarray(ranked, dtype=np.int64)[: self.max_genes],
+                               self.suffix]).astype(np.int64)  # fmt: skip
+
+    def ranked(self, sequence: str | Mapping[str, float], index: int | None = None) -> np.ndarray:
+        """The token ids of every expressed gene of a cell the dictionaries know, in rank order (highest
+        first), before the cut to ``max_genes`` and without special tokens."""
         expression = _parse(sequence, index)
         total = sum(expression.values())
         known = [(g, v) for g, v in expression.items() if v > 0 and g in self.genes]
@@ -191,8 +202,7 @@ class RankValueTokenizer(BatchEncoder):
             )
         ids = np.array([self.genes[g][0] for g, _ in known], dtype=np.int64)
         scaled = np.array([v / total * TARGET_SUM / self.genes[g][1] for g, v in known])
-        order = np.argsort(-scaled, kind="stable")[: self.max_genes]
-        return np.concatenate([self.prefix, ids[order], self.suffix]).astype(np.int64)
+        return ids[np.argsort(-scaled, kind="stable")]
 
     def __repr__(self) -> str:
         return (f"RankValueTokenizer({self.name!r}, genes={len(self.genes)}, max_genes={self.max_genes}, "

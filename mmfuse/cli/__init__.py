@@ -1,9 +1,9 @@
 """The ``mmfuse`` command: one table from command name to the module that runs it.
 
 The training commands (``fit``, ``validate``, ``test``, ``predict``) are LightningCLI subcommands
-(:mod:`mmfuse.cli.lightning`); the analyses (``embed``, ``explain``, ``score-variants``) parse the same config
-with their own arguments and run :mod:`mmfuse.analysis`; ``sweep`` and ``cv`` run ``mmfuse fit`` per trial or
-fold; ``components``, ``sample-data`` and ``data`` are plain argparse commands. Every command's module has a
+(:mod:`mmfuse.cli.lightning`); the analyses (``embed``, ``explain``, ``perturb``, ``score-variants``) parse the
+same config with their own arguments and run :mod:`mmfuse.analysis`; ``sweep`` and ``cv`` run ``mmfuse fit`` per
+trial or fold; ``components``, ``sample-data`` and ``data`` are plain argparse commands. Every command's module has a
 ``main(argv)``; :func:`main` picks it by the first argument.
 """
 
@@ -41,6 +41,7 @@ COMMANDS: dict[str, Command] = {
     "predict": Command(_TRAINING, "write a checkpoint's predictions for the data's records to a file"),
     "embed": Command("mmfuse.cli.embed", "write each record's embeddings (per backbone, and fused) to a file"),
     "explain": Command("mmfuse.cli.explain", "attribute a checkpoint's predictions to sequence letters (IG, ISM)"),
+    "perturb": Command("mmfuse.cli.perturb", "delete or overexpress genes of cells in silico: how far each moves them"),
     "score-variants": Command("mmfuse.cli.score_variants", "score a VCF's variants through every modality they change"),
     "sweep": Command("mmfuse.cli.sweep", "search hyper-parameters with Optuna, one `mmfuse fit` per trial"),
     "cv": Command("mmfuse.cli.cv", "cross-validate: one `mmfuse fit` per fold of genes (or groups)"),

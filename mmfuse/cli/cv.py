@@ -10,7 +10,9 @@ report) and its held-out records predicted (``mmfuse predict``). The combined re
 
 - ``cv_metrics.csv``/``.md``: every metric per target (and the mean over targets) as the mean and the
   standard deviation over the folds, and ``cv_folds.csv``, each fold's table;
-- ``predictions.csv``: every record's prediction by the model that did not train on it, with its fold.
+- ``predictions.csv``: every record's prediction by the model that did not train on it, with its fold;
+  for a gene classifier (:class:`~mmfuse.data.GeneClassification`) also ``predictions_genes.csv``, each
+  gene's mean prediction over its cells by the fold that held it out.
 
 A fold already done is not run again, so a killed ``mmfuse cv`` continues with the same command.
 """
@@ -76,13 +78,16 @@ def _mean_sd(folds: list[pd.DataFrame]) -> pd.DataFrame:
 def combine(root: Path, folds: int) -> tuple[str, Path]:
     """Writes the combined report of the folds' outputs in ``root`` (see the module); returns its summary (each
     fold's mean over targets and their mean ± sd, Markdown) and the joined predictions' path."""
-    tables, predictions = [], []
+    tables, predictions, genes = [], [], []
     for fold in range(folds):
         directory = root / f"fold_{fold}"
         table = pd.read_csv(directory / "metrics_test.csv", index_col=0)
         summary = table.select_dtypes("number").mean().to_frame("mean").T
         tables.append(pd.concat([table, summary]).rename_axis(table.index.name))
         predictions.append(pd.read_csv(directory / "predictions_test.csv").assign(fold=fold))
+        per_gene = directory / "predictions_test_genes.csv"  # a gene classifier's: each fold tests its own genes
+        if per_gene.is_file():
+            genes.append(pd.read_csv(per_gene, dtype={"gene": str}, keep_default_na=False).assign(fold=fold))
     combined = _mean_sd(tables)
     folds_table = pd.concat(tables, keys=range(folds), names=["fold"])
     per_fold = pd.DataFrame([t.loc["mean"] for t in tables], index=pd.Index(range(folds), name="fold"))
@@ -96,6 +101,9 @@ def combine(root: Path, folds: int) -> tuple[str, Path]:
     path = root / "predictions.csv"
     with atomic_path(path) as tmp:
         joined.to_csv(tmp, index=False)
+    if genes:
+        with atomic_path(root / "predictions_genes.csv") as tmp:
+            pd.concat(genes, ignore_index=True).to_csv(tmp, index=False)
     return summary_markdown(per_fold, combined), path
 
 
@@ -140,7 +148,8 @@ def main(argv: Sequence[str], cli: Any = None) -> int:
             name = data.get("class_path", data) if isinstance(data, dict) else data
             raise ConfigError(
                 f"the data module of {config_file} ({name}) takes no cross-validation folds (the table "
-                f"data modules do: IsoformExpression, SequenceClassification, CellClassification): "
+                f"data modules do: IsoformExpression, SequenceClassification, CellClassification, "
+                f"GeneClassification): "
                 f"{error}"
             )
         raise ConfigError(f"{config_file}: {error}")

@@ -2,6 +2,7 @@
 
 from mmfuse.data.collate import MultiModalCollate
 from mmfuse.data.datasets.classification import SequenceClassification
+from mmfuse.data.datasets.gene_classification import GeneClassification
 from mmfuse.data.datasets.isoform import IsoformExpression
 from mmfuse.data.datasets.single_cell import CellClassification
 from mmfuse.data.datasets.table import TableDataModule, read_table
@@ -13,6 +14,7 @@ __all__ = [
     "GTEX_TISSUES",
     "CellClassification",
     "DataError",
+    "GeneClassification",
     "IsoformExpression",
     "MultiModalCollate",
     "SequenceClassification",

@@ -29,8 +29,8 @@ from mmfuse.data.store.rows import Crop
 from mmfuse.errors import ConfigError
 
 __all__ = [
-    "RENAMED", "CellSource", "ContigSplit", "GeneSplit", "LengthOptions", "LoaderOptions", "PeakSource",
-    "SampleOptions", "SplitOptions", "TableSource", "group", "plain", "renamed_hint",
+    "RENAMED", "CellSource", "ContigSplit", "GeneLabelSource", "GeneLabelSplit", "GeneSplit", "LengthOptions",
+    "LoaderOptions", "PeakSource", "SampleOptions", "SplitOptions", "TableSource", "group", "plain", "renamed_hint",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -201,6 +201,32 @@ class ContigSplit(SplitOptions):
     group: str | None = "contig"
     val_groups: tuple[str, ...] | None = ("chr8",)
     test_groups: tuple[str, ...] | None = ("chr9",)
+
+
+@dataclass(frozen=True)
+class GeneLabelSource:
+    """Where gene classification's labelled genes come from (``gene_labels:`` of
+    :class:`~mmfuse.data.GeneClassification`), when they are a file; ``{class: [genes]}`` may also be given inline.
+
+    Args:
+        path: a CSV/TSV/Parquet table of genes and their classes, or a JSON/YAML file holding ``{class: [genes]}``
+            (Geneformer's ``gene_class_dict``).
+        gene_column: a table's column of gene ids (the ids of the backbone's vocabulary, e.g. Ensembl ids).
+        label_column: a table's column of classes.
+    """
+
+    path: str
+    gene_column: str = "gene"
+    label_column: str = "label"
+
+
+@dataclass(frozen=True)
+class GeneLabelSplit(SplitOptions):
+    """:class:`SplitOptions` of gene classification (:class:`~mmfuse.data.GeneClassification`): the labelled
+    *genes* are split, not the cells, so neither a split column nor a group applies; ``val_groups`` and
+    ``test_groups`` name genes, ``folds``/``fold`` deal the genes into folds (``mmfuse cv``: by gene)."""
+
+    column: str | None = None
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,11 @@ class BatchEncoder:
 
     def __call__(self, sequences: Sequence[str]) -> dict[str, Tensor]:
         """Encodes and pads ``sequences`` to ``{"input_ids": (B, L), "attention_mask": (B, L)}``."""
-        return _pad([self.encode(s, i) for i, s in enumerate(sequences)], self.pad_id)
+        return self.pad([self.encode(s, i) for i, s in enumerate(sequences)])
+
+    def pad(self, encoded: Sequence[np.ndarray]) -> dict[str, Tensor]:
+        """Token ids already encoded (:meth:`encode`'s), padded as :meth:`__call__` pads them."""
+        return _pad(list(encoded), self.pad_id)
 
 
 class CharTokenizer(BatchEncoder):

@@ -5,7 +5,8 @@ from mmfuse.training.checkpoint_io import AtomicCheckpointIO
 from mmfuse.training.heads import Head, LinearHead, MLPHead
 from mmfuse.training.metrics import ClassificationMetrics, MetricTable, RegressionMetrics, format_table
 from mmfuse.training.objectives import Classification, Objective, Regression
-from mmfuse.training.task import ClassificationTask, FusionTask, RegressionTask
+from mmfuse.training.task import ClassificationTask, FusionTask, RegressionTask, TokenClassificationTask
+from mmfuse.training.token_objectives import TokenClassification
 from mmfuse.training.writer import PredictionWriter
 
 __all__ = [
@@ -29,5 +30,7 @@ __all__ = [
     "StepReseeding",
     "Stop",
     "StopOnSignal",
+    "TokenClassification",
+    "TokenClassificationTask",
     "format_table",
 ]

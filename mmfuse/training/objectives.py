@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -75,6 +75,17 @@ class Objective(nn.Module, ABC):
     def prediction(self, outputs: Tensor, ids: Sequence[str]) -> dict[str, Any]:
         """What ``predict_step`` returns for a batch (read by :class:`~mmfuse.training.writer.PredictionWriter`)."""
         return {"ids": ids, "preds": self.predict(outputs).float().cpu()}
+
+    def batch_prediction(self, outputs: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """What ``predict_step`` returns for head outputs of ``batch``: :meth:`prediction` of its ids, unless
+        an objective needs more of the batch (the token positions of token classification)."""
+        return self.prediction(outputs, batch["ids"])
+
+    def token_head(self, modalities: Sequence[str]) -> tuple[str, bool] | None:
+        """``(modality, context)`` when the head reads each token of one modality (see
+        :class:`~mmfuse.model.FusionModel`'s ``token_modality``/``token_context``), given the backbones'
+        modalities; ``None``: one output row per record (every objective but token classification)."""
+        return None
 
     @abstractmethod
     def update(self, stage: str, outputs: Tensor, target: Tensor) -> None:

@@ -230,3 +230,32 @@ def plot_loss_curves(losses: pd.DataFrame | str | Path, path: str | Path) -> Pat
     ax.set_title("Loss per epoch")
     ax.legend()
     return _save(fig, path)
+
+
+def plot_ranked(stats: pd.DataFrame, measure: str, top: int, path: str | Path, title: str) -> Path:
+    """The ``top`` perturbations of ``mmfuse perturb``'s statistics: each one's mean ``measure`` with its
+    standard error and, where there is one, the mean of its rank-matched null; ``*`` marks an FDR below 0.05.
+
+    Args:
+        stats: one row per perturbation, ranked (:func:`mmfuse.analysis.perturb.statistics`).
+        measure: the column ranked by (``shift``, ``to_goal``, ``from_start``, …).
+        top: how many rows to show.
+        path: the PNG file to write.
+        title: what was perturbed, for the title.
+    """
+    data = stats.dropna(subset=[measure]).head(top).iloc[::-1]
+    y = np.arange(len(data))
+    fig, (ax,) = _figure(7.0, max(3.0, 0.28 * len(data) + 1.5))
+    error = data[f"{measure}_sem"].fillna(0) if f"{measure}_sem" in data else None
+    ax.barh(y, data[measure], xerr=error, color="#4C72B0", label=f"mean {measure}")
+    null = f"null_{measure}" if measure != "shift" else "null_shift"
+    if null in data:
+        ax.scatter(data[null], y, marker="|", s=120, color="black", zorder=3, label="rank-matched null")
+    labels = [f"{p}{' *' if 'fdr' in data and f < 0.05 else ''}"
+              for p, f in zip(data["perturbation"], data["fdr"] if "fdr" in data else [1.0] * len(data), strict=True)]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"{measure} (mean over cells)")
+    ax.set_title(f"in-silico {title}: top {len(data)} by {measure} (* FDR < 0.05)")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)

@@ -28,8 +28,12 @@ from mmfuse.training.alignment import AlignmentOptions, ContrastiveAlignment
 from mmfuse.training.callbacks import EpochSummary, Evaluation, EvaluationReport, StepReseeding, StopOnSignal
 from mmfuse.training.heads import MLPHead
 from mmfuse.training.objectives import Classification, ObjectiveFactory, Regression
+from mmfuse.training.token_objectives import TokenClassification
 
-__all__ = ["ClassificationTask", "FusionTask", "OptimizerFactory", "RegressionTask", "SchedulerFactory", "move_batch"]
+__all__ = [
+    "ClassificationTask", "FusionTask", "OptimizerFactory", "RegressionTask", "SchedulerFactory",
+    "TokenClassificationTask", "move_batch",
+]  # fmt: skip
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -148,7 +152,14 @@ class FusionTask(L.LightningModule):
             backbones[modality].compile()  # lazily, at the first call; the state dict keeps its keys
         if embedding_cache is not None:
             backbones = cache_backbones(backbones, embedding_cache)
-        self.model = FusionModel(backbones, self.objective.num_outputs, adapter, head or MLPHead, modality_dropout)
+        tokens = self.objective.token_head(list(backbones))
+        if tokens is not None and isinstance(backbones[tokens[0]], CachedBackbone):
+            raise ConfigError(
+                f"{type(self.objective).__name__} reads every token of {tokens[0]!r}, which a cache keyed by whole "
+                f"sequences cannot give back one by one; leave {tokens[0]!r} out of embedding_cache.modalities"
+            )
+        self.model = FusionModel(backbones, self.objective.num_outputs, adapter, head or MLPHead, modality_dropout,
+                                 *(tokens or (None,)))  # fmt: skip
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         # checkpoints may leave out fixed backbone weights; on_load_checkpoint checks them strictly itself
         self.strict_loading = not slim.reloadable_keys(self.model.backbones)
@@ -209,7 +220,7 @@ class FusionTask(L.LightningModule):
             aligned = None
         else:
             features = self.model.encode(batch["inputs"], batch.get("present"))
-            outputs = self.model.head(self.model.fuse_features(features)).float()
+            outputs = self.model.outputs(features).float()
             aligned = self.alignment(features)
         loss = self.objective.loss(outputs, batch["target"])
         on_step = stage == "train"
@@ -239,7 +250,7 @@ class FusionTask(L.LightningModule):
         self._loss(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        prediction = self.objective.prediction(self.model(batch["inputs"], batch.get("present")).float(), batch["ids"])
+        prediction = self.objective.batch_prediction(self.model(batch["inputs"], batch.get("present")).float(), batch)
         weights = getattr(self.model.adapter, "modality_weights", None)  # GatedFusion's, of this batch
         if isinstance(weights, Tensor):
             prediction["modality_weights"] = dict(zip(self.model.adapter.modalities, weights.float().cpu().T,
@@ -295,6 +306,24 @@ class ClassificationTask(FusionTask):
     """
 
     default_objective = Classification
+
+
+class TokenClassificationTask(FusionTask):
+    """A :class:`FusionTask` whose objective is :class:`~mmfuse.training.token_objectives.TokenClassification`
+    unless given: labels belong to the tokens of one modality (Geneformer's gene classification: the genes of a
+    cell); the head reads each token's embedding (with the record's fused representation, ``context``) and the
+    loss and metrics count labelled tokens only. ``objective: {class_path: TokenClassification, init_args:
+    {modality: cell, context: false}}``.
+
+    Examples:
+        >>> from mmfuse.backbones import Geneformer
+        >>> task = TokenClassificationTask({"cell": Geneformer("tiny")}, target_names=["background", "marker"])
+        >>> inputs = {"cell": task.model.tokenizers()["cell"](["G0001:5;G0002:1;G0003:2", "G0004:1"])}
+        >>> task.eval()(inputs).shape  # class probabilities per token: <cls>, 3 genes, <eos>
+        torch.Size([2, 5, 2])
+    """
+
+    default_objective = TokenClassification
 
 
 def _optimizer(factory: Callable[..., Any], parameters: list[Tensor], scheduled: bool) -> torch.optim.Optimizer:

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from mmfuse.data.store.records import ROW_ID
 from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.io import atomic_path
+from mmfuse.training.token_predictions import TRUE_LABEL, token_column_of, write_token_table
 
 __all__ = ["ORDER_COLUMN", "PredictionWriter", "refuse_inputs"]
 
@@ -47,7 +48,11 @@ class PredictionWriter(BasePredictionWriter):
     """Writes one row per record: its id and one column per target.
 
     For a classifier (a prediction with ``labels``) the columns are the id, one probability column
-    per class (named by the class) and ``predicted``, the most probable class.
+    per class (named by the class) and ``predicted``, the most probable class. For a token classifier
+    (:class:`~mmfuse.training.TokenClassification`) a row is one (record, token): the id, the token (``gene``),
+    the probabilities, ``predicted`` and ``true_label`` (empty where unknown); when prediction finishes, a
+    table per token averaged over the records it appears in is written beside the output
+    (``predictions_genes.csv``, :func:`~mmfuse.training.token_predictions.write_token_table`).
 
     Rows are appended to a temporary file beside ``output`` batch by batch (memory stays flat), and
     the file is renamed to ``output`` only when prediction finishes: a crash leaves any earlier file
@@ -106,6 +111,7 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.world_size > 1:  # a rank's file of an earlier run must not be joined into this one
             self._path.unlink(missing_ok=True)
         self._parquet, self._rows = None, 0
+        self._token_column: str | None = None
 
     def write_on_batch_end(
         self,
@@ -148,8 +154,13 @@ class PredictionWriter(BasePredictionWriter):
         if len(names) != preds.shape[1]:
             names = [f"output_{i}" for i in range(preds.shape[1])]
         frame = pd.DataFrame(preds, columns=names)
+        if "tokens" in prediction:  # a token classifier's: one row per (record, token)
+            self._token_column = str(prediction["token_column"])
+            frame.insert(0, self._token_column, list(prediction["tokens"]), allow_duplicates=True)
         if "labels" in prediction:
             frame.insert(frame.shape[1], "predicted", list(prediction["labels"]), allow_duplicates=True)
+        if "true" in prediction:
+            frame.insert(frame.shape[1], TRUE_LABEL, list(prediction["true"]), allow_duplicates=True)
         if self.modality_weights:
             weights = prediction.get("modality_weights")
             if weights is None:
@@ -189,10 +200,24 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.world_size == 1:
             if self._rows:
                 self._done(self._path, self._rows, "")
+                self._per_token(pl_module)
             return
         trainer.strategy.barrier("predictions written")  # every rank's file is in place
         if trainer.is_global_zero:
             self._join(trainer)
+            self._per_token(pl_module)
+
+    def _per_token(self, pl_module: LightningModule) -> None:
+        """Rank 0, for a token classifier's rows: the table per token beside them (``predictions_genes.csv``)."""
+        if self.written is None:
+            return
+        column = self._token_column
+        if column is None:  # rank 0 wrote no row itself (DDP): the joined file says whether they are per token
+            column = token_column_of(self.written)
+        if column is None:
+            return
+        table = write_token_table(self.written, column, list(getattr(pl_module, "target_names", [])))
+        print(f"Wrote the predictions per {column} to {table}")
 
     def _join(self, trainer: Trainer) -> None:
         """Rank 0 joins the ranks' files into the output, in the records' order."""

@@ -227,6 +227,44 @@ class CellClassification(SequenceClassification):
         self._convertible()
         return dense_cells(path, self._metadata_columns(), self.id_column)[0]
 
+    def gene_ids(self) -> list[str]:
+        """The genes of the expression matrix (named ones, in its order)."""
+        self.records()
+        return [g for g in self._cells.genes if g is not None] if self._cells is not None else []
+
+    def cell_annotations(self, columns: Collection[str], option: str = "columns") -> pd.DataFrame:
+        """The id column and ``columns`` of every cell, read from the source's ``obs`` (or the table's
+        metadata) without its matrix: what an analysis selects cells by (``mmfuse perturb``'s states).
+
+        Raises:
+            DataError: a column the data lacks, named with ``option`` and the columns it has.
+        """
+        wanted = [c for c in dict.fromkeys(columns) if c != self.id_column]
+        if self.path == "sample":
+            from mmfuse.data.samples.cells import make_cell_sample
+
+            obs = make_cell_sample(self.sample_cells, self.sample_seed)[2]
+            obs = obs.rename(columns={"cell_id": self.id_column, "cell_type": self.label_column})
+        else:
+            path = Path(self.path).expanduser()
+            if path.suffix.lower() == ".h5ad":
+                if not path.is_file():
+                    raise DataError(f"{str(path)!r} does not exist; check the data module's `path`")
+                obs = read_h5ad_cells(path, self.layer, self.gene_id_column, self.id_column, with_matrix=False)[0]
+                if self.id_column not in obs.columns:
+                    obs = obs.assign(**{self.id_column: obs.index.astype(str)})
+            else:
+                self._convertible()
+                obs = dense_cells(path, [*self._metadata_columns(), *wanted], self.id_column)[0]
+        missing = [c for c in wanted if c not in obs.columns]
+        if missing:
+            have = ", ".join(map(repr, [str(c) for c in obs.columns if c != self.id_column][:12]))
+            raise DataError(f"{option} names the column{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(map(repr, missing))}, which {self.path} does not have (its cell columns: "
+                            f"{have})")  # fmt: skip
+        frame = obs[[self.id_column, *wanted]].reset_index(drop=True)
+        return frame.astype({c: str for c in wanted}).assign(**{self.id_column: frame[self.id_column].astype(str)})
+
     def _assign_splits(self, table: pd.DataFrame) -> np.ndarray:
         if self.split_column not in table.columns and self.group_column not in (None, *table.columns):
             raise DataError(

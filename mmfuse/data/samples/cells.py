@@ -8,12 +8,15 @@ lineage regulators or a non-targeting control, and becomes one of three blood li
 
 The planted signal:
 
-* **Transcriptome → lineage (strong).** A cell expresses its lineage's five marker genes
-  (:data:`MARKERS`) at a mean of :data:`MARKER_MEAN` counts and other lineages' markers at
-  :data:`LEAK_MEAN`; the other genes are background with means between 0.2 and 6. Counts are
-  negative binomial (Poisson with gamma-distributed rates, shape :data:`DISPERSION`) times a
-  per-cell library size. In Geneformer's rank value encoding (the tiny preset's medians are all 1)
-  a cell's markers therefore rank first.
+* **Regulators drive their lineage (strong).** Each lineage has two regulators (transcription
+  factors, :data:`REGULATORS`), expressed in its cells at a mean of :data:`REGULATOR_MEAN` counts and
+  elsewhere at :data:`LEAK_MEAN`, and five marker genes (:data:`MARKERS`), at :data:`MARKER_MEAN` in
+  the lineage (each detected in a cell with probability :data:`MARKER_DETECTION`, as scRNA-seq drops
+  genes out) and :data:`LEAK_MEAN` elsewhere; the other genes are background with means between 0.2
+  and 6. Counts are negative binomial (Poisson with gamma-distributed rates, shape
+  :data:`DISPERSION`) times a per-cell library size. In Geneformer's rank value encoding (the tiny
+  preset's medians are all 1) a cell's two regulators therefore rank first, then its markers: the
+  genes whose in-silico deletion moves a cell away from its lineage most (``mmfuse perturb``).
 * **Perturbation → lineage (weak; in the protein column).** Knocking down a regulator of a lineage
   (:data:`REGULATORS`) lowers a cell's chance of becoming that lineage from 1/3 to
   :data:`KNOCKDOWN_FATE`. The two regulators of a lineage share a motif in their protein sequence
@@ -39,6 +42,7 @@ __all__ = [
     "MARKERS",
     "MARKER_MEAN",
     "REGULATORS",
+    "REGULATOR_MEAN",
     "REGULATOR_MOTIFS",
     "make_cell_sample",
     "regulator_protein",
@@ -55,10 +59,11 @@ REGULATORS: dict[str, str] = {GENES[90 + i]: CELL_TYPES[i // 2] for i in range(6
 REGULATOR_MOTIFS: dict[str, str] = {"erythroid": "CRECGKSFT", "lymphoid": "KRPRTAYTS", "myeloid": "WKEFLDNLQ"}
 CONTROL = "non-targeting"
 CONTROL_SHARE = 0.25
-MARKER_MEAN, LEAK_MEAN, REGULATOR_MEAN = 40.0, 0.5, 6.0
+MARKER_MEAN, LEAK_MEAN, REGULATOR_MEAN = 40.0, 0.5, 300.0
 DISPERSION = 5.0
 KNOCKDOWN_FATE = 0.1
 KNOCKDOWN_LEFT = 0.05
+MARKER_DETECTION = 0.5
 LIBRARY_SD = 0.3
 _AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -82,7 +87,9 @@ def _means() -> np.ndarray:
     for t, lineage in enumerate(CELL_TYPES):
         for other, markers in MARKERS.items():
             means[t, [GENES.index(g) for g in markers]] = MARKER_MEAN if other == lineage else LEAK_MEAN
-    means[:, [GENES.index(g) for g in REGULATORS]] = REGULATOR_MEAN
+    for t, lineage in enumerate(CELL_TYPES):
+        for gene, driven in REGULATORS.items():
+            means[t, GENES.index(gene)] = REGULATOR_MEAN if driven == lineage else LEAK_MEAN
     return means
 
 
@@ -111,6 +118,11 @@ def make_cell_sample(num_cells: int = 600, seed: int = 0) -> tuple[np.ndarray, l
     means = _means()[types] * rng.lognormal(0.0, LIBRARY_SD, (num_cells, 1))
     for i in np.flatnonzero(targeted):
         means[i, GENES.index(perturbation[i])] *= KNOCKDOWN_LEFT
+    # each of a cell's own markers is detected with MARKER_DETECTION (a stream of its own: the rest is unchanged)
+    markers = np.array([[GENES.index(g) for g in MARKERS[CELL_TYPES[t]]] for t in types])
+    missed = np.random.default_rng([seed, 1]).random(markers.shape) >= MARKER_DETECTION
+    cells = np.repeat(np.arange(num_cells), markers.shape[1])
+    means[cells[missed.ravel()], markers.ravel()[missed.ravel()]] = LEAK_MEAN
     counts = rng.poisson(means * rng.gamma(DISPERSION, 1 / DISPERSION, means.shape)).astype(np.int64)
     obs = pd.DataFrame({
         "cell_id": [f"cell_{i:05d}" for i in range(num_cells)],
