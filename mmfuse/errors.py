@@ -4,7 +4,7 @@ The ``mmfuse`` command prints these as one message, without a traceback (``MMFUS
 it); every message names the record, key or file and the fix.
 """
 
-__all__ = ["CheckpointMismatchError", "ConfigError", "MmfuseError", "NonFiniteError"]
+__all__ = ["CheckpointMismatchError", "ConfigError", "InputError", "MmfuseError", "NonFiniteError"]
 
 
 class MmfuseError(Exception):
@@ -21,3 +21,7 @@ class NonFiniteError(MmfuseError, ArithmeticError):
 
 class CheckpointMismatchError(MmfuseError, ValueError):
     """Saved weights that do not fit the model they are loaded into."""
+
+
+class InputError(MmfuseError, ValueError):
+    """A record a model cannot read (an exported model's ``predict``, ``mmfuse serve``): one line naming it."""

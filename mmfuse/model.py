@@ -140,3 +140,57 @@ class FusionModel(nn.Module):
         """Head outputs ``(B, num_outputs)`` (per token: ``(B, L, num_outputs)``) of tokenized inputs
         ``{modality: tokenizer output}``."""
         return self.outputs(self.encode(inputs, present))
+
+    # sharing (mmfuse.hub) -----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str, device: str | torch.device | None = None, trust_remote_code: bool = False,
+                        revision: str | None = None, cache_dir: str | None = None) -> FusionModel:  # fmt: skip
+        """A model exported by ``mmfuse export`` (a directory, or a Hugging Face hub id holding one), in eval mode.
+
+        Its components are built by name from mmfuse's registries (no code of the directory runs), its weights are
+        checked against the checksums of its ``config.json``, and it gains ``objective`` (predictions in the
+        training data's units) and ``pretrained`` (the :class:`~mmfuse.hub.PretrainedConfig`), so that
+        :meth:`predict` reads raw sequences. A config setting ``trust_remote_code`` is refused unless
+        ``trust_remote_code=True`` is passed here.
+        """
+        from mmfuse.hub.load import load_pretrained
+
+        return load_pretrained(cls, path, device, trust_remote_code, revision, cache_dir)
+
+    def save_pretrained(self, directory: str, overwrite: bool = False) -> str:
+        """Writes this model (loaded with :meth:`from_pretrained`, perhaps trained further) as an export."""
+        from mmfuse.hub.export import save_pretrained
+
+        return str(save_pretrained(self, directory, overwrite))
+
+    def push_to_hub(self, repo_id: str, private: bool = True, token: str | None = None,
+                    commit_message: str = "Upload mmfuse model") -> str:  # fmt: skip
+        """Uploads this model's export to the Hugging Face hub repository ``repo_id`` (created if needed; private
+        by default); returns the commit's URL. Only when asked: nothing in mmfuse uploads by itself."""
+        from mmfuse.hub.push import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, commit_message=commit_message)
+
+    def predict(self, records: Any, batch_size: int = 32) -> Any:
+        """Predictions of raw sequences, as ``mmfuse predict`` writes them: a pandas DataFrame, one row per record
+        (``id``, one column per target, or class probabilities and ``predicted``).
+
+        Args:
+            records: ``[{modality: sequence}, …]`` (a modality may be missing; ``id`` names a record) or
+                ``{modality: [sequences]}``. Every record is checked first (:class:`~mmfuse.errors.InputError`).
+        """
+        from mmfuse.hub.predict import predict_frame
+
+        return predict_frame(self, records, batch_size)
+
+    def predict_rows(self, records: Any, batch_size: int = 32) -> list[dict[str, Any]]:
+        """:meth:`predict` as JSON-ready rows, one dict per record."""
+        from mmfuse.hub.predict import predict_rows
+
+        return predict_rows(self, records, batch_size)
+
+    def check_records(self, records: Any) -> list[dict[str, Any]]:
+        """The records as :meth:`predict` reads them, each checked (:class:`~mmfuse.errors.InputError`)."""
+        from mmfuse.hub.predict import check_records
+
+        return check_records(self, records)

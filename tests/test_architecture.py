@@ -154,7 +154,7 @@ def test_the_top_level_shows_the_design():
     modules = sorted(p.stem for p in PACKAGE.glob("*.py"))
     assert modules == ["__init__", "__main__", "errors", "io", "model", "registry"], modules
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert packages == {"adapters", "analysis", "backbones", "cache", "cli", "data", "tokenizers", "training"}
+    assert packages == {"adapters", "analysis", "backbones", "cache", "cli", "data", "hub", "tokenizers", "training"}
 
 
 @pytest.mark.parametrize(

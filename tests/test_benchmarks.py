@@ -1,5 +1,6 @@
 """The benchmark scripts run and report real numbers: benchmarks/gpu_flagship.py in ``--quick`` mode (the code a
-GPU runs, at tiny sizes on the CPU) and the FLOP counting of benchmarks/_utilisation.py on cases counted by hand."""
+GPU runs, at tiny sizes on the CPU), the FLOP counting of benchmarks/_utilisation.py on cases counted by hand, and
+benchmarks/serving.py in ``--quick`` mode (two servers, every answer checked)."""
 
 from __future__ import annotations
 
@@ -147,3 +148,19 @@ def test_performance_cross_attention_configuration_matches_modelgenerator(tmp_pa
     assert count(model.adapter) == MG_ATTENTION_FUSION - 3 * 384
     assert count(model.head) == MG_ATTENTION_HEAD
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_serving_quick(tmp_path, capsys):
+    """benchmarks/serving.py in ``--quick`` mode: both servers (``--max_batch_size`` 1 and 16) answer every request
+    of every run, and the table has a row for each with real numbers (no speed comparison: the script's to make)."""
+    pytest.importorskip("litserve")
+    serving = _load("serving")
+    rows = serving.main(["--quick", "--accelerator", "cpu", "--json", str(tmp_path / "serving.json")])
+    out = capsys.readouterr().out
+    assert [r["max_batch_size"] for r in rows] == [1, 16]
+    assert json.loads((tmp_path / "serving.json").read_text())["rows"] == json.loads(json.dumps(rows))
+    for row in rows:
+        assert row["errors"] == 0 and row["runs"] == 2, row
+        assert 0 < row["min"] <= row["requests_per_s"] <= row["max"] and 0 < row["p50_ms"] <= row["p99_ms"]
+    lines = [line for line in out.splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1].strip() for line in lines] == ["max_batch_size", "1", "16"]

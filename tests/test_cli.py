@@ -25,7 +25,7 @@ def test_help_lists_every_command_with_one_line(run_mmfuse, capsys, monkeypatch)
     result = run_mmfuse("--help")  # the installed command, in its own process
     assert result.returncode == 0, result.stderr
     listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
-    assert listed == list(COMMANDS) and len(COMMANDS) == 13, result.stdout
+    assert listed == list(COMMANDS) and len(COMMANDS) == 15, result.stdout
     for name, command in COMMANDS.items():
         assert f"  {name}" in result.stdout and command.help in result.stdout
     unknown = run_mmfuse("fitt", "--config", "x.yaml")

@@ -181,6 +181,25 @@ def test_pooling_and_central_tokens_bound_what_is_stored(tmp_path):
     torch.testing.assert_close(emb[0], kept[start : start + 2], rtol=1e-5, atol=1e-6)
 
 
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_without_a_directory_each_batch_is_shaped_as_a_store_gives_it(tmp_path, precision):
+    """``directory: null`` (an exported model's view of its training cache): nothing written, and the embeddings
+    equal the stored ones (pooled, cropped, rounded)."""
+    shape = {"pool": {"protein": "mean"}, "center_tokens": {"rna": 2}, "precision": precision}
+    stored, computed = _cached(CacheOptions(directory=str(tmp_path / "c"), **shape)), _cached(
+        CacheOptions(directory=None, **shape))
+    for modality, sequences in (("protein", ["MKTAYIAKQR", "MVLS", "MKTAYIAKQR"]), ("rna", ["ACGUACGUACGUAC", None])):
+        keys = [sequence_key(s) if s is not None else None for s in sequences]
+        batch = {"keys": keys, "sequences": [s or "A" for s in sequences]}
+        computed[modality].backbone.load_state_dict(stored[modality].backbone.state_dict())
+        a, b = stored[modality](batch), computed[modality](batch)
+        assert torch.equal(a.mask, b.mask) and torch.equal(a.embeddings, b.embeddings)
+        assert computed[modality].precompute(sequences, batch_size=2) == 0
+        assert "not stored" in computed[modality].summary()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
 # training --------------------------------------------------------------------------------------------
 def _fit(tmp_path, cache_dir, epochs=3, workers=0, monkeypatch=None):
     L.seed_everything(0)

@@ -101,13 +101,36 @@ def test_there_are_experiments():
         assert (folder / "README.md").is_file(), f"{folder.name}/ needs a README"
 
 
+#: (config, exported directory, records file, mmfuse predict's output, eval batch size) of each trained experiment,
+#: for the round trip through a fresh process (the last test of this file)
+EXPORTED: list[tuple[str, Path, Path, Path, int]] = []
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_experiment_trains_two_steps_with_tiny_presets(config, tmp_path, monkeypatch):
+def test_experiment_trains_two_steps_with_tiny_presets(config, tmp_path_factory, monkeypatch):
+    """Trains two steps, then predicts from the checkpoint (``mmfuse predict``) and exports it (``mmfuse export``),
+    keeping the records it predicted for the round trip below."""
+    from mmfuse.cli import main
+
+    tmp_path = tmp_path_factory.mktemp(config.stem)
     monkeypatch.chdir(tmp_path)  # loggers write runs/ here
     monkeypatch.setattr("sys.argv", ["mmfuse"])
-    cli = MmfuseCLI(["fit", "--config", str(config), *tiny_overrides(config, tmp_path)])
+    overrides = tiny_overrides(config, tmp_path)
+    cli = MmfuseCLI(["fit", "--config", str(config), *overrides])
     assert cli.trainer.global_step == 2
     assert all(b.preset.name == "tiny" for b in cli.model.model.backbones.values() if b.presets)
+    ckpt = max(tmp_path.rglob("*.ckpt"), key=lambda p: (p.name == "last.ckpt", p.stat().st_mtime))
+    predictions, export = tmp_path / "predictions.csv", tmp_path / "export"
+    main(["predict", "--config", str(config), *overrides, "--ckpt_path", str(ckpt), "--trainer.precision=32-true",
+          f"--predictions.output={predictions}"])  # compared in float32 (from_pretrained's predict)
+    main(["export", "--config", str(config), *overrides, "--ckpt_path", str(ckpt), "--output", str(export)])
+    data = cli.datamodule
+    data.setup("predict")
+    dataset = data.predict_dataloader().dataset
+    records = [{"id": item["id"], **item["sequences"]} for item in (dataset[i] for i in range(len(dataset)))]
+    (tmp_path / "records.json").write_text(json.dumps(records))
+    EXPORTED.append((f"{config.parent.name}/{config.name}", export, tmp_path / "records.json", predictions,
+                     data.eval_batch_size))
 
 
 #: what an analysis config needs on the sample in place of the published data's genes and states
@@ -138,3 +161,44 @@ def test_analysis_config_runs_after_its_folders_config_with_tiny_presets(config,
         main(["perturb", "--config", str(base), *tiny_overrides(base, tmp_path), "--config", str(config),
               *_ON_SAMPLE[section], f"--{section}.output={tmp_path / 'out.csv'}", f"--{section}.plots=false"])
     assert (tmp_path / "out.csv").is_file() and (tmp_path / "out_cells.csv").is_file()
+
+
+_ROUND_TRIP = """
+import json, sys
+from mmfuse.model import FusionModel
+for case in json.loads(sys.argv[1]):
+    model = FusionModel.from_pretrained(case["export"])
+    read = {"id", *model.pretrained.modalities}  # the data may serve modalities the model does not read
+    records = [{k: v for k, v in r.items() if k in read} for r in json.loads(open(case["records"]).read())]
+    model.predict(records, batch_size=case["batch_size"]).to_csv(case["output"], index=False)
+"""
+
+
+def test_every_experiment_round_trips_through_its_export_in_a_fresh_process(tmp_path):
+    """``FusionModel.from_pretrained`` of each export, in a new process, predicts what ``mmfuse predict`` wrote from
+    the checkpoint (max abs difference <= 1e-6), every output column of every record (every gene of a token model)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    if not EXPORTED:
+        pytest.skip("no experiment was trained in this run (the training tests above were deselected)")
+    cases = [{"name": name, "export": str(export), "records": str(records), "batch_size": batch,
+              "output": str(tmp_path / f"{i}.csv")} for i, (name, export, records, _, batch) in enumerate(EXPORTED)]
+    subprocess.run([sys.executable, "-c", _ROUND_TRIP, json.dumps(cases)], check=True, timeout=600,
+                   cwd=Path(__file__).resolve().parents[1])
+    for case, (_, _, _, written, _) in zip(cases, EXPORTED, strict=True):
+        theirs, ours = pd.read_csv(written, dtype={0: str}), pd.read_csv(case["output"], dtype={"id": str})
+        theirs = theirs.rename(columns={theirs.columns[0]: "id"}).drop(columns=["true_label"], errors="ignore")
+        keys = ["id", "gene"] if "gene" in theirs.columns else ["id"]
+        joined = theirs.merge(ours, on=keys, suffixes=("", "_ours"), how="left", validate="one_to_one")
+        assert len(joined) == len(theirs) > 0, case["name"]
+        for column in [c for c in theirs.columns if c not in keys]:
+            mine = joined[f"{column}_ours"]
+            if column == "predicted":
+                assert (mine == joined[column]).all(), (case["name"], column)
+                continue
+            difference = np.abs(mine.to_numpy(float) - joined[column].to_numpy(float)).max()
+            assert difference <= 1e-6, (case["name"], column, difference)

@@ -160,6 +160,8 @@ class CachedBackbone(Backbone):
     def summary(self) -> str:
         """``rna: 120 computed, 360 read, 0.1 MiB in DIR``."""
         size = f", {self._store.disk_bytes() / 2**20:,.1f} MiB in {self._store.directory}" if self._store else ""
+        if self.options.directory is None:
+            size = ", not stored (embedding_cache.directory: null)"
         return f"{self.modality}: {self.computed:,} computed, {self.read:,} read{size}"
 
     # embeddings -------------------------------------------------------------------------------
@@ -189,6 +191,8 @@ class CachedBackbone(Backbone):
         ``sequences`` may be lazy (a data module's records store, read by index): it is read once to
         key it, and again, batch by batch, for what this process embeds; no list of them is made.
         """
+        if self.options.directory is None:  # nothing stored: each batch computes its own
+            return 0
         store = self.store
         todo: dict[bytes, tuple[int, int]] = {}  # key -> (position in `sequences`, length)
         for i, sequence in enumerate(sequences):
@@ -216,6 +220,8 @@ class CachedBackbone(Backbone):
         if "keys" not in batch:
             self._warn_tokens()
             return self.backbone(batch)
+        if self.options.directory is None:
+            return self._computed(batch)
         store = self.store
         raw = [bytes.fromhex(k) if k is not None else None for k in batch["keys"]]
         rows: dict[bytes, np.ndarray] = {}
@@ -240,6 +246,23 @@ class CachedBackbone(Backbone):
         device, dtype = _device_and_dtype(self.backbone)
         return BackboneOutput(store.as_tensor(embeddings).to(device, dtype, non_blocking=True),
                               torch.from_numpy(mask).to(device, non_blocking=True))  # fmt: skip
+
+    def _computed(self, batch: Mapping[str, Any]) -> BackboneOutput:
+        """What :meth:`encode` gives without a store: the batch's distinct sequences embedded and shaped as stored."""
+        keys = list(batch["keys"])
+        distinct = list(dict.fromkeys(k for k in keys if k is not None))
+        first = {k: keys.index(k) for k in distinct}
+        rows = dict(zip(distinct, self._embed([batch["sequences"][first[k]] for k in distinct]), strict=True))
+        self.computed += len(distinct)
+        length = max([len(rows[k]) for k in keys if k is not None] + [1])
+        embeddings = torch.zeros(len(keys), length, self.embed_dim, dtype=self.options.store_dtype)
+        mask = torch.zeros(len(keys), length, dtype=torch.bool)
+        for i, k in enumerate(keys):
+            if k is not None:
+                embeddings[i, : len(rows[k])] = rows[k]
+                mask[i, : len(rows[k])] = True
+        device, dtype = _device_and_dtype(self.backbone)
+        return BackboneOutput(embeddings.to(device, dtype), mask.to(device))
 
     def _warn_tokens(self) -> None:
         if not self._warned:

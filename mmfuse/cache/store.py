@@ -72,7 +72,9 @@ class CacheOptions:
 
     Args:
         directory: where stores are kept; one sub-directory per (modality, backbone fingerprint).
-            Share it between runs (and processes) to reuse embeddings.
+            Share it between runs (and processes) to reuse embeddings. ``None``: nothing is stored, each batch's
+            embeddings are computed and shaped as a store would give them (pooled, cropped, rounded); an
+            exported model (``mmfuse export``) whose training cache pooled or rounded uses it.
         modalities: the modalities to cache; default: every backbone that is frozen. Only frozen
             backbones can be cached (a backbone that trains changes its embeddings every step).
         precision: number format on disk; ``float16``/``bfloat16`` halve the disk use (and the
@@ -83,7 +85,7 @@ class CacheOptions:
             central bins around the TSS).
     """
 
-    directory: str = "~/.cache/mmfuse/embeddings"
+    directory: str | None = "~/.cache/mmfuse/embeddings"
     modalities: list[str] | None = None
     precision: Literal["float32", "float16", "bfloat16"] = "float32"
     pool: dict[str, Literal["mean", "max", "first"]] | None = None

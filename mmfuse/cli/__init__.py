@@ -39,6 +39,8 @@ COMMANDS: dict[str, Command] = {
     "validate": Command(_TRAINING, "evaluate a checkpoint on the validation split"),
     "test": Command(_TRAINING, "evaluate a checkpoint on the test split: metrics, report, modality contributions"),
     "predict": Command(_TRAINING, "write a checkpoint's predictions for the data's records to a file"),
+    "serve": Command("mmfuse.cli.serve", "serve an exported model over HTTP: POST /predict, batching across requests"),
+    "export": Command("mmfuse.cli.export", "write a trained checkpoint as a shareable directory (safetensors, card)"),
     "embed": Command("mmfuse.cli.embed", "write each record's embeddings (per backbone, and fused) to a file"),
     "explain": Command("mmfuse.cli.explain", "attribute a checkpoint's predictions to sequence letters (IG, ISM)"),
     "perturb": Command("mmfuse.cli.perturb", "delete or overexpress genes of cells in silico: how far each moves them"),
@@ -49,6 +51,8 @@ COMMANDS: dict[str, Command] = {
     "sample-data": Command("mmfuse.cli.data", "write the bundled synthetic sample data set", "sample_data"),
     "data": Command("mmfuse.cli.data", "build data tables from public files (`mmfuse data build-isoform`)", "data"),
 }
+#: the commands that accept ``--model DIR`` (a directory ``mmfuse export`` wrote) for the config's model
+MODEL_DIRECTORY_COMMANDS = ("validate", "test", "predict", "embed", "explain", "perturb", "score-variants")
 _USER_ERRORS = (MmfuseError, UnknownComponentError, PluginLoadError)
 
 
@@ -77,6 +81,12 @@ def main(argv: Sequence[str] | None = None) -> Any:
         hint = f"; did you mean `mmfuse {close[0]}`?" if close else ""
         print(f"mmfuse: error: no command {name!r}{hint} (`mmfuse --help` lists them)", file=sys.stderr)
         raise SystemExit(2)
+    if name in MODEL_DIRECTORY_COMMANDS:  # `--model DIR`: an exported model's config and weights
+        from mmfuse.cli.export import expand_model_directory
+
+        expanded = expand_model_directory(rest)
+        if expanded != rest:
+            rest, args, argv = expanded, [name, *expanded], [name, *expanded]
     module = importlib.import_module(command.module)
     # deprecations inside Lightning's own CLI code: nothing a user can act on
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")

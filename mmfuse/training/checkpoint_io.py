@@ -22,7 +22,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``last.ckpt`` whole. (Lightning's own writer stages the file in the system's temporary directory,
     and moving it onto another file system, e.g. a cluster's shared disk, is a copy that a kill can
     cut short.) Remote paths (``s3://``…) go through Lightning's writer. Checkpoints are read with
-    ``torch.load(weights_only=True)`` unless the caller asks otherwise. ``mmfuse`` commands use it
+    ``torch.load(weights_only=True)`` unless the caller asks otherwise; a directory ``mmfuse export`` wrote is read
+    as the checkpoint it holds (:func:`mmfuse.hub.load.as_checkpoint`). ``mmfuse`` commands use it
     unless the trainer is given another ``CheckpointIO``; from Python pass
     ``Trainer(plugins=[AtomicCheckpointIO()])``.
     """
@@ -37,4 +38,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path: Any, map_location: Callable | None = lambda storage, loc: storage, weights_only: bool | None = None
     ) -> dict[str, Any]:
+        from mmfuse.hub.layout import is_exported
+
+        if "://" not in str(path) and is_exported(path):  # a directory `mmfuse export` wrote (safetensors)
+            from mmfuse.hub.load import as_checkpoint
+
+            return as_checkpoint(path)
         return super().load_checkpoint(path, map_location, True if weights_only is None else weights_only)

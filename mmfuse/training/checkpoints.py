@@ -121,6 +121,12 @@ def read_checkpoint_hparams(path: str, aliases: Collection[str] = ()) -> dict[st
     ``torch.load(weights_only=True)``); returns its hyper-parameters (none for ``aliases`` such as ``last``)."""
     if path in aliases or path.startswith("registry:"):
         return {}
+    from mmfuse.hub.layout import is_exported
+
+    if is_exported(path):  # a directory `mmfuse export` wrote
+        from mmfuse.hub.load import as_checkpoint
+
+        return dict(as_checkpoint(path)["hyper_parameters"])
     file = Path(path).expanduser()
     if not file.is_file():
         raise MmfuseError(f"checkpoint {path!r} does not exist; pass the .ckpt file written by `mmfuse fit`")
@@ -157,10 +163,12 @@ def checkpoint_file(trainer: Any, ckpt_path: str) -> Path:
                               f"pass the checkpoint's path")  # fmt: skip
         ckpt_path = found
     path = Path(ckpt_path)
-    if not path.is_file():
+    from mmfuse.hub.layout import is_exported
+
+    if not path.is_file() and not is_exported(path):
         raise MmfuseError(f"--ckpt_path {str(ckpt_path)!r} is not a checkpoint file (a sharded checkpoint "
                           f"directory is read by fit/validate/test/predict only); pass the .ckpt file `mmfuse fit` "
-                          f"wrote")  # fmt: skip
+                          f"wrote, or a directory `mmfuse export` wrote")  # fmt: skip
     return path
 
 

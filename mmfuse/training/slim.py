@@ -79,6 +79,9 @@ def check_checkpoint(checkpoint: dict[str, Any], module: nn.Module, target_names
             f"the checkpoint holds NaN or infinite weights ({len(diverged)} tensors, e.g. {', '.join(diverged[:3])}): "
             f"the run that wrote it diverged; use an earlier checkpoint"
         )
+    from mmfuse.hub.load import REFERENCES_KEY, check_references
+
+    check_references(module.model.backbones, checkpoint.get(REFERENCES_KEY))  # an export's fixed weights
     expected = module.state_dict()
     reloaded = checkpoint.get("mmfuse_reloaded_weights")
     if reloaded:  # fixed backbone weights come from their sources, not from the checkpoint

@@ -191,3 +191,19 @@ def test_the_command_prints_a_bad_input_in_one_line(trained, genome, tmp_path, c
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and len(err.splitlines()) == 1
     assert err.startswith("mmfuse: error: mmfuse score-variants needs --vcf: --vcf VARIANTS.vcf --fasta GENOME.fa")
+
+
+def test_an_exported_directory_scores_as_its_checkpoint(cli, trained, genome, tmp_path):
+    """``--ckpt_path DIR`` of ``mmfuse export``'s directory: the same rows as the checkpoint it was written from."""
+    from mmfuse.cli import main
+
+    fasta, gtf, vcf = genome
+    export = tmp_path / "export"
+    with bare_argv():
+        main(["export", "--config", str(QUICKSTART), *SMALL, "--ckpt_path", str(trained), "--output", str(export)])
+    rows = []
+    for model in (trained, export):
+        out = tmp_path / f"{model.name}.csv"
+        _score(cli, model, vcf, fasta, gtf, output=str(out))
+        rows.append(pd.read_csv(out))
+    pd.testing.assert_frame_equal(rows[0], rows[1])
