@@ -48,6 +48,8 @@ class AnalysisModule(L.LightningModule):
         self.objective = objective
         self.target_names = list(target_names)
         self.analysis = analysis
+        # a streamed analysis deals its records out by key, so a process may get none (score-variants' transcripts)
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     @classmethod
     def of(cls, task: Any, analysis: Analysis) -> AnalysisModule:

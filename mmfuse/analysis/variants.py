@@ -22,12 +22,13 @@ import pandas as pd
 from lightning.pytorch import LightningModule, Trainer
 
 from mmfuse.analysis.module import find_writer, run_analysis
-from mmfuse.data.collate import MultiModalCollate
+from mmfuse.analysis.variant_reuse import Reuse, VariantCollate
+from mmfuse.analysis.variant_stream import ORDINAL, Shares, StreamedPairs, pairs_of
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.annotation import Transcript, read_annotation
 from mmfuse.data.files.fasta import open_genome
-from mmfuse.data.files.vcf import DEFAULT_MAX_INDEL, Variant, VariantCounts, read_variants
-from mmfuse.data.genomics.variant_effects import KINDS, VariantPairs, buildable, touches
+from mmfuse.data.files.vcf import DEFAULT_MAX_INDEL, VariantCounts
+from mmfuse.data.genomics.variant_effects import KINDS, VariantPairs
 from mmfuse.data.genomics.windows import find_contig
 from mmfuse.errors import ConfigError, NonFiniteError
 from mmfuse.training.writer import ORDER_COLUMN, PredictionWriter, refuse_inputs
@@ -53,28 +54,35 @@ class VariantWriter(PredictionWriter):
             ones are counted and skipped.
         batch_size: variant-transcript pairs per batch (each is two records, reference and
             alternate); default half the data module's ``eval_batch_size``.
+        reuse_mb: memory per process for the backbone outputs kept for later batches (each transcript's
+            reference inputs, and the inputs a variant leaves unchanged, are encoded once:
+            :mod:`mmfuse.analysis.variant_reuse`); the least recently used are dropped first.
     """
 
     option = "--variants.output"
 
     def __init__(self, output: str | None = None, window: int | None = None, max_indel: int = DEFAULT_MAX_INDEL,
-                 batch_size: int | None = None) -> None:  # fmt: skip
+                 batch_size: int | None = None, reuse_mb: float = 1024.0) -> None:  # fmt: skip
         super().__init__(output)
+        if isinstance(reuse_mb, bool) or not isinstance(reuse_mb, int | float) or not reuse_mb >= 0:
+            raise ConfigError(f"variants.reuse_mb must be a number of megabytes, 0 or more, not {reuse_mb!r}")
         for name, value, least in (("window", window, 1), ("max_indel", max_indel, 0), ("batch_size", batch_size, 1)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ConfigError(f"variants.{name} must be a whole number of at least {least}, not {value!r}")
-        self.window, self.max_indel, self.batch_size = window, max_indel, batch_size
+        self.window, self.max_indel, self.batch_size, self.reuse_mb = window, max_indel, batch_size, reuse_mb
+        self.reuse = Reuse(reuse_mb)
+        self.skipped: list[dict[str, str]] = []
         self.counts = VariantCounts()
         self.inputs: list[Path] = []  # the VCF, FASTA and annotation: never overwritten
         self.datamodule: Any = None  # its table and genome, too
         self._unchanged = 0
 
     def step(self, task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
-        """``predict_step``'s output: the pairs' fields and both predictions ``(B, targets)``."""
-        outputs = task.model(batch["inputs"], batch.get("present")).float()
-        preds = task.objective.prediction(outputs, batch["ids"])["preds"]
-        n = len(batch["rows"])
-        return {"rows": batch["rows"], "ref": preds[:n], "alt": preds[n:]}
+        """``predict_step``'s output: the pairs' fields, both predictions ``(B, targets)`` (the reference kept per
+        transcript, each backbone run only on inputs no earlier batch encoded) and the pairs skipped."""
+        ref, alt = self.reuse.predict(task.model, task.objective, batch)
+        return {"rows": batch["rows"], "positions": batch["positions"], "ref": ref.cpu(), "alt": alt.cpu(),
+                "skipped": batch["skipped"]}  # fmt: skip
 
     # the writer's hooks
     def _active(self, pl_module: LightningModule) -> bool:
@@ -103,10 +111,13 @@ class VariantWriter(PredictionWriter):
                            dataloader_idx: int) -> None:  # fmt: skip
         if not self._active(pl_module):
             return
+        self.skipped += prediction["skipped"]
+        if not prediction["rows"]:
+            return
         frame = self._frame(pl_module, prediction)
-        if trainer.world_size > 1 and batch_indices is not None:  # the pairs' order, restored when joining
-            width = len(frame) // max(len(batch_indices), 1)
-            frame[ORDER_COLUMN] = [i * width + t for i in batch_indices for t in range(width)]
+        if trainer.world_size > 1:  # the pairs' order (in the VCF), restored when joining
+            width = len(frame) // len(prediction["rows"])
+            frame[ORDER_COLUMN] = [r[ORDINAL] * width + t for r in prediction["rows"] for t in range(width)]
         self._append(frame)
 
     def _frame(self, pl_module: LightningModule, prediction: Any) -> pd.DataFrame:
@@ -140,20 +151,37 @@ class VariantWriter(PredictionWriter):
             counts.unchanged = int(pairs["changed"].eq("none").sum())
         else:
             counts.unchanged = self._unchanged
-        print(f"Wrote {rows} variant effects ({counts.rows} variant-transcript pairs x "
-              f"{rows // max(counts.rows, 1)} targets) to {path}{how}", *counts.lines(), sep="\n")  # fmt: skip
+        scored = counts.rows - len(self.skipped)
+        self._write_summary(path, rows, scored, bool(how))
+        print(f"Wrote {rows} variant effects ({scored} variant-transcript pairs x "
+              f"{rows // max(scored, 1)} targets) to {path}{how}", *counts.lines(), *self._reuse_lines(bool(how)),
+              sep="\n")  # fmt: skip
 
+    def _write_summary(self, path: Path, rows: int, scored: int, joined: bool) -> None:
+        """``<output stem>_summary.json`` beside the output: what was scored, skipped and computed, for scripts."""
+        import json
 
-class _PairCollate:
-    """A batch of pairs: the reference records, then the alternate ones, tokenized together."""
+        from mmfuse.io import atomic_path
 
-    def __init__(self, tokenizers: Mapping[str, Any]) -> None:
-        self.collate = MultiModalCollate(tokenizers)
+        counts = {f.name: getattr(self.counts, f.name) for f in dataclasses.fields(self.counts)}
+        counts = {k: ({str(c): n for c, n in v.items()} if isinstance(v, Mapping) else v) for k, v in counts.items()}
+        data = {"output": str(path), "rows": rows, "pairs_scored": scored, "counts": counts,
+                "skipped": self.skipped[:100], "skipped_pairs": len(self.skipped),
+                "backbone_passes_per_pair": self.reuse.per_pair(), "passes_of": "this process" if joined else "all"}
+        with atomic_path(path.with_name(f"{path.stem}_summary.json")) as tmp:
+            Path(tmp).write_text(json.dumps(data, indent=1) + "\n")
 
-    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        batch = self.collate([i["ref"] for i in items] + [i["alt"] for i in items])
-        batch["rows"] = [i["row"] for i in items]
-        return batch
+    def _reuse_lines(self, joined: bool) -> list[str]:
+        lines = []
+        if self.skipped:
+            first = self.skipped[0]
+            lines.append(f"pairs skipped, an input the backbone refuses (crop it with the data module's lengths.max): "
+                         f"{len(self.skipped)} (e.g. {first['variant']} in {first['transcript_id']}, "
+                         f"{first['modality']}: {first['reason']})")  # fmt: skip
+        passes = ", ".join(f"{m} {v:.2f}" for m, v in self.reuse.per_pair().items())
+        lines.append(f"backbone passes per pair{' (this process)' if joined else ''}: {passes} (each "
+                     f"transcript's reference once; inputs a variant leaves unchanged reused)")  # fmt: skip
+        return lines
 
 
 def _inputs(model: Any) -> dict[str, str]:
@@ -217,32 +245,9 @@ def _index(transcripts: Mapping[str, Transcript], genome: Any, window: int) -> d
     return trees
 
 
-def _pairs(variants: Any, trees: Mapping[str, Any], window: int, genome: Any, dna: bool,
-           counts: VariantCounts) -> list[tuple[Variant, Transcript]]:  # fmt: skip
-    pairs = []
-    for variant in variants:
-        tree = trees.get(variant.contig)
-        found = [] if tree is None else [iv.data for iv in tree.overlap(variant.start - 1, variant.end + 1)]
-        found = sorted((t for t in found if touches(t, variant, window)), key=lambda t: t.transcript_id)
-        if not found:
-            counts.outside_transcripts += 1
-            continue
-        kept = [t for t in found if buildable(t, variant)]
-        counts.unbuildable += len(found) - len(kept)
-        counts.scored_variants += bool(kept)
-        for transcript in kept:
-            half = window // 2
-            start = transcript.tss - (window - half - 1) if transcript.strand == "-" else transcript.tss - half
-            counts.padded += dna and (start < 0 or start + window > len(genome[transcript.contig]))
-            pairs.append((variant, transcript))
-    counts.rows = len(pairs)
-    return pairs
-
-
-def variant_pairs(model: Any, datamodule: Any, writer: VariantWriter, vcf: str | None, fasta: str | None,
-                  annotation: str | None) -> VariantPairs:  # fmt: skip
-    """The pairs to score, as the model reads them: every input checked and every policy counted in
-    ``writer.counts`` (see :func:`score_variants`); refuses, naming the option, what cannot be scored."""
+def _prepared(model: Any, datamodule: Any, writer: VariantWriter, vcf: str | None, fasta: str | None,
+              annotation: str | None) -> dict[str, Any]:  # fmt: skip
+    """Every input checked (one line naming the option for what cannot be scored); what the pairs are made from."""
     missing = [f"--{n}" for n, v in (("vcf", vcf), ("fasta", fasta), ("annotation", annotation)) if not v]
     if missing:
         raise ConfigError(
@@ -262,15 +267,52 @@ def variant_pairs(model: Any, datamodule: Any, writer: VariantWriter, vcf: str |
             f"--annotation {annotation!r} holds no transcript with exons; give the GTF or GFF3 of the genome's genes "
             f"(exon lines with transcript_id, or Parent=)"
         )
-    counts = writer.counts = VariantCounts()
-    trees = _index(transcripts, genome, window)
-    dna = "dna" in inputs.values()
-    pairs = _pairs(read_variants(vcf, genome, counts, writer.max_indel), trees, window, genome, dna, counts)
-    if not pairs:
-        why = counts.why_none(list(genome.keys()))
+    return {"vcf": vcf, "fasta": fasta, "genome": genome, "trees": _index(transcripts, genome, window),
+            "window": window, "inputs": inputs, "crops": _crops(datamodule, inputs)}  # fmt: skip
+
+
+def _walk(prepared: Mapping[str, Any], writer: VariantWriter, counts: VariantCounts) -> Any:
+    dna = "dna" in prepared["inputs"].values()
+    return pairs_of(prepared["vcf"], prepared["genome"], prepared["trees"], prepared["window"], writer.max_indel,
+                    dna, counts)  # fmt: skip
+
+
+def _refuse_none(prepared: Mapping[str, Any], counts: VariantCounts) -> None:
+    if not counts.rows:
+        why = counts.why_none(list(prepared["genome"].keys()))
         skipped = "; ".join(line.replace("\n", "") for line in counts.lines()[2:7])
-        raise DataError(f"no variant of {vcf} was scored, so nothing was written: {why} ({skipped})")
-    return VariantPairs(fasta, pairs, window, inputs, _crops(datamodule, inputs))
+        raise DataError(f"no variant of {prepared['vcf']} was scored, so nothing was written: {why} ({skipped})")
+
+
+def variant_pairs(model: Any, datamodule: Any, writer: VariantWriter, vcf: str | None, fasta: str | None,
+                  annotation: str | None) -> VariantPairs:  # fmt: skip
+    """The pairs to score as one indexable data set (a few variants: tests, notebooks; ``mmfuse score-variants``
+    streams them instead, :class:`~mmfuse.analysis.variant_stream.StreamedPairs`), every input checked and every
+    policy counted in ``writer.counts``; refuses, naming the option, what cannot be scored."""
+    prepared = _prepared(model, datamodule, writer, vcf, fasta, annotation)
+    counts = writer.counts = VariantCounts()
+    pairs = [(variant, transcript) for _, variant, transcript in _walk(prepared, writer, counts)]
+    _refuse_none(prepared, counts)
+    return VariantPairs(fasta, pairs, prepared["window"], prepared["inputs"], prepared["crops"])  # type: ignore[arg-type]
+
+
+def streamed_pairs(trainer: Any, model: Any, datamodule: Any, writer: VariantWriter, vcf: str | None,
+                   fasta: str | None, annotation: str | None, workers: int) -> StreamedPairs:  # fmt: skip
+    """This process's share of the pairs, streamed: the VCF is walked once here to count (the summary, each
+    share's size, a VCF nothing of which can be scored refused before the first batch), then in the workers."""
+    prepared = _prepared(model, datamodule, writer, vcf, fasta, annotation)
+    counts = writer.counts = VariantCounts()
+    world = int(getattr(trainer, "world_size", 1) or 1)
+    shares = Shares(world * max(workers, 1))
+    for _, _, transcript in _walk(prepared, writer, counts):
+        shares.add(transcript.transcript_id)
+    _refuse_none(prepared, counts)
+    if counts.rows < world:
+        raise ConfigError(f"{counts.rows} variant-transcript pair(s) to score on {world} processes: some would have "
+                          f"none; score them on one device (--trainer.devices 1)")  # fmt: skip
+    return StreamedPairs(prepared["vcf"], prepared["fasta"], prepared["trees"], prepared["window"],
+                         prepared["inputs"], prepared["crops"], writer.max_indel, shares,
+                         rank=int(trainer.global_rank), world_size=world, workers=workers)  # fmt: skip
 
 
 def score_variants(
@@ -299,11 +341,12 @@ def score_variants(
         raise ConfigError(
             "mmfuse score-variants needs --ckpt_path: the trained checkpoint whose predictions it compares"
         )
-    dataset = variant_pairs(model, datamodule, writer, vcf, fasta, annotation)
     from torch.utils.data import DataLoader
 
     size = writer.batch_size or max(1, int(getattr(datamodule, "eval_batch_size", 8) or 8) // 2)
     workers = int(getattr(datamodule, "num_workers", 0) or 0)
-    loader = DataLoader(dataset, batch_size=size, collate_fn=_PairCollate(model.model.tokenizers()),
+    dataset = streamed_pairs(trainer, model, datamodule, writer, vcf, fasta, annotation, workers)
+    writer.reuse, writer.skipped = Reuse(writer.reuse_mb), []
+    loader = DataLoader(dataset, batch_size=size, collate_fn=VariantCollate(model.model.tokenizers()),
                         num_workers=workers)  # fmt: skip
     run_analysis(trainer, model, writer, ckpt_path, dataloaders=loader)

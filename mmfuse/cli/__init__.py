@@ -134,6 +134,10 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message="The dirpath has changed from")
     # an analysis passes LightningCLI the arguments after its name, which Lightning warns about
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    # score-variants' streamed pairs count each process's (and worker's) share exactly
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    # ... and carry their own order (the pair's place in the VCF), which Lightning's batch indices cannot give
+    warnings.filterwarnings("ignore", message=r"Couldn't infer the batch indices fetched from your dataloader")
     # recent torch deprecates what Lightning's own code calls
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 

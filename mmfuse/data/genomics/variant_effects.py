@@ -291,7 +291,10 @@ class VariantPairs(Dataset):
         return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        variant, transcript = self.pairs[i]
+        return self.item(*self.pairs[i])
+
+    def item(self, variant: Variant, transcript: Transcript) -> dict[str, Any]:
+        """A pair's reference and alternate records and its output's fields."""
         effect = variant_effect(self._open(), transcript, variant, self.window, dna="dna" in self.inputs.values())
         ref, alt = self._inputs(effect.ref), self._inputs(effect.alt)
         row = {
