@@ -82,7 +82,7 @@ class VariantCollate:
                 continue
             row = item["row"]
             skipped.append({"variant": row["variant"], "transcript_id": row["transcript_id"], "modality": problem[0],
-                            "reason": problem[1]})  # fmt: skip
+                            "reason": problem[1], "ordinal": row.get("__pair")})  # fmt: skip
         modalities = {}
         for modality, tokenizer in self.tokenizers.items():
             distinct: dict[str, int] = {}
@@ -125,6 +125,13 @@ class Reuse:
         #: sequences each backbone encoded, and the pairs scored (the passes per pair are their ratio)
         self.passes: dict[str, int] = {}
         self.pairs = 0
+
+    def reset(self) -> None:
+        """Forgets what was kept: a chunk of batches starts afresh, so that its predictions do not depend on what
+        came before it (a resumed run computes a chunk exactly as an uninterrupted one)."""
+        self.features.clear()
+        self.references.clear()
+        self.bytes = 0
 
     def _keep(self, key: tuple[str, str], value: tuple[Tensor, Tensor]) -> None:
         size = value[0].numel() * value[0].element_size() + value[1].numel()

@@ -97,12 +97,12 @@ class StreamedPairs(IterableDataset):
         max_indel: as ``read_variants`` takes it.
         shares: how the pairs are dealt to the ``world_size * workers`` shards (:class:`Shares`, from the first walk).
         rank, world_size: this DDP process and how many there are.
-        skip: ordinals already scored (``--resume``), left out.
+        skip: ``(pairs,)`` bool, the ordinals already scored (``--variants.resume``), left out.
     """
 
     def __init__(self, vcf: str, fasta: str, trees: Mapping[str, Any], window: int, inputs: Mapping[str, str],
                  crops: Mapping[str, Any], max_indel: int, shares: Shares, rank: int = 0, world_size: int = 1,
-                 workers: int = 0, skip: frozenset[int] = frozenset()) -> None:  # fmt: skip
+                 workers: int = 0, skip: Any = None) -> None:  # fmt: skip
         self.vcf, self.fasta, self.trees, self.max_indel = vcf, fasta, trees, max_indel
         self.rank, self.world_size, self.workers = rank, world_size, max(workers, 1)
         self.shares, self.shard_sizes, self.skip = shares, shares.sizes(), skip
@@ -114,7 +114,11 @@ class StreamedPairs(IterableDataset):
 
     def __len__(self) -> int:
         mine = range(self.rank * self.workers, (self.rank + 1) * self.workers)
-        return sum(self.shard_sizes.get(s, 0) for s in mine)
+        total = sum(self.shard_sizes.get(s, 0) for s in mine)
+        if self.skip is None:
+            return total
+        # this process's log holds only its own pairs; at least 1, so that a finished share still ends its run
+        return max(total - int(self.skip.sum()), 1)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -126,7 +130,7 @@ class StreamedPairs(IterableDataset):
         mine = {self.rank * self.workers + w for w in range(self.workers) if w % workers == worker}
         walk = pairs_of(self.vcf, genome, self.trees, self.builder.window, self.max_indel, dna, VariantCounts())
         for k, variant, transcript in walk:
-            if k in self.skip or self.shares.of(k, transcript.transcript_id) not in mine:
+            if (self.skip is not None and self.skip[k]) or self.shares.of(k, transcript.transcript_id) not in mine:
                 continue
             item = self.builder.item(variant, transcript)
             item["row"][ORDINAL] = k

@@ -22,6 +22,7 @@ import pandas as pd
 from lightning.pytorch import LightningModule, Trainer
 
 from mmfuse.analysis.module import find_writer, run_analysis
+from mmfuse.analysis.variant_resume import ResumeLog, summary_lines, write_summary
 from mmfuse.analysis.variant_reuse import Reuse, VariantCollate
 from mmfuse.analysis.variant_stream import ORDINAL, Shares, StreamedPairs, pairs_of
 from mmfuse.data.errors import DataError
@@ -40,6 +41,9 @@ OUTPUT_COLUMNS = ("variant", "vcf_id", "chrom", "pos", "ref", "alt", "filter", "
                   "consequence", "changed", "protein_change", "target", "ref_prediction", "alt_prediction",
                   "difference")  # fmt: skip
 _SUFFIXES = (".csv", ".tsv", ".parquet")
+#: batches per chunk: what each process keeps for reuse is forgotten at every chunk's start, and --variants.resume
+#: continues from the last complete chunk, so a resumed run computes every pair as an uninterrupted one does
+CHUNK_BATCHES = 64
 
 
 class VariantWriter(PredictionWriter):
@@ -57,12 +61,14 @@ class VariantWriter(PredictionWriter):
         reuse_mb: memory per process for the backbone outputs kept for later batches (each transcript's
             reference inputs, and the inputs a variant leaves unchanged, are encoded once:
             :mod:`mmfuse.analysis.variant_reuse`); the least recently used are dropped first.
+        resume: continue a killed run of the same command from its last complete batch (the rows so far are kept
+            in a partial file beside ``output``, :mod:`mmfuse.analysis.variant_resume`); needs ``output`` (CSV/TSV).
     """
 
     option = "--variants.output"
 
     def __init__(self, output: str | None = None, window: int | None = None, max_indel: int = DEFAULT_MAX_INDEL,
-                 batch_size: int | None = None, reuse_mb: float = 1024.0) -> None:  # fmt: skip
+                 batch_size: int | None = None, reuse_mb: float = 1024.0, resume: bool = False) -> None:  # fmt: skip
         super().__init__(output)
         if isinstance(reuse_mb, bool) or not isinstance(reuse_mb, int | float) or not reuse_mb >= 0:
             raise ConfigError(f"variants.reuse_mb must be a number of megabytes, 0 or more, not {reuse_mb!r}")
@@ -71,6 +77,8 @@ class VariantWriter(PredictionWriter):
                 raise ConfigError(f"variants.{name} must be a whole number of at least {least}, not {value!r}")
         self.window, self.max_indel, self.batch_size, self.reuse_mb = window, max_indel, batch_size, reuse_mb
         self.reuse = Reuse(reuse_mb)
+        self.resume, self.resume_log = bool(resume), None
+        self._stepped = self._batches = 0
         self.skipped: list[dict[str, str]] = []
         self.counts = VariantCounts()
         self.inputs: list[Path] = []  # the VCF, FASTA and annotation: never overwritten
@@ -80,6 +88,9 @@ class VariantWriter(PredictionWriter):
     def step(self, task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
         """``predict_step``'s output: the pairs' fields, both predictions ``(B, targets)`` (the reference kept per
         transcript, each backbone run only on inputs no earlier batch encoded) and the pairs skipped."""
+        if self._stepped % CHUNK_BATCHES == 0:  # a chunk starts afresh (see Reuse.reset)
+            self.reuse.reset()
+        self._stepped += 1
         ref, alt = self.reuse.predict(task.model, task.objective, batch)
         return {"rows": batch["rows"], "positions": batch["positions"], "ref": ref.cpu(), "alt": alt.cpu(),
                 "skipped": batch["skipped"]}  # fmt: skip
@@ -112,13 +123,48 @@ class VariantWriter(PredictionWriter):
         if not self._active(pl_module):
             return
         self.skipped += prediction["skipped"]
+        self._batches += 1
         if not prediction["rows"]:
+            self._chunk_done(prediction, 0)
             return
+        unchanged = self._unchanged
         frame = self._frame(pl_module, prediction)
         if trainer.world_size > 1:  # the pairs' order (in the VCF), restored when joining
             width = len(frame) // len(prediction["rows"])
             frame[ORDER_COLUMN] = [r[ORDINAL] * width + t for r in prediction["rows"] for t in range(width)]
         self._append(frame)
+        self._chunk_done(prediction, self._unchanged - unchanged)
+
+    def _chunk_done(self, prediction: Any, unchanged: int) -> None:
+        """With ``resume``: the batch's pairs (scored or refused) noted, and a chunk's logged when it completes."""
+        if self.resume_log is None:
+            return
+        self._pending += [r[ORDINAL] for r in prediction["rows"]] + [s["ordinal"] for s in prediction["skipped"]]
+        self._pending_unchanged += unchanged
+        if self._batches % CHUNK_BATCHES == 0:
+            self.resume_log.batch_written(self._rows, self._pending, self._pending_unchanged)
+            self._pending, self._pending_unchanged = [], 0
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_predict_start(trainer, pl_module)
+        log = self.resume_log
+        if not self._active(pl_module) or log is None:
+            return
+        self._tmp, self._rows, self._unchanged = log.partial, log.rows, log.unchanged  # rows a killed run wrote
+        self._pending, self._pending_unchanged = [], 0
+        if not log.rows:
+            log.start()
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_predict_end(trainer, pl_module)
+        if self._active(pl_module) and self.resume_log is not None:
+            self.resume_log.finish()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self.resume_log is None:
+            super().on_exception(trainer, pl_module, exception)  # the partial file is removed
+        elif self._parquet is not None:
+            self._parquet.close()
 
     def _frame(self, pl_module: LightningModule, prediction: Any) -> pd.DataFrame:
         ref, alt = prediction["ref"].numpy(), prediction["alt"].numpy()
@@ -152,37 +198,10 @@ class VariantWriter(PredictionWriter):
         else:
             counts.unchanged = self._unchanged
         scored = counts.rows - len(self.skipped)
-        self._write_summary(path, rows, scored, bool(how))
+        write_summary(self, path, rows, scored, bool(how))
         print(f"Wrote {rows} variant effects ({scored} variant-transcript pairs x "
-              f"{rows // max(scored, 1)} targets) to {path}{how}", *counts.lines(), *self._reuse_lines(bool(how)),
+              f"{rows // max(scored, 1)} targets) to {path}{how}", *counts.lines(), *summary_lines(self, bool(how)),
               sep="\n")  # fmt: skip
-
-    def _write_summary(self, path: Path, rows: int, scored: int, joined: bool) -> None:
-        """``<output stem>_summary.json`` beside the output: what was scored, skipped and computed, for scripts."""
-        import json
-
-        from mmfuse.io import atomic_path
-
-        counts = {f.name: getattr(self.counts, f.name) for f in dataclasses.fields(self.counts)}
-        counts = {k: ({str(c): n for c, n in v.items()} if isinstance(v, Mapping) else v) for k, v in counts.items()}
-        data = {"output": str(path), "rows": rows, "pairs_scored": scored, "counts": counts,
-                "skipped": self.skipped[:100], "skipped_pairs": len(self.skipped),
-                "backbone_passes_per_pair": self.reuse.per_pair(), "passes_of": "this process" if joined else "all"}
-        with atomic_path(path.with_name(f"{path.stem}_summary.json")) as tmp:
-            Path(tmp).write_text(json.dumps(data, indent=1) + "\n")
-
-    def _reuse_lines(self, joined: bool) -> list[str]:
-        lines = []
-        if self.skipped:
-            first = self.skipped[0]
-            lines.append(f"pairs skipped, an input the backbone refuses (crop it with the data module's lengths.max): "
-                         f"{len(self.skipped)} (e.g. {first['variant']} in {first['transcript_id']}, "
-                         f"{first['modality']}: {first['reason']})")  # fmt: skip
-        passes = ", ".join(f"{m} {v:.2f}" for m, v in self.reuse.per_pair().items())
-        lines.append(f"backbone passes per pair{' (this process)' if joined else ''}: {passes} (each "
-                     f"transcript's reference once; inputs a variant leaves unchanged reused)")  # fmt: skip
-        return lines
-
 
 def _inputs(model: Any) -> dict[str, str]:
     """``{model modality: what it reads}`` (dna, rna or protein); refuses any other backbone."""
@@ -307,12 +326,29 @@ def streamed_pairs(trainer: Any, model: Any, datamodule: Any, writer: VariantWri
     for _, _, transcript in _walk(prepared, writer, counts):
         shares.add(transcript.transcript_id)
     _refuse_none(prepared, counts)
+    skip = None
+    if writer.resume:
+        writer.resume_log = _resume_log(writer, trainer, world, workers)
+        kept = writer.resume_log.recover()
+        skip = writer.resume_log.skip(counts.rows)
+        if kept:
+            print(f"Resuming: {int(skip.sum())} pairs ({kept} rows) of an earlier run kept in "
+                  f"{writer.resume_log.partial}")  # fmt: skip
     if counts.rows < world:
         raise ConfigError(f"{counts.rows} variant-transcript pair(s) to score on {world} processes: some would have "
                           f"none; score them on one device (--trainer.devices 1)")  # fmt: skip
     return StreamedPairs(prepared["vcf"], prepared["fasta"], prepared["trees"], prepared["window"],
                          prepared["inputs"], prepared["crops"], writer.max_indel, shares,
-                         rank=int(trainer.global_rank), world_size=world, workers=workers)  # fmt: skip
+                         rank=int(trainer.global_rank), world_size=world, workers=workers, skip=skip)  # fmt: skip
+
+
+def _resume_log(writer: VariantWriter, trainer: Any, world: int, workers: int) -> ResumeLog:
+    if not writer.output:
+        raise ConfigError("--variants.resume needs --variants.output: the file the killed run was writing")
+    path = Path(writer.output)
+    if world > 1:  # each rank's part, as the writer names it
+        path = path.with_name(f"{path.stem}.rank{int(trainer.global_rank)}{path.suffix}")
+    return ResumeLog(path, {"processes": world, "workers": max(workers, 1)})
 
 
 def score_variants(
@@ -346,7 +382,7 @@ def score_variants(
     size = writer.batch_size or max(1, int(getattr(datamodule, "eval_batch_size", 8) or 8) // 2)
     workers = int(getattr(datamodule, "num_workers", 0) or 0)
     dataset = streamed_pairs(trainer, model, datamodule, writer, vcf, fasta, annotation, workers)
-    writer.reuse, writer.skipped = Reuse(writer.reuse_mb), []
+    writer.reuse, writer.skipped, writer._stepped, writer._batches = Reuse(writer.reuse_mb), [], 0, 0
     loader = DataLoader(dataset, batch_size=size, collate_fn=VariantCollate(model.model.tokenizers()),
                         num_workers=workers)  # fmt: skip
     run_analysis(trainer, model, writer, ckpt_path, dataloaders=loader)
