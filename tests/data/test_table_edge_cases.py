@@ -196,6 +196,24 @@ def test_a_one_row_table_says_it_is_too_small_to_split(tmp_path, table, seed, dr
     assert _one_error_line(err) == f"mmfuse: error: {empty.format(path=path)}; {TOO_SMALL}"
 
 
+def test_a_loader_refused_inside_a_trainer_leaves_the_dataloader_class_as_it_was(tmp_path, table):
+    """Lightning patches ``DataLoader.__setattr__`` while it calls a loader hook and restores it only when the hook
+    returns; raised there, the refusal would leave every later loader of the process recording its attributes (its
+    iterators and worker processes kept alive until garbage collection, which then waits 5 s per worker). The hook
+    returns a loader that raises when used, so the same one line comes out and the class is left as it was."""
+    from torch.utils.data import DataLoader
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    before = (DataLoader.__setattr__, DataLoader.__init__, StatefulDataLoader.__init__)
+    path = tmp_path / "one.csv"
+    table.iloc[:1].to_csv(path, index=False)
+    code, _, err = _mmfuse("fit", "--config", str(QUICKSTART), *SMALL, f"--data.init_args.source.path={path}",
+                           "--data.init_args.split.seed=0", "--trainer.max_steps=1",
+                           f"--trainer.logger.init_args.save_dir={tmp_path}")  # fmt: skip
+    assert code == 1 and _one_error_line(err).startswith(f"mmfuse: error: the 'val' split of {path} is empty; ")
+    assert (DataLoader.__setattr__, DataLoader.__init__, StatefulDataLoader.__init__) == before
+
+
 def test_two_genes_fit_but_a_cross_validation_fold_needs_a_third(tmp_path, table):
     two = table[table["gene_id"].isin(["SYNG00000", "SYNG00001"])]
     path = tmp_path / "two.csv"

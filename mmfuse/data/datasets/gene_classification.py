@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 from mmfuse.data.datasets.checks import validates
+from mmfuse.data.datasets.loaders import deferred
 from mmfuse.data.datasets.single_cell import EXPRESSION, CellClassification
 from mmfuse.data.errors import DataError
 from mmfuse.data.files.gene_labels import GeneLabels, read_gene_labels
@@ -318,13 +319,13 @@ class GeneClassification(CellClassification):
         return builder.loader(split, shuffle, getattr(self, "trainer", None) if shuffle else None)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return deferred(lambda: self._loader("train", shuffle=True), self)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return deferred(lambda: self._loader("val"), self)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return deferred(lambda: self._loader("test"), self)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_split, predict=True)
+        return deferred(lambda: self._loader(self.predict_split, predict=True), self)

@@ -36,7 +36,7 @@ from mmfuse.data.store.rows import SequenceView, SplitRecords
 from mmfuse.data.store.validate import validate_sequences
 from mmfuse.tokenizers import Tokenizer
 
-__all__ = ["LoaderBuilder", "check_served", "check_tokenizer", "select", "shuffle_seed"]
+__all__ = ["LoaderBuilder", "Refused", "check_served", "check_tokenizer", "deferred", "select", "shuffle_seed"]
 
 
 def shuffle_seed() -> int:
@@ -44,6 +44,38 @@ def shuffle_seed() -> int:
     else torch's initial seed (a new order each run)."""
     seed = os.environ.get("PL_GLOBAL_SEED")
     return int(seed) if seed is not None else torch.initial_seed() % 2**63
+
+
+class Refused:
+    """Stands in for a loader that could not be built: iterating it or asking its length raises ``error``.
+
+    Lightning calls a data module's ``*_dataloader`` hooks inside a context that patches ``DataLoader``'s
+    ``__setattr__`` (to re-create custom loaders) and restores it only when the hook returns: an error raised
+    in the hook leaves every later ``DataLoader`` of the process recording each attribute set on it, so the
+    iterators (and their worker processes) of later runs in the same process stay alive until garbage
+    collection, where shutting each worker down then waits 5 s. The hooks return this instead, and the
+    error is raised just after, outside that context, with the same message.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __iter__(self):
+        raise self.error
+
+    def __len__(self) -> int:
+        raise self.error
+
+
+def deferred(build: Callable[[], Any], data_module: Any) -> Any:
+    """``build()``; when a Trainer asks (``data_module.trainer`` is set), a :class:`Refused` holding the error it
+    raised instead of the error (for the data modules' loader hooks; called directly, they raise)."""
+    if getattr(data_module, "trainer", None) is None:
+        return build()
+    try:
+        return build()
+    except Exception as error:  # noqa: BLE001 - raised again, unchanged, when Lightning uses the loader
+        return Refused(error)
 
 
 class LoaderBuilder:

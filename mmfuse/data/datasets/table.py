@@ -36,7 +36,7 @@ from mmfuse.data.datasets.checks import (
     fill_hint,
     validates,
 )
-from mmfuse.data.datasets.loaders import LoaderBuilder, check_served, check_tokenizer, select
+from mmfuse.data.datasets.loaders import LoaderBuilder, check_served, check_tokenizer, deferred, select
 from mmfuse.data.datasets.store import record_reader
 from mmfuse.data.files.tables import read_table
 from mmfuse.data.genomics.windows import GenomeWindows
@@ -288,19 +288,21 @@ class TableDataModule(L.LightningDataModule):
                              loader.bucketing, loader.bucket_pool, self.path,
                              lambda split: fill_hint(split, self._split_by, self.split_column, self._too_small))
 
+    # each hook returns a Refused loader rather than raising (see mmfuse.data.datasets.loaders.Refused)
     def train_dataloader(self) -> DataLoader:
-        return self._loaders().loader("train", shuffle=True, trainer=getattr(self, "trainer", None))
+        trainer = getattr(self, "trainer", None)
+        return deferred(lambda: self._loaders().loader("train", shuffle=True, trainer=trainer), self)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loaders().loader("val", shuffle=False)
+        return deferred(lambda: self._loaders().loader("val", shuffle=False), self)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loaders().loader("test", shuffle=False)
+        return deferred(lambda: self._loaders().loader("test", shuffle=False), self)
 
     def predict_dataloader(self) -> DataLoader:
         if self._selected is not None:
-            return self._loaders().selected(self._selected)
-        return self._loaders().loader(self.predict_split, shuffle=False)
+            return deferred(lambda: self._loaders().selected(self._selected), self)
+        return deferred(lambda: self._loaders().loader(self.predict_split, shuffle=False), self)
 
     def select_records(self, ids: Sequence[str]) -> None:
         """``predict`` reads only the records ``ids`` (in this order, each once) from now on, with their sequences.
