@@ -22,7 +22,7 @@ quickstart: install
 	$(BIN)/mmfuse fit --config experiments/quickstart/config.yaml
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile   # one worker per core; the tests of a file share one
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
