@@ -8,13 +8,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")  # raised by Lightning's CLI, not by mmfuse
-# records stores (mmfuse/data/store/records.py) go to a fresh directory, not the user's ~/.cache
-import tempfile  # noqa: E402
-
 # `make test` runs the suite in one pytest-xdist worker per core: one thread each (set before torch is imported, and
 # inherited by the commands a test starts), else two workers' OpenMP threads spin on each other's cores
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
+# records stores (mmfuse/data/store/records.py) go to a fresh directory, not the user's ~/.cache
+import tempfile  # noqa: E402
+
 os.environ["MMFUSE_CACHE"] = tempfile.mkdtemp(prefix="mmfuse-test-cache-")
 
 import sys  # noqa: E402
