@@ -24,8 +24,8 @@ quickstart: install
 test: install
 	$(BIN)/python -m pytest -n auto --dist loadfile   # one worker per core; the tests of a file share one
 
-test-slow: install
-	$(BIN)/python -m pytest -m slow
+test-slow: install   # one worker per core; groups and longest-first order in tests/conftest.py
+	$(BIN)/python -m pytest -m slow -n auto --dist loadgroup --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check mmfuse tests

@@ -12,6 +12,10 @@ os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")  # raised by L
 # inherited by the commands a test starts), else two workers' OpenMP threads spin on each other's cores
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
+# MKL's matrix products by its AVX2 code on every x86 CPU (its conditional numerical reproducibility): by default an
+# Intel CPU runs its AVX-512 code and an AMD one the AVX2 code, which round differently, and what the slow suite's
+# learning runs reach (tests/test_learning.py) moves with the rounding; set before torch loads MKL
+os.environ.setdefault("MKL_CBWR", "AVX2")
 # records stores (mmfuse/data/store/records.py) go to a fresh directory, not the user's ~/.cache
 import tempfile  # noqa: E402
 
@@ -92,3 +96,42 @@ def trained(tmp_path_factory) -> Path:
                   "--trainer.num_sanity_val_steps=0", f"--trainer.logger.init_args.save_dir={runs}")  # fmt: skip
     (last,) = runs.glob("*/*/checkpoints/last.ckpt")
     return last
+
+
+#: `make test-slow`'s longest tests (node id prefixes), started first so that its workers end together
+SLOW_FIRST = ("tests/test_learning.py::test_modality_contribution", "tests/test_learning.py::")
+
+
+@pytest.hookimpl(wrapper=True)  # around the other plugins' hooks: the groups are set before pytest-xdist reads them
+def pytest_collection_modifyitems(config, items):
+    """`make test-slow` runs in pytest-xdist workers with ``--dist loadgroup``: the tests of a file are one group
+    (one worker, so a module's fixtures are built once), unless a test names its own ``xdist_group`` (each
+    adapter's learning run; tests that share a trained run name the same group). The longest run first."""
+    if not config.getvalue("loadgroup"):  # set in xdist's workers when --dist loadgroup
+        return (yield)
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: collection order within each rank
+    return (yield)
+
+
+def pytest_configure(config) -> None:
+    from importlib.metadata import version
+
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    if _version(pytest.__version__) >= (9, 2) and _version(version("pytest-xdist")) <= (3, 8):
+        # there pytest-xdist 3.8's loadgroup loses its groups without a word: node ids moved to another attribute
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__}: pytest-xdist's --dist loadgroup (make test-slow) does not group tests with "
+            "pytest 9.2 (pytest-dev/pytest-xdist#1386); install the dev extra's pytest: pip install -e '.[dev]'"
+        )
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())

@@ -223,6 +223,7 @@ def _running_fits(directory: Path) -> list[int]:
 
 
 @pytest.mark.slow  # three short trials, one killed and run again: about a minute
+@pytest.mark.xdist_group("sweep-killed")  # `make test-slow` schedules each of these runs on its own
 def test_a_killed_sweep_continues_its_study(tmp_path):
     sweep = _sweep(tmp_path, 3)
     deadline = time.time() + 240
@@ -261,6 +262,7 @@ def test_a_killed_sweep_continues_its_study(tmp_path):
 
 
 @pytest.mark.slow  # three folds, each trained, tested and predicted: about a minute
+@pytest.mark.xdist_group("cv-quickstart")
 def test_cross_validation_tests_every_gene_once_and_combines_the_folds(tmp_path, capsys):
     assert main(["cv", "--config", str(QUICKSTART), "--folds", "3", "--dir", str(tmp_path / "cv"), *TINY]) == 0
     out = capsys.readouterr().out
@@ -287,8 +289,10 @@ def test_cross_validation_tests_every_gene_once_and_combines_the_folds(tmp_path,
 
 
 @pytest.mark.slow  # two folds of each, trained two steps, tested and predicted: about a minute
-@pytest.mark.parametrize(("experiment", "group"), [("tf_bind/config.yaml", "contig"),
-                                                   ("geneformer/config.yaml", "perturbation")])  # fmt: skip
+@pytest.mark.parametrize(("experiment", "group"), [
+    pytest.param("tf_bind/config.yaml", "contig", marks=pytest.mark.xdist_group("cv-tf_bind")),
+    pytest.param("geneformer/config.yaml", "perturbation", marks=pytest.mark.xdist_group("cv-geneformer")),
+])  # fmt: skip
 def test_cross_validation_runs_on_tf_binding_and_cells(experiment, group, tmp_path, monkeypatch):
     from tests.test_experiments import tiny_overrides
 
