@@ -107,7 +107,7 @@ def pytest_collection_modifyitems(config, items):
     """`make test-slow` runs in pytest-xdist workers with ``--dist loadgroup``: the tests of a file are one group
     (one worker, so a module's fixtures are built once), unless a test names its own ``xdist_group`` (each
     adapter's learning run; tests that share a trained run name the same group). The longest run first."""
-    if not config.getvalue("loadgroup"):  # set in xdist's workers when --dist loadgroup
+    if not config.getoption("loadgroup", False):  # set in xdist's workers when --dist loadgroup
         return (yield)
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
