@@ -123,15 +123,13 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config) -> None:
     from importlib.metadata import version
 
+    from packaging.version import Version  # pytest's own dependency
+
     if config.getoption("dist", "no") != "loadgroup":
         return
-    if _version(pytest.__version__) >= (9, 2) and _version(version("pytest-xdist")) <= (3, 8):
+    if Version(pytest.__version__) >= Version("9.2") and Version(version("pytest-xdist")) < Version("3.9"):
         # there pytest-xdist 3.8's loadgroup loses its groups without a word: node ids moved to another attribute
         raise pytest.UsageError(
             f"pytest {pytest.__version__}: pytest-xdist's --dist loadgroup (make test-slow) does not group tests with "
             "pytest 9.2 (pytest-dev/pytest-xdist#1386); install the dev extra's pytest: pip install -e '.[dev]'"
         )
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
